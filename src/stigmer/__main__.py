@@ -1,0 +1,3 @@
+from stigmer.cli import main
+
+main()

@@ -1,0 +1,84 @@
+"""The ``stigmer`` command line.
+
+Each command group has its own module (``server``, ``config``); heavy libraries
+(docker, temporalio, fastapi, sqlalchemy) are imported only inside the commands
+that need them. Errors are printed in one place, :func:`main`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from stigmer import __version__
+from stigmer.cli import config as config_cmd
+from stigmer.cli import server as server_cmd
+from stigmer.cli._output import print_error
+
+app = typer.Typer(
+    name="stigmer",
+    help="Run AI agents durably, on your laptop or a cluster.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(server_cmd.app, name="server")
+app.add_typer(config_cmd.app, name="config")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        "-V",
+        help="Print the version and exit.",
+        callback=_version,
+        is_eager=True,
+    ),
+    home: str | None = typer.Option(
+        None,
+        "--home",
+        help="Stack home (config, data, logs). Default: $STIGMER_HOME or ~/.stigmer.",
+        show_default=False,
+    ),
+) -> None:
+    if home:
+        os.environ["STIGMER_HOME"] = os.path.abspath(os.path.expanduser(home))
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turn StigmerError into output and exit code."""
+    if sys.argv[1:] in (["--version"], ["-V"]):  # fast path: no CLI framework needed
+        print(__version__)
+        return
+    from stigmer.errors import StigmerError
+
+    try:
+        app(standalone_mode=False)
+    except StigmerError as exc:
+        print_error(exc)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("Aborted.", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors come through here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,45 @@
+"""Output helpers shared by the commands: errors, JSON, durations."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+#: set by commands run with --json / --output json, so errors come out as JSON too
+JSON_MODE = {"on": False}
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def print_error(exc: Any) -> None:
+    """Print a StigmerError: message, fix and details to stderr (JSON on stdout in JSON mode)."""
+    if JSON_MODE["on"]:
+        print_json(exc.to_dict())
+    from rich.console import Console
+
+    console = Console(stderr=True, highlight=False)
+    console.print(f"[bold red]Error:[/] {exc.message}", markup=True, soft_wrap=True)
+    if exc.fix:
+        console.print(f"[bold]Fix:[/] {exc.fix}", soft_wrap=True)
+    if exc.details:
+        console.print("[dim]" + _escape(exc.details) + "[/]", soft_wrap=True)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def human_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{seconds:.0f}s" if seconds >= 10 else f"{seconds:.1f}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"

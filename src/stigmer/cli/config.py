@@ -1,0 +1,121 @@
+"""``stigmer config get|set|unset|list|path``: the settings in ``$STIGMER_HOME/config.yaml``."""
+
+from __future__ import annotations
+
+import typer
+
+from stigmer.cli._output import JSON_MODE, print_json
+from stigmer.errors import ConfigError
+from stigmer.settings import (
+    KEYS,
+    KEYS_BY_NAME,
+    Paths,
+    home_dir,
+    read_config_file,
+    resolve,
+    write_config_file,
+)
+
+app = typer.Typer(
+    help="Read and change settings. Precedence: flag > env (STIGMER_<KEY>) > config file > default.",
+    no_args_is_help=True,
+)
+
+
+def _key(name: str) -> str:
+    key = name.strip().lower().replace("-", "_")
+    if key.startswith("stigmer_"):
+        key = key[len("stigmer_") :]
+    if key not in KEYS_BY_NAME:
+        raise ConfigError(
+            f"Unknown config key {name!r}.", f"Known keys: {', '.join(KEYS_BY_NAME)}."
+        )
+    return key
+
+
+@app.command("path")
+def path_cmd() -> None:
+    """Print the path of the config file."""
+    print(Paths(home_dir()).config)
+
+
+@app.command("get")
+def get_cmd(key: str = typer.Argument(..., help="A key, e.g. server_port.")) -> None:
+    """Print the effective value of KEY (secrets masked)."""
+    name = _key(key)
+    value = resolve().public()[name]
+    print("" if value is None else value)
+
+
+@app.command("set")
+def set_cmd(
+    key: str = typer.Argument(..., help="A key, e.g. server_port."),
+    value: str = typer.Argument(..., help="The new value."),
+) -> None:
+    """Write KEY: VALUE to the config file (mode 0600). Applies at the next `server start`."""
+    name = _key(key)
+    spec = KEYS_BY_NAME[name]
+    parsed = spec.parse(value, "the command line")
+    paths = Paths(home_dir())
+    paths.home.mkdir(parents=True, exist_ok=True)
+    data = read_config_file(paths.config)
+    data[name] = parsed
+    write_config_file(paths.config, data)
+    shown = "****" if spec.secret else parsed
+    print(f"{name} = {shown}  ({paths.config})")
+    import os
+
+    if os.environ.get(spec.env):
+        print(f"note: {spec.env} is set in the environment and overrides this value")
+
+
+@app.command("unset")
+def unset_cmd(key: str = typer.Argument(..., help="A key, e.g. server_port.")) -> None:
+    """Remove KEY from the config file (back to env or default)."""
+    name = _key(key)
+    paths = Paths(home_dir())
+    data = read_config_file(paths.config)
+    if data.pop(name, None) is None:
+        print(f"{name} is not set in {paths.config}")
+        return
+    write_config_file(paths.config, data)
+    print(f"{name} removed from {paths.config}")
+
+
+@app.command("list")
+def list_cmd(
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Every key with its effective value and where it comes from."""
+    JSON_MODE["on"] = json_out
+    settings = resolve()
+    values = settings.public()
+    if json_out:
+        print_json(
+            {
+                "home": str(settings.home),
+                "config_file": str(settings.paths.config),
+                "settings": [
+                    {
+                        "key": k.name,
+                        "value": values[k.name],
+                        "source": settings.sources[k.name],
+                        "env": k.env,
+                        "default": k.default,
+                        "help": k.help,
+                    }
+                    for k in KEYS
+                ],
+            }
+        )
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"stigmer settings ({settings.paths.config})", title_justify="left")
+    for col in ("KEY", "VALUE", "SOURCE", "ENV"):
+        table.add_column(col)
+    for k in KEYS:
+        v = values[k.name]
+        table.add_row(k.name, "" if v is None else str(v), settings.sources[k.name], k.env)
+    Console().print(table)

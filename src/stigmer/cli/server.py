@@ -1,0 +1,323 @@
+"""``stigmer server start|stop|restart|status|logs``: the local stack."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import typer
+
+from stigmer.cli._output import JSON_MODE, human_duration, print_json
+from stigmer.settings import COMPONENTS, RUNNER_MODES, Settings, resolve
+
+app = typer.Typer(help="Bring up, inspect and stop the local stack.", no_args_is_help=True)
+
+LOG_SOURCES = (*COMPONENTS, "supervisor")
+
+
+def _settings(**flags: Any) -> Settings:
+    return resolve(flags=flags)
+
+
+def _effective_runner_mode(settings: Settings) -> Settings:
+    """Resolve ``auto`` to a concrete runner mode (docker support arrives with the image)."""
+    if settings.runner_mode == "auto":
+        settings.values["runner_mode"] = "local"
+        settings.sources["runner_mode"] = settings.sources["runner_mode"] + " (auto)"
+    return settings
+
+
+@app.command()
+def start(
+    server_port: int | None = typer.Option(
+        None, "--server-port", help="API port [env STIGMER_SERVER_PORT, default 7234]."
+    ),
+    temporal_port: int | None = typer.Option(
+        None,
+        "--temporal-port",
+        help="Temporal gRPC port [env STIGMER_TEMPORAL_PORT, default 7233].",
+    ),
+    temporal_ui_port: int | None = typer.Option(
+        None,
+        "--temporal-ui-port",
+        help="Temporal UI port [env STIGMER_TEMPORAL_UI_PORT, default 8233].",
+    ),
+    temporal_address: str | None = typer.Option(
+        None,
+        "--temporal-address",
+        help="Use an external Temporal at host:port instead of starting one [env STIGMER_TEMPORAL_ADDRESS].",
+    ),
+    namespace: str | None = typer.Option(
+        None,
+        "--namespace",
+        help="Temporal namespace [env STIGMER_TEMPORAL_NAMESPACE, default 'default'].",
+    ),
+    runner: str | None = typer.Option(
+        None,
+        "--runner",
+        help=f"Runner mode: {'|'.join(RUNNER_MODES)} [env STIGMER_RUNNER_MODE, default auto].",
+    ),
+    timeout: float | None = typer.Option(
+        None,
+        "--timeout",
+        help="Seconds to wait for readiness [env STIGMER_START_TIMEOUT, default 90].",
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print the final status as JSON."),
+) -> None:
+    """Start the stack and wait until every component does real work.
+
+    Ready means: Temporal answers for the namespace, the API answers /healthz
+    with its database open, and the runner polls its task queue. Starting a
+    running stack is a no-op (exit 0).
+    """
+    JSON_MODE["on"] = json_out
+    settings = _effective_runner_mode(
+        _settings(
+            server_port=server_port,
+            temporal_port=temporal_port,
+            temporal_ui_port=temporal_ui_port,
+            temporal_address=temporal_address,
+            temporal_namespace=namespace,
+            runner_mode=runner,
+            start_timeout=timeout,
+        )
+    )
+    _start(settings, json_out)
+
+
+def _start(settings: Settings, json_out: bool) -> None:
+    from stigmer.stack import control
+
+    t0 = time.monotonic()
+    progress = _Progress(enabled=not json_out)
+    try:
+        status, started = control.start(
+            settings,
+            on_progress=progress.update,
+            on_wait_lock=lambda: progress.note("waiting for another stigmer command to finish..."),
+        )
+    finally:
+        progress.close()
+    elapsed = time.monotonic() - t0
+    status["took_s"] = round(elapsed, 2)
+    status["already_running"] = not started
+    if json_out:
+        print_json(status)
+        return
+    if not started:
+        print(f"stigmer is already running (home {status['home']}).")
+        _summary(status, None)
+        return
+    _summary(status, elapsed)
+
+
+class _Progress:
+    """A live table of component states on a TTY; plain lines on state changes otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.live: Any = None
+        self.seen: dict[str, str] = {}
+        self.t0 = time.monotonic()
+
+    def note(self, text: str) -> None:
+        if self.enabled:
+            print(text, file=sys.stderr)
+
+    def update(self, status: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        if self.tty:
+            from rich.console import Console
+            from rich.live import Live
+
+            if self.live is None:
+                self.live = Live(
+                    console=Console(stderr=True), refresh_per_second=10, transient=True
+                )
+                self.live.start()
+            self.live.update(self._table(status))
+            return
+        for c in status["components"]:
+            label = c["state"] + (" (ready)" if c["ready"] else "")
+            if self.seen.get(c["name"]) != label:
+                self.seen[c["name"]] = label
+                print(f"[{time.monotonic() - self.t0:5.1f}s] {c['name']}: {label}", file=sys.stderr)
+
+    def _table(self, status: dict[str, Any]) -> Any:
+        from rich.spinner import Spinner
+        from rich.table import Table
+
+        table = Table.grid(padding=(0, 2))
+        elapsed = time.monotonic() - self.t0
+        for c in status["components"]:
+            if c["ready"]:
+                mark: Any = "[green]✓[/]"
+                what = "ready"
+            elif c["state"] == "failed":
+                mark, what = "[red]✗[/]", "failed"
+            else:
+                mark = Spinner("dots")
+                what = c["state"] + ("" if c["state"] != "running" else " (checking)")
+            table.add_row(mark, c["name"], what)
+        table.add_row("", "", f"[dim]{elapsed:.1f}s[/]")
+        return table
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+
+def _summary(status: dict[str, Any], elapsed: float | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    if elapsed is not None:
+        console.print(f"[bold green]✓ stigmer is ready[/] in {elapsed:.1f}s")
+    ep = status.get("endpoints", {})
+    table = Table.grid(padding=(0, 2))
+    table.add_row("API", ep.get("api", "-"))
+    table.add_row("Temporal", f"{ep.get('temporal')}  (namespace {ep.get('namespace')})")
+    if ep.get("temporal_ui"):
+        table.add_row("Temporal UI", ep["temporal_ui"])
+    for c in status["components"]:
+        if c["name"] == "agent-runner":
+            started = f", ready in {c['ready_in_s']}s" if c.get("ready_in_s") is not None else ""
+            table.add_row(
+                "Runner", f"{c.get('mode', '-')} mode, polling {c.get('task_queue')}{started}"
+            )
+    table.add_row("Data", status.get("data_dir", "-"))
+    table.add_row("Workspace", status.get("workspace", "-"))
+    table.add_row("Logs", "stigmer server logs -f")
+    console.print(table)
+
+
+@app.command()
+def stop(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Stop the stack (runner, API, Temporal), gracefully then by force. Idempotent."""
+    from stigmer.stack import control
+
+    JSON_MODE["on"] = json_out
+    settings = _settings()
+    t0 = time.monotonic()
+    stopped = control.stop(
+        settings,
+        on_wait_lock=lambda: print("waiting for another stigmer command...", file=sys.stderr),
+    )
+    took = time.monotonic() - t0
+    if json_out:
+        print_json({"stopped": stopped, "took_s": round(took, 2)})
+    elif stopped:
+        print(f"stigmer stopped in {took:.1f}s.")
+    else:
+        print("stigmer is not running.")
+
+
+@app.command()
+def restart(
+    runner: str | None = typer.Option(None, "--runner", help="Runner mode for the new start."),
+    timeout: float | None = typer.Option(None, "--timeout", help="Seconds to wait for readiness."),
+    json_out: bool = typer.Option(False, "--json", help="Print the final status as JSON."),
+) -> None:
+    """Stop the stack, then start it again."""
+    from stigmer.stack import control
+
+    JSON_MODE["on"] = json_out
+    settings = _effective_runner_mode(_settings(runner_mode=runner, start_timeout=timeout))
+    control.stop(settings)
+    _start(settings, json_out)
+
+
+@app.command()
+def status(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Each component's state, pid or container, uptime, restarts, endpoint and last error."""
+    from stigmer.stack import control
+
+    JSON_MODE["on"] = json_out
+    st = control.status(_settings())
+    if json_out:
+        print_json(st)
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+    head = "running" if st["running"] else "stopped"
+    if st["running"] and not st["ready"]:
+        head = "running, not ready"
+    console.print(f"stigmer: [bold]{head}[/]  (home {st['home']})")
+    table = Table(box=None, pad_edge=False)
+    for col in ("COMPONENT", "STATE", "READY", "PID/CONTAINER", "UPTIME", "RESTARTS", "ENDPOINT"):
+        table.add_column(col, no_wrap=True)
+    colors = {"running": "green", "failed": "red", "stopped": "dim", "orphaned": "yellow"}
+    errors = []
+    for c in st["components"]:
+        color = colors.get(c["state"], "yellow")
+        ident = c.get("container_id") or c.get("pid") or "-"
+        if c.get("last_error"):
+            errors.append((c["name"], c["last_error"]))
+        table.add_row(
+            c["name"],
+            f"[{color}]{c['state']}[/]",
+            "yes" if c.get("ready") else "no",
+            str(ident)[:12],
+            human_duration(c.get("uptime_s")),
+            str(c.get("restarts", 0)),
+            c.get("endpoint") or "-",
+        )
+    console.print(table)
+    for name, err in errors:
+        console.print(f"[red]{name}[/]: last error: {escape(err)}", soft_wrap=True)
+    if st.get("endpoints", {}).get("temporal_ui"):
+        console.print(f"Temporal UI: {st['endpoints']['temporal_ui']}")
+
+
+@app.command()
+def logs(
+    component: str | None = typer.Option(
+        None,
+        "-c",
+        "--component",
+        help=f"One of: {', '.join(LOG_SOURCES)}. Default: all, merged by time.",
+    ),
+    follow: bool = typer.Option(
+        False, "-f", "--follow", help="Keep printing new lines (across restarts and rotation)."
+    ),
+    tail: int | None = typer.Option(
+        None,
+        "-n",
+        "--tail",
+        help="Show the last N lines of each component (0: none, only new lines with -f). Default: all.",
+    ),
+    stderr: bool = typer.Option(False, "--stderr", help="Only the components' stderr streams."),
+) -> None:
+    """Show component logs; each line is prefixed with its component and a UTC timestamp."""
+    from stigmer.errors import ConfigError
+    from stigmer.stack import logs as logmod
+
+    if tail is not None and tail < 0:
+        raise ConfigError(
+            f"--tail must be 0 or more, not {tail}.", "Use -n 0 for none, -n 50 for the last 50."
+        )
+    if component and component not in LOG_SOURCES:
+        raise ConfigError(
+            f"Unknown component {component!r}.", f"Use one of: {', '.join(LOG_SOURCES)}."
+        )
+    settings = _settings()
+    names = [component] if component else list(LOG_SOURCES)
+    width = max(len(n) for n in names)
+    color = sys.stdout.isatty()
+    try:
+        for line in logmod.tail(settings.paths, names, tail, stderr):
+            logmod.render(line, width, color=color)
+        sys.stdout.flush()
+        if follow:
+            for line in logmod.follow(settings.paths, names, stderr):
+                logmod.render(line, width, color=color)
+                sys.stdout.flush()
+    except (KeyboardInterrupt, BrokenPipeError):
+        pass

@@ -1,0 +1,196 @@
+"""The worker process: connect with retry, poll, heartbeat, shut down gracefully.
+
+Configuration comes from env vars set by the supervisor
+(:func:`stigmer.stack.runner.runner_environment`):
+
+* ``STIGMER_TEMPORAL_ADDRESS`` (host:port), ``STIGMER_TEMPORAL_NAMESPACE``,
+  ``STIGMER_TEMPORAL_TLS``, ``STIGMER_TEMPORAL_API_KEY``, ``STIGMER_TEMPORAL_TLS_*_PATH``;
+* ``STIGMER_TASK_QUEUE`` (default ``agent_execution_runner``);
+* ``STIGMER_RUNNER_IDENTITY``: the worker identity Temporal shows for its pollers;
+* ``STIGMER_STOP_GRACE``: seconds in-flight activities get on SIGTERM;
+* ``STIGMER_RUNNER_HEARTBEAT_FILE``: touched every few seconds while Temporal
+  answers (the container health check reads its age).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from stigmer import __version__
+
+log = logging.getLogger("stigmer.runner")
+
+HEARTBEAT_INTERVAL = 5.0
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    address: str
+    namespace: str
+    task_queue: str
+    identity: str
+    grace: float
+    tls: bool
+    api_key: str | None
+    ca_path: str | None
+    cert_path: str | None
+    key_path: str | None
+    heartbeat_file: Path | None
+
+    @classmethod
+    def from_env(cls, env: Any = os.environ) -> RunnerConfig:
+        hb = env.get("STIGMER_RUNNER_HEARTBEAT_FILE")
+        return cls(
+            address=env.get("STIGMER_TEMPORAL_ADDRESS", "127.0.0.1:7233"),
+            namespace=env.get("STIGMER_TEMPORAL_NAMESPACE", "default"),
+            task_queue=env.get("STIGMER_TASK_QUEUE", "agent_execution_runner"),
+            identity=env.get("STIGMER_RUNNER_IDENTITY")
+            or f"stigmer-runner@{socket.gethostname()}/{os.getpid()}",
+            grace=float(env.get("STIGMER_STOP_GRACE", "10")),
+            tls=env.get("STIGMER_TEMPORAL_TLS", "0") in ("1", "true"),
+            api_key=env.get("STIGMER_TEMPORAL_API_KEY") or None,
+            ca_path=env.get("STIGMER_TEMPORAL_TLS_CA_PATH") or None,
+            cert_path=env.get("STIGMER_TEMPORAL_TLS_CERT_PATH") or None,
+            key_path=env.get("STIGMER_TEMPORAL_TLS_KEY_PATH") or None,
+            heartbeat_file=Path(hb) if hb else None,
+        )
+
+    def tls_arg(self) -> Any:
+        if not (self.tls or self.api_key or self.ca_path):
+            return False
+        if not (self.ca_path or self.cert_path):
+            return True
+        from temporalio.service import TLSConfig
+
+        def read(p: str | None) -> bytes | None:
+            return Path(p).read_bytes() if p else None
+
+        return TLSConfig(
+            server_root_ca_cert=read(self.ca_path),
+            client_cert=read(self.cert_path),
+            client_private_key=read(self.key_path),
+        )
+
+
+async def connect(cfg: RunnerConfig, stop: asyncio.Event) -> Any:
+    """Connect to Temporal, retrying with exponential backoff (0.2 s up to 5 s) until stopped."""
+    from temporalio.client import Client
+
+    delay = 0.2
+    attempt = 0
+    while not stop.is_set():
+        attempt += 1
+        try:
+            client = await Client.connect(
+                cfg.address,
+                namespace=cfg.namespace,
+                tls=cfg.tls_arg(),
+                api_key=cfg.api_key,
+                identity=cfg.identity,
+                connect_timeout=timedelta(seconds=3),
+            )
+            log.info(
+                "Connected to Temporal server at %s (namespace %s, task queue %s, identity %s)",
+                cfg.address,
+                cfg.namespace,
+                cfg.task_queue,
+                cfg.identity,
+            )
+            return client
+        except Exception as exc:
+            if attempt == 1 or attempt % 10 == 0:
+                log.warning(
+                    "Temporal at %s not reachable yet (attempt %d): %s; retrying",
+                    cfg.address,
+                    attempt,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                )
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            delay = min(delay * 2, 5.0)
+    return None
+
+
+async def heartbeat(client: Any, path: Path) -> None:
+    """Touch ``path`` every few seconds while Temporal answers ``GetSystemInfo``."""
+    from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+
+    while True:
+        try:
+            await client.workflow_service.get_system_info(
+                GetSystemInfoRequest(), timeout=timedelta(seconds=3)
+            )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"{time.time():.0f}\n")
+        except Exception as exc:
+            log.debug("heartbeat check failed: %s", exc)
+        await asyncio.sleep(HEARTBEAT_INTERVAL)
+
+
+async def run(cfg: RunnerConfig) -> int:
+    from temporalio.worker import Worker
+
+    from stigmer.runner.activities import ping
+    from stigmer.runner.workflows import PingWorkflow
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    log.info("stigmer agent-runner %s starting (pid %d)", __version__, os.getpid())
+    client = await connect(cfg, stop)
+    if client is None:
+        log.info("stopped before connecting")
+        return 0
+    worker = Worker(
+        client,
+        task_queue=cfg.task_queue,
+        workflows=[PingWorkflow],
+        activities=[ping],
+        identity=cfg.identity,
+        graceful_shutdown_timeout=timedelta(seconds=cfg.grace),
+    )
+    tasks = [asyncio.create_task(worker.run(), name="worker")]
+    if cfg.heartbeat_file:
+        tasks.append(asyncio.create_task(heartbeat(client, cfg.heartbeat_file), name="heartbeat"))
+    stopper = asyncio.create_task(stop.wait(), name="stop")
+    log.info("Polling task queue %s", cfg.task_queue)
+    done, _ = await asyncio.wait([tasks[0], stopper], return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if stopper in done:
+        log.info("SIGTERM received: shutting down (in-flight activities get %.0fs)", cfg.grace)
+        await worker.shutdown()
+    else:
+        exc = tasks[0].exception()
+        if exc is not None:
+            log.error("worker stopped with an error: %s", exc)
+            code = 1
+    for t in [*tasks[1:], stopper]:
+        t.cancel()
+    if cfg.heartbeat_file:
+        cfg.heartbeat_file.unlink(missing_ok=True)
+    log.info("agent-runner stopped")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in ("--version", "version"):
+        print(__version__)
+        return 0
+    logging.basicConfig(
+        level=logging.INFO, format="%(levelname)s %(name)s %(message)s", stream=sys.stdout
+    )
+    return asyncio.run(run(RunnerConfig.from_env()))

@@ -1,0 +1,21 @@
+"""Deterministic workflow code only: no I/O, no side effects at import time."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from stigmer.runner.activities import ping
+
+
+@workflow.defn(name="StigmerPing")
+class PingWorkflow:
+    """Round trip through a runner: one activity, used to prove the worker executes work."""
+
+    @workflow.run
+    async def run(self, message: str) -> str:
+        return await workflow.execute_activity(
+            ping, message, start_to_close_timeout=timedelta(seconds=30)
+        )

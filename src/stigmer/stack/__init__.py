@@ -1,0 +1,1 @@
+"""The supervisor and its components: temporal, stigmer-server, agent-runner."""

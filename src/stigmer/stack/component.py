@@ -1,0 +1,203 @@
+"""The Component interface the supervisor drives, and its host-process implementation.
+
+A component is one piece of the stack (Temporal, the API server, the
+agent-runner). The supervisor only ever calls the methods of :class:`Component`;
+a host process (:class:`ProcessComponent`) and a Docker container (the runner's
+docker mode) are two implementations of the same interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from abc import ABC, abstractmethod
+from collections import deque
+from typing import Any
+
+from stigmer.settings import Paths, Settings
+from stigmer.stack.logs import RotatingLog
+from stigmer.stack.pidfile import ProcessIdentity, write_pid_file
+
+
+class FatalComponentError(Exception):
+    """A failure that restarting cannot fix (a port taken, a missing binary).
+
+    The supervisor marks the component ``failed`` at once instead of retrying.
+    """
+
+
+class Component(ABC):
+    """One supervised piece of the stack."""
+
+    #: ``temporal``, ``stigmer-server`` or ``agent-runner``.
+    name: str
+    #: False for an external Temporal: watched, never started or stopped.
+    managed: bool = True
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.paths: Paths = settings.paths
+        #: the last lines the component wrote to stderr, for ``status`` errors
+        self.recent_errors: deque[str] = deque(maxlen=20)
+
+    @property
+    def endpoint(self) -> str | None:
+        """Where clients reach it (``host:port`` or URL), if anywhere."""
+        return None
+
+    @property
+    def pid(self) -> int | None:
+        return None
+
+    @property
+    def container_id(self) -> str | None:
+        return None
+
+    def extra_status(self) -> dict[str, Any]:
+        """Component-specific fields merged into its ``status`` entry."""
+        return {}
+
+    def preflight(self) -> None:  # noqa: B027 - optional hook
+        """Checks before each launch. Raises FatalComponentError to stop retrying."""
+
+    @abstractmethod
+    async def launch(self) -> None:
+        """Start the component and return once it is launched (not yet ready).
+
+        Raises:
+            FatalComponentError: it cannot start and retrying will not help.
+        """
+
+    @abstractmethod
+    async def wait(self) -> int | None:
+        """Wait until the launched component ends; return its exit code if known."""
+
+    @abstractmethod
+    async def terminate(self, grace: float) -> None:
+        """Stop it: a graceful signal, ``grace`` seconds, then force. Idempotent."""
+
+    @abstractmethod
+    async def ready(self) -> bool:
+        """True when it does real work now (not merely "the process exists")."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release clients and files after the final stop."""
+
+
+class ProcessComponent(Component):
+    """A component that runs as a host process in its own session (process group).
+
+    Its stdout and stderr are captured line by line into rotated, timestamped
+    logs (:mod:`stigmer.stack.logs`); its identity goes to ``run/<name>.pid`` so
+    that a later ``start`` or ``stop`` can clean it up even if the supervisor
+    was killed.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.proc: asyncio.subprocess.Process | None = None
+        self._pumps: list[asyncio.Task[None]] = []
+        self._out = RotatingLog(
+            self.paths.log_file(self.name, "out"), settings.log_max_bytes, settings.log_backups
+        )
+        self._err = RotatingLog(
+            self.paths.log_file(self.name, "err"), settings.log_max_bytes, settings.log_backups
+        )
+
+    @abstractmethod
+    def command(self) -> list[str]:
+        """argv of the process."""
+
+    def environment(self) -> dict[str, str]:
+        """Environment of the process (defaults to ours, with STIGMER_HOME set)."""
+        env = dict(os.environ)
+        env["STIGMER_HOME"] = str(self.paths.home)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc and self.proc.returncode is None else None
+
+    async def launch(self) -> None:
+        self.preflight()
+        argv = self.command()
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=self.environment(),
+                cwd=str(self.paths.home),
+                start_new_session=True,
+            )
+        except (FileNotFoundError, PermissionError) as exc:
+            raise FatalComponentError(f"cannot run {argv[0]}: {exc}") from exc
+        with contextlib.suppress(Exception):
+            write_pid_file(
+                self.paths.pid_file(self.name),
+                ProcessIdentity.of(self.proc.pid, self.name, self.paths.home),
+            )
+        assert self.proc.stdout and self.proc.stderr
+        self._pumps = [
+            asyncio.create_task(self._pump(self.proc.stdout, self._out, False)),
+            asyncio.create_task(self._pump(self.proc.stderr, self._err, True)),
+        ]
+
+    async def _pump(self, stream: asyncio.StreamReader, log: RotatingLog, is_err: bool) -> None:
+        buf = b""
+        while True:
+            chunk = await stream.read(65536)
+            if not chunk:
+                break
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for raw in lines:
+                self._emit(raw, log, is_err)
+        if buf:
+            self._emit(buf, log, is_err)
+
+    def _emit(self, raw: bytes, log: RotatingLog, is_err: bool) -> None:
+        text = raw.decode("utf-8", errors="replace").rstrip("\r")
+        log.write(text)
+        if is_err and text.strip():
+            self.recent_errors.append(text)
+
+    async def wait(self) -> int | None:
+        assert self.proc is not None
+        code = await self.proc.wait()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*self._pumps), timeout=2)
+        self.paths.pid_file(self.name).unlink(missing_ok=True)
+        return code
+
+    async def terminate(self, grace: float) -> None:
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        self._signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout=grace)
+        except TimeoutError:
+            self._signal(signal.SIGKILL)
+            await proc.wait()
+        # anything the component left in its group goes too
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
+
+    async def close(self) -> None:
+        self._out.close()
+        self._err.close()
+
+
+def python_module_command(module: str, *args: str) -> list[str]:
+    """argv that runs ``python -m module`` with the interpreter running us."""
+    return [sys.executable, "-m", module, *args]

@@ -1,0 +1,319 @@
+"""The CLI's side of the stack: ask the supervisor, start it, stop it.
+
+The CLI never guesses component state from files: it asks the supervisor over
+its control socket (:func:`rpc`). Files are used only to clean up after a
+supervisor that was killed, and then only pids whose identity is proven
+(:mod:`stigmer.stack.pidfile`).
+
+``start`` and ``stop`` serialize on ``run/stack.lock``, so two ``start`` at once
+give one stack.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import Any
+
+from stigmer.errors import StackBusyError, StackStartError, SupervisorError
+from stigmer.settings import (
+    COMPONENTS,
+    Paths,
+    Settings,
+    ensure_api_token,
+    ensure_config_file,
+    write_private,
+)
+
+
+def rpc(paths: Paths, op: str, timeout: float = 5.0) -> dict[str, Any] | None:
+    """Send ``{"op": op}`` to the supervisor; its JSON answer, or None if none is listening."""
+    sock_path = str(paths.control_socket)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(sock_path)
+            s.sendall(json.dumps({"op": op}).encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except (TimeoutError, FileNotFoundError, ConnectionRefusedError, OSError):
+        return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
+
+
+def supervisor_holds_lock(paths: Paths) -> bool:
+    """True while a live supervisor holds ``run/supervisor.lock`` (a kernel flock)."""
+    import fcntl
+
+    try:
+        fd = os.open(paths.supervisor_lock, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def stopped_status(settings: Settings) -> dict[str, Any]:
+    """What ``status`` reports when no supervisor runs (orphans shown as such)."""
+    from stigmer.stack.pidfile import read_pid_file
+
+    comps = []
+    for name in COMPONENTS:
+        ident = read_pid_file(settings.paths.pid_file(name))
+        orphan = ident is not None and ident.alive()
+        comps.append(
+            {
+                "name": name,
+                "state": "orphaned" if orphan else "stopped",
+                "ready": False,
+                "pid": ident.pid if orphan and ident else None,
+                "container_id": None,
+                "restarts": 0,
+                "uptime_s": None,
+                "endpoint": None,
+                "last_error": "left running by a supervisor that died; `stigmer server stop` cleans up"
+                if orphan
+                else None,
+            }
+        )
+    return {
+        "running": False,
+        "ready": False,
+        "home": str(settings.home),
+        "supervisor": None,
+        "components": comps,
+    }
+
+
+def status(settings: Settings) -> dict[str, Any]:
+    """The supervisor's status, or :func:`stopped_status` when it is not running."""
+    return rpc(settings.paths, "status") or stopped_status(settings)
+
+
+@contextmanager
+def stack_lock(paths: Paths, timeout: float, waiting: Callable[[], None] | None = None):  # type: ignore[no-untyped-def]
+    """Hold ``run/stack.lock`` (serializes start/stop/restart across processes)."""
+    from filelock import FileLock, Timeout
+
+    paths.ensure()
+    lock = FileLock(str(paths.start_lock))
+    try:
+        lock.acquire(timeout=0.2)
+    except Timeout:
+        if waiting:
+            waiting()
+        try:
+            lock.acquire(timeout=timeout)
+        except Timeout:
+            raise StackBusyError(
+                f"Another stigmer command is starting or stopping the stack in {paths.home}.",
+                "Wait for it to finish, then retry.",
+            ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def port_needs(settings: Settings) -> list[Any]:
+    from stigmer.stack.ports import PortNeed
+
+    needs = []
+    if settings.temporal_managed:
+        needs += [
+            PortNeed(settings.temporal_port, "the Temporal gRPC API", "temporal_port"),
+            PortNeed(settings.temporal_ui_port, "the Temporal Web UI", "temporal_ui_port"),
+        ]
+    needs.append(PortNeed(settings.server_port, "the stigmer API server", "server_port"))
+    return needs
+
+
+def start(
+    settings: Settings,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    on_wait_lock: Callable[[], None] | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """Bring the stack up and wait for real readiness.
+
+    Returns ``(status, started)``; ``started`` is False when it was already running.
+
+    Raises:
+        PortInUseError: a needed port is taken (checked before anything starts).
+        StackStartError: not ready within ``start_timeout``, or a component failed;
+            everything started is stopped again before this is raised.
+    """
+    from stigmer.stack.ports import check_ports
+    from stigmer.stack.supervisor import reap_leftovers
+
+    paths = settings.paths
+    paths.ensure()
+    ensure_config_file(paths)
+    ensure_api_token(paths)
+    with stack_lock(paths, settings.start_timeout + 60, on_wait_lock):
+        current = rpc(paths, "status")
+        if current is None and supervisor_holds_lock(paths):
+            current = _wait_for_answer(paths, 10)
+            if current is None:
+                raise SupervisorError(
+                    f"A stigmer supervisor holds {paths.supervisor_lock} but does not answer.",
+                    "Run `stigmer server stop` (it stops it), then start again.",
+                )
+        if current is not None:
+            return current, False
+        reap_leftovers(paths, settings.stop_grace)
+        check_ports(port_needs(settings))
+        write_private(paths.stack_file, json.dumps(settings.to_json(), indent=2))
+        proc = _spawn_supervisor(paths)
+        try:
+            return _wait_ready(settings, proc, on_progress), True
+        except BaseException:
+            _shutdown(paths, settings, proc.pid)
+            raise
+
+
+def _spawn_supervisor(paths: Paths) -> subprocess.Popen[bytes]:
+    err = open(paths.log_file("supervisor", "err"), "ab")  # noqa: SIM115
+    try:
+        env = dict(os.environ, STIGMER_HOME=str(paths.home), PYTHONUNBUFFERED="1")
+        return subprocess.Popen(
+            [sys.executable, "-m", "stigmer.stack.supervisor", "--home", str(paths.home)],
+            stdin=subprocess.DEVNULL,
+            stdout=err,
+            stderr=err,
+            env=env,
+            cwd=str(paths.home),
+            start_new_session=True,
+            close_fds=True,
+        )
+    finally:
+        err.close()
+
+
+def _wait_for_answer(paths: Paths, timeout: float) -> dict[str, Any] | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = rpc(paths, "status")
+        if st is not None:
+            return st
+        time.sleep(0.1)
+    return None
+
+
+def _wait_ready(
+    settings: Settings,
+    proc: subprocess.Popen[bytes],
+    on_progress: Callable[[dict[str, Any]], None] | None,
+) -> dict[str, Any]:
+    paths = settings.paths
+    deadline = time.monotonic() + settings.start_timeout
+    last: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StackStartError(
+                f"The stigmer supervisor exited during start-up (code {proc.returncode}).",
+                f"See {paths.log_file('supervisor')} and {paths.log_file('supervisor', 'err')}.",
+                details=_tail(paths.log_file("supervisor", "err"), 15)
+                or _tail(paths.log_file("supervisor"), 15),
+            )
+        st = rpc(paths, "status", timeout=2)
+        if st is not None:
+            last = st
+            if on_progress:
+                on_progress(st)
+            failed = [c for c in st["components"] if c["state"] == "failed"]
+            if failed:
+                c = failed[0]
+                raise StackStartError(
+                    f"{c['name']} failed to start: {(c.get('last_error') or '').splitlines()[0]}",
+                    _fix_for(c, paths),
+                    details=c.get("last_error"),
+                )
+            if st.get("ready"):
+                return st
+        time.sleep(0.1)
+    pending = [
+        f"{c['name']}: {c['state']}" + (f" ({c['last_error']})" if c.get("last_error") else "")
+        for c in (last or {}).get("components", [])
+        if not (c["state"] == "running" and c["ready"])
+    ]
+    raise StackStartError(
+        f"The stack was not ready within {settings.start_timeout:.0f}s.",
+        "Check `stigmer server logs`; raise the limit with --timeout or "
+        "`stigmer config set start_timeout SECONDS`.",
+        details="\n".join(pending) or None,
+    )
+
+
+def _fix_for(comp: dict[str, Any], paths: Paths) -> str:
+    err = comp.get("last_error") or ""
+    if "already in use" in err:
+        key = err.split("(")[1].split(")")[0] if "(" in err else "the port setting"
+        return (
+            f"Free the port or pick another one: `stigmer server start --{key.replace('_', '-')} PORT` "
+            f"or STIGMER_{key.upper()}=PORT."
+        )
+    return f"See `stigmer server logs -c {comp['name']}` (files in {paths.logs})."
+
+
+def _tail(path: Any, n: int) -> str | None:
+    try:
+        lines = path.read_text(errors="replace").splitlines()[-n:]
+    except OSError:
+        return None
+    return "\n".join(lines) or None
+
+
+def _shutdown(paths: Paths, settings: Settings, pid: int | None = None) -> list[str]:
+    """Stop the supervisor (gracefully, then by force) and reap what is left."""
+    from stigmer.stack.pidfile import read_pid_file, terminate, wait_gone
+    from stigmer.stack.supervisor import reap_leftovers
+
+    stopped: list[str] = []
+    grace = settings.stop_grace
+    ident = read_pid_file(paths.pid_file("supervisor"))
+    answered = rpc(paths, "shutdown") is not None
+    budget = grace * len(COMPONENTS) + 10
+    if answered:
+        stopped.append("supervisor")
+        deadline = time.monotonic() + budget
+        while time.monotonic() < deadline and supervisor_holds_lock(paths):
+            time.sleep(0.05)
+    if supervisor_holds_lock(paths) and ident is not None:
+        # wedged, or never answered: SIGTERM lets it stop its components
+        if terminate(ident, budget):
+            stopped.append(f"supervisor (pid {ident.pid}, forced)")
+    elif ident is not None and ident.alive():
+        wait_gone(ident, 2)
+    stopped += reap_leftovers(paths, grace)
+    paths.pid_file("supervisor").unlink(missing_ok=True)
+    return stopped
+
+
+def stop(settings: Settings, on_wait_lock: Callable[[], None] | None = None) -> list[str]:
+    """Stop the stack in reverse order; leaves no process of ours. Idempotent.
+
+    Returns what was stopped (empty when nothing ran).
+    """
+    paths = settings.paths
+    with stack_lock(paths, settings.start_timeout + 60, on_wait_lock):
+        return _shutdown(paths, settings)

@@ -1,0 +1,88 @@
+"""Port pre-flight checks: is a loopback port free, and who holds it if not."""
+
+from __future__ import annotations
+
+import errno
+import socket
+from dataclasses import dataclass
+
+from stigmer.errors import PortInUseError
+
+
+@dataclass(frozen=True)
+class PortNeed:
+    """A port the stack will bind on 127.0.0.1, with the setting it comes from."""
+
+    port: int
+    what: str
+    key: str
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True if ``host:port`` can be bound now (we bind and release it at once).
+
+    SO_REUSEADDR is left off on purpose: with it, Linux lets us bind next to a
+    listener on 0.0.0.0 in some cases, and we want to see any conflict.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    # a listener on another loopback or wildcard address shows up on connect
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) != 0
+
+
+def port_holder(port: int) -> str | None:
+    """Describe the process listening on ``port`` ("python3 (pid 123)"), if the OS shows it.
+
+    Uses ``psutil.net_connections``; without privileges other users' sockets may
+    be hidden, in which case this returns ``None``.
+    """
+    try:
+        import psutil
+
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
+                if conn.pid:
+                    try:
+                        proc = psutil.Process(conn.pid)
+                        return f"{proc.name()} (pid {conn.pid}: {' '.join(proc.cmdline())[:120]})"
+                    except psutil.Error:
+                        return f"pid {conn.pid}"
+                return "another process (its pid is hidden from this user)"
+    except Exception:
+        return None
+    return None
+
+
+def check_ports(needs: list[PortNeed]) -> None:
+    """Fail fast if any needed port is taken or two needs share one port.
+
+    Raises:
+        PortInUseError: naming the port, the setting, and the holder when known.
+    """
+    seen: dict[int, PortNeed] = {}
+    for need in needs:
+        if need.port in seen:
+            other = seen[need.port]
+            raise PortInUseError(
+                f"Port {need.port} is configured for both {other.what} ({other.key}) "
+                f"and {need.what} ({need.key}).",
+                f"Give one of them another port, for example `--{need.key.replace('_', '-')} "
+                f"{need.port + 1}` or STIGMER_{need.key.upper()}.",
+            )
+        seen[need.port] = need
+        if not port_free(need.port):
+            holder = port_holder(need.port)
+            raise PortInUseError(
+                f"Port {need.port} on 127.0.0.1, needed for {need.what}, is already in use"
+                + (f" by {holder}." if holder else "."),
+                f"Stop whatever holds port {need.port}, or choose another port with "
+                f"`--{need.key.replace('_', '-')} PORT`, STIGMER_{need.key.upper()}=PORT or "
+                f"`stigmer config set {need.key} PORT`.",
+            )

