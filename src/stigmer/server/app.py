@@ -5,8 +5,6 @@ content of ``STIGMER_API_TOKEN_FILE`` (``$STIGMER_HOME/credentials/api-token``,
 mode 0600, written on first ``server start``). ``GET /healthz`` alone is open.
 """
 
-from __future__ import annotations
-
 import hmac
 import os
 from pathlib import Path

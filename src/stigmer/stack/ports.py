@@ -21,10 +21,13 @@ class PortNeed:
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
     """True if ``host:port`` can be bound now (we bind and release it at once).
 
-    SO_REUSEADDR is left off on purpose: with it, Linux lets us bind next to a
-    listener on 0.0.0.0 in some cases, and we want to see any conflict.
+    SO_REUSEADDR is set as the servers we start set it (uvicorn, Go's net), so
+    connections in TIME_WAIT from a previous run do not count as a conflict; a
+    live listener still does, and the connect probe also catches one bound to
+    another address.
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as exc:

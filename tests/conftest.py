@@ -1,0 +1,147 @@
+"""Shared fixtures: a private STIGMER_HOME with free ports, and the CLI run as a user runs it.
+
+Every stack a test starts lives in its own temporary home, on its own free
+ports, and is stopped in teardown; a final sweep kills any process whose
+environment names that home, so a crashed test leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+STIGMER = str(Path(sys.executable).parent / "stigmer")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_ports(n: int) -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < n:
+        ports.add(free_port())
+    return sorted(ports)
+
+
+@dataclass
+class Stack:
+    """A test's stack: its home, ports, env, and a way to run the CLI against it."""
+
+    home: Path
+    ports: dict[str, int]
+    env: dict[str, str] = field(default_factory=dict)
+
+    def cli(
+        self,
+        *args: str,
+        timeout: float = 120,
+        check: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [STIGMER, *args],
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"stigmer {' '.join(args)} exited {proc.returncode}\n"
+                f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+            )
+        return proc
+
+    def status(self) -> dict[str, Any]:
+        return json.loads(self.cli("server", "status", "--json", check=True).stdout)
+
+    def component(self, name: str) -> dict[str, Any]:
+        return next(c for c in self.status()["components"] if c["name"] == name)
+
+    def start(self, *args: str) -> dict[str, Any]:
+        out = self.cli("server", "start", "--json", *args, check=True)
+        return json.loads(out.stdout)
+
+    def wait_for(
+        self, predicate: Any, timeout: float = 60, what: str = "condition"
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        st: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            st = self.status()
+            if predicate(st):
+                return st
+            time.sleep(0.25)
+        raise AssertionError(
+            f"timed out waiting for {what}; last status:\n{json.dumps(st, indent=2)}"
+        )
+
+    def our_processes(self) -> list[psutil.Process]:
+        """Live processes whose environment names this home (ours, by construction)."""
+        found = []
+        for p in psutil.process_iter(["pid"]):
+            try:
+                if p.environ().get("STIGMER_HOME") == str(self.home):
+                    found.append(p)
+            except (psutil.Error, OSError):
+                continue
+        return found
+
+    def log(self, component: str, stream: str = "out") -> str:
+        name = f"{component}.log" if stream == "out" else f"{component}.err.log"
+        try:
+            return (self.home / "logs" / name).read_text()
+        except FileNotFoundError:
+            return ""
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    """A fresh home on free ports; stopped and swept afterwards."""
+    home = tmp_path / "home"
+    server, temporal, ui = free_ports(3)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STIGMER_")} | {
+        "STIGMER_HOME": str(home),
+        "STIGMER_SERVER_PORT": str(server),
+        "STIGMER_TEMPORAL_PORT": str(temporal),
+        "STIGMER_TEMPORAL_UI_PORT": str(ui),
+        "STIGMER_RUNNER_MODE": "local",
+        "STIGMER_STOP_GRACE": "5",
+    }
+    st = Stack(home, {"server": server, "temporal": temporal, "ui": ui}, env)
+    yield st
+    st.cli("server", "stop", timeout=90)
+    for p in st.our_processes():
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.Error:
+            pass
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def port_listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.3)
+        return s.connect_ex(("127.0.0.1", port)) == 0

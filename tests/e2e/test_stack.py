@@ -1,0 +1,314 @@
+"""The stack as a user drives it: real processes, real Temporal, real SQLite, local runner."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import STIGMER, Stack, pid_alive, port_listening
+
+COMPONENTS = {"temporal", "stigmer-server", "agent-runner"}
+
+
+def all_running(st: dict) -> bool:
+    return st["ready"] and all(c["state"] == "running" and c["ready"] for c in st["components"])
+
+
+def test_start_status_stop_leaves_nothing(stack: Stack) -> None:
+    started = stack.start()
+    assert started["ready"] is True
+    st = stack.status()
+    assert {c["name"] for c in st["components"]} == COMPONENTS
+    for c in st["components"]:
+        assert c["state"] == "running", c
+        assert c["pid"], c
+        assert c["restarts"] == 0
+        assert "container_id" in c
+    assert "Connected to Temporal server" in stack.log("agent-runner")
+
+    # config.yaml and the token were created private
+    assert (stack.home / "config.yaml").stat().st_mode & 0o777 == 0o600
+    assert (stack.home / "credentials" / "api-token").stat().st_mode & 0o777 == 0o600
+
+    pids = [c["pid"] for c in st["components"]] + [st["supervisor"]["pid"]]
+    stop = stack.cli("server", "stop", check=True)
+    assert "stopped" in stop.stdout
+    for pid in pids:
+        assert not pid_alive(pid), f"pid {pid} survived stop"
+    for port in stack.ports.values():
+        assert not port_listening(port), f"port {port} still listening after stop"
+    assert stack.our_processes() == []
+    # stop is idempotent
+    again = stack.cli("server", "stop", check=True)
+    assert "not running" in again.stdout
+    assert stack.status()["running"] is False
+
+
+def test_start_twice_is_a_noop_and_restart_restarts(stack: Stack) -> None:
+    first = stack.start()
+    second = stack.cli("server", "start", check=True)
+    assert "already running" in second.stdout
+    assert stack.status()["supervisor"]["pid"] == first["supervisor"]["pid"]
+    restarted = json_of(stack.cli("server", "restart", "--json", check=True).stdout)
+    assert restarted["ready"]
+    assert restarted["supervisor"]["pid"] != first["supervisor"]["pid"]
+
+
+def json_of(text: str) -> dict:
+    import json
+
+    return json.loads(text)
+
+
+def test_concurrent_starts_give_one_stack(stack: Stack) -> None:
+    procs = [
+        subprocess.Popen(
+            [STIGMER, "server", "start", "--json"],
+            env=stack.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    sups = {json_of(o)["supervisor"]["pid"] for o, _ in outs}
+    assert len(sups) == 1
+    supervisors = [
+        p for p in stack.our_processes() if "stigmer.stack.supervisor" in " ".join(p.cmdline())
+    ]
+    assert len(supervisors) == 1
+    temporals = [p for p in stack.our_processes() if p.name() == "temporal"]
+    assert len(temporals) == 1
+
+
+def test_runner_sigkill_is_restarted(stack: Stack) -> None:
+    stack.start()
+    runner = stack.component("agent-runner")
+    os.kill(runner["pid"], signal.SIGKILL)
+    st = stack.wait_for(
+        lambda s: (
+            next(c for c in s["components"] if c["name"] == "agent-runner")["restarts"] == 1
+            and all_running(s)
+        ),
+        what="runner restart",
+    )
+    new = next(c for c in st["components"] if c["name"] == "agent-runner")
+    assert new["pid"] != runner["pid"]
+    assert "exited with code" in (new["last_error"] or "")
+
+
+def test_temporal_sigkill_is_restarted_and_runner_polls_again(stack: Stack) -> None:
+    stack.start()
+    temporal = stack.component("temporal")
+    runner = stack.component("agent-runner")
+    os.kill(temporal["pid"], signal.SIGKILL)
+    st = stack.wait_for(
+        lambda s: (
+            next(c for c in s["components"] if c["name"] == "temporal")["restarts"] >= 1
+            and all_running(s)
+        ),
+        timeout=90,
+        what="temporal restart and runner polling again",
+    )
+    # the runner process survived the outage or was restarted; either way it works again
+    assert next(c for c in st["components"] if c["name"] == "temporal")["pid"] != temporal["pid"]
+    result = asyncio.run(run_ping(stack))
+    assert result.startswith("pong: hello")
+    del runner
+
+
+async def run_ping(stack: Stack) -> str:
+    from temporalio.client import Client
+
+    client = await Client.connect(f"127.0.0.1:{stack.ports['temporal']}")
+    return await client.execute_workflow(
+        "StigmerPing",
+        "hello",
+        id=f"test-ping-{uuid.uuid4().hex[:8]}",
+        task_queue="agent_execution_runner",
+        execution_timeout=__import__("datetime").timedelta(seconds=60),
+    )
+
+
+def test_supervisor_sigkill_then_start_and_stop_clean_up(stack: Stack) -> None:
+    first = stack.start()
+    old_pids = [c["pid"] for c in first["components"]]
+    os.kill(first["supervisor"]["pid"], signal.SIGKILL)
+    time.sleep(0.5)
+    st = stack.status()
+    assert st["running"] is False
+    second = stack.start()
+    assert second["ready"]
+    assert second["supervisor"]["pid"] != first["supervisor"]["pid"]
+    stack.cli("server", "stop", check=True)
+    for pid in old_pids + [c["pid"] for c in second["components"]]:
+        assert not pid_alive(pid), f"pid {pid} survived"
+    assert stack.our_processes() == []
+
+
+def test_supervisor_sigkill_then_stop_cleans_up(stack: Stack) -> None:
+    first = stack.start()
+    os.kill(first["supervisor"]["pid"], signal.SIGKILL)
+    time.sleep(0.3)
+    stack.cli("server", "stop", check=True)
+    for c in first["components"]:
+        assert not pid_alive(c["pid"]), c
+    assert stack.our_processes() == []
+
+
+def test_taken_temporal_port_fails_fast_naming_it(stack: Stack) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", stack.ports["temporal"]))
+        s.listen()
+        t0 = time.monotonic()
+        proc = stack.cli("server", "start", timeout=30)
+        took = time.monotonic() - t0
+    assert proc.returncode != 0
+    assert took < 10
+    assert str(stack.ports["temporal"]) in proc.stderr
+    assert stack.our_processes() == []
+
+
+def test_stale_pid_files_never_block_or_kill(stack: Stack) -> None:
+    bystander = subprocess.Popen(["sleep", "300"])
+    try:
+        run = stack.home / "run"
+        run.mkdir(parents=True)
+        # a bare number, and our JSON shape with a create time that does not match
+        (run / "supervisor.pid").write_text(f"{bystander.pid}\n")
+        (run / "temporal.pid").write_text(f"{bystander.pid}\n")
+        (run / "agent-runner.pid").write_text(
+            '{"pid": %d, "create_time": 1.0, "name": "agent-runner", "home": "%s"}'
+            % (bystander.pid, stack.home)
+        )
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        (run / "stigmer-server.pid").write_text(
+            '{"pid": %d, "create_time": 1.0, "name": "stigmer-server", "home": "%s"}'
+            % (dead.pid, stack.home)
+        )
+        st = stack.start()
+        assert st["ready"]
+        stack.cli("server", "stop", check=True)
+        assert bystander.poll() is None, "an unrelated process was killed"
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_logs_tail_component_and_follow_across_restart(stack: Stack) -> None:
+    stack.start()
+    zero = stack.cli("server", "logs", "--tail", "0", check=True)
+    assert zero.stdout == ""
+    five = stack.cli("server", "logs", "-c", "temporal", "-n", "5", check=True)
+    lines = five.stdout.splitlines()
+    assert 0 < len(lines) <= 5
+    assert all(line.startswith("temporal") for line in lines)
+    merged = stack.cli("server", "logs", check=True).stdout
+    assert "agent-runner" in merged and "stigmer-server" in merged
+
+    follower = subprocess.Popen(
+        [STIGMER, "server", "logs", "-f", "-n", "0", "-c", "agent-runner"],
+        env=stack.env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    seen: list[str] = []
+    reader = threading.Thread(
+        target=lambda: [seen.append(line) for line in follower.stdout],
+        daemon=True,  # type: ignore[union-attr]
+    )
+    reader.start()
+    try:
+        time.sleep(1)
+        os.kill(stack.component("agent-runner")["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(
+            "Connected to Temporal server" in line for line in seen
+        ):
+            time.sleep(0.2)
+        assert any("Connected to Temporal server" in line for line in seen), seen
+        assert all(line.startswith("agent-runner") for line in seen)
+    finally:
+        follower.terminate()
+        follower.wait(10)
+
+
+def test_api_needs_token_and_nothing_listens_beyond_loopback(stack: Stack) -> None:
+    st = stack.start()
+    base = f"http://127.0.0.1:{stack.ports['server']}"
+    assert httpx.get(f"{base}/healthz").status_code == 200
+    assert httpx.get(f"{base}/v1/info").status_code == 401
+    bad = httpx.get(f"{base}/v1/info", headers={"Authorization": "Bearer nope"})
+    assert bad.status_code == 401
+    token = (stack.home / "credentials" / "api-token").read_text().strip()
+    ok = httpx.get(f"{base}/v1/info", headers={"Authorization": f"Bearer {token}"})
+    assert ok.status_code == 200
+    assert token not in "".join(
+        p.read_text(errors="replace") for p in (stack.home / "logs").glob("*.log")
+    )
+
+    pids = {c["pid"] for c in st["components"]} | {st["supervisor"]["pid"]}
+    listeners = [
+        conn
+        for conn in psutil.net_connections(kind="inet")
+        if conn.pid in pids and conn.status == psutil.CONN_LISTEN
+    ]
+    assert listeners, "expected our processes to listen somewhere"
+    for conn in listeners:
+        assert conn.laddr.ip in ("127.0.0.1", "::1"), f"listening on {conn.laddr} (pid {conn.pid})"
+
+
+def test_external_temporal_is_not_started(stack: Stack, tmp_path: Path) -> None:
+    from stigmer.stack.temporal import temporal_binary
+    from tests.conftest import free_ports
+
+    port, ui = free_ports(2)
+    ext = subprocess.Popen(
+        [
+            str(temporal_binary()),
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--ui-port",
+            str(ui),
+            "--headless",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        st = stack.start("--temporal-address", f"127.0.0.1:{port}")
+        temporal = next(c for c in st["components"] if c["name"] == "temporal")
+        assert temporal["managed"] is False
+        assert temporal["pid"] is None
+        assert temporal["endpoint"] == f"127.0.0.1:{port}"
+        stack.cli("server", "stop", check=True)
+        assert ext.poll() is None, "stop must not touch an external Temporal"
+    finally:
+        ext.terminate()
+        ext.wait(20)
+
+
+@pytest.mark.parametrize("bad", ["--server-port=0", "--runner=nope"])
+def test_bad_flags_fail_clearly(stack: Stack, bad: str) -> None:
+    proc = stack.cli("server", "start", bad)
+    assert proc.returncode != 0
+    assert "Fix:" in proc.stderr or "Invalid" in proc.stderr
+    assert stack.our_processes() == []
