@@ -7,6 +7,7 @@ environment names that home, so a crashed test leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -128,10 +129,8 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     yield st
     st.cli("server", "stop", timeout=90)
     for p in st.our_processes():
-        try:
+        with contextlib.suppress(psutil.Error):
             p.send_signal(signal.SIGKILL)
-        except psutil.Error:
-            pass
 
 
 def pid_alive(pid: int) -> bool:

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stigmer.errors import ConfigError
+from stigmer.settings import KEYS, ensure_api_token, ensure_config_file, resolve, write_config_file
+
+
+def test_precedence_flag_env_config_default(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    home.mkdir()
+    write_config_file(home / "config.yaml", {"server_port": 9001, "temporal_port": 9002})
+    env = {"STIGMER_SERVER_PORT": "9101", "STIGMER_TEMPORAL_UI_PORT": "9103"}
+    s = resolve(home, flags={"server_port": 9201}, env=env)
+    assert (s.server_port, s.sources["server_port"]) == (9201, "flag")
+    assert (s.temporal_ui_port, s.sources["temporal_ui_port"]) == (9103, "env")
+    assert (s.temporal_port, s.sources["temporal_port"]) == (9002, "config")
+    assert (s.temporal_namespace, s.sources["temporal_namespace"]) == ("default", "default")
+    s2 = resolve(home, env=env)
+    assert (s2.server_port, s2.sources["server_port"]) == (9101, "env")
+
+
+def test_contract_env_names_and_defaults() -> None:
+    names = {k.env: k.default for k in KEYS}
+    assert names["STIGMER_SERVER_PORT"] == 7234
+    assert names["STIGMER_TEMPORAL_PORT"] == 7233
+    assert names["STIGMER_TEMPORAL_UI_PORT"] == 8233
+    assert names["STIGMER_TEMPORAL_NAMESPACE"] == "default"
+    assert names["STIGMER_RUNNER_MODE"] == "auto"
+    assert "STIGMER_TEMPORAL_ADDRESS" in names
+
+
+def test_home_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STIGMER_HOME", str(tmp_path / "x"))
+    assert resolve().home == tmp_path / "x"
+    assert resolve().temporal_managed
+    monkeypatch.setenv("STIGMER_TEMPORAL_ADDRESS", "temporal.example:7233")
+    assert not resolve().temporal_managed
+    assert resolve().temporal_target == "temporal.example:7233"
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"STIGMER_SERVER_PORT": "abc"}, "server_port"),
+        ({"STIGMER_SERVER_PORT": "70000"}, "server_port"),
+        ({"STIGMER_RUNNER_MODE": "kubernetes"}, "auto, docker, local"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, env: dict[str, str], needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        resolve(tmp_path, env=env)
+    assert needle in err.value.message + (err.value.fix or "")
+
+
+def test_broken_config_file_gives_line_and_column(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("server_port: 1\n  bad: [\n")
+    with pytest.raises(ConfigError) as err:
+        resolve(tmp_path, env={})
+    assert "config.yaml:" in err.value.message
+
+
+def test_unknown_config_key(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("server_prot: 1\n")
+    with pytest.raises(ConfigError) as err:
+        resolve(tmp_path, env={})
+    assert "server_prot" in err.value.message
+
+
+def test_config_and_token_are_private(tmp_path: Path) -> None:
+    s = resolve(tmp_path / "h", env={})
+    assert ensure_config_file(s.paths) is True
+    assert ensure_config_file(s.paths) is False
+    assert s.paths.config.stat().st_mode & 0o777 == 0o600
+    token = ensure_api_token(s.paths)
+    assert len(token) > 30
+    assert ensure_api_token(s.paths) == token
+    assert s.paths.api_token.stat().st_mode & 0o777 == 0o600
+
+
+def test_long_home_socket_falls_back(tmp_path: Path) -> None:
+    s = resolve(tmp_path / ("x" * 120), env={})
+    assert len(str(s.paths.control_socket)) < 100
