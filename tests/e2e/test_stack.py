@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -66,8 +67,6 @@ def test_start_twice_is_a_noop_and_restart_restarts(stack: Stack) -> None:
 
 
 def json_of(text: str) -> dict:
-    import json
-
     return json.loads(text)
 
 
@@ -191,14 +190,26 @@ def test_stale_pid_files_never_block_or_kill(stack: Stack) -> None:
         (run / "supervisor.pid").write_text(f"{bystander.pid}\n")
         (run / "temporal.pid").write_text(f"{bystander.pid}\n")
         (run / "agent-runner.pid").write_text(
-            '{"pid": %d, "create_time": 1.0, "name": "agent-runner", "home": "%s"}'
-            % (bystander.pid, stack.home)
+            json.dumps(
+                {
+                    "pid": bystander.pid,
+                    "create_time": 1.0,
+                    "name": "agent-runner",
+                    "home": str(stack.home),
+                }
+            )
         )
         dead = subprocess.Popen(["true"])
         dead.wait()
         (run / "stigmer-server.pid").write_text(
-            '{"pid": %d, "create_time": 1.0, "name": "stigmer-server", "home": "%s"}'
-            % (dead.pid, stack.home)
+            json.dumps(
+                {
+                    "pid": dead.pid,
+                    "create_time": 1.0,
+                    "name": "stigmer-server",
+                    "home": str(stack.home),
+                }
+            )
         )
         st = stack.start()
         assert st["ready"]
