@@ -17,3 +17,17 @@ lint: install ## ruff and mypy
 	$(UV) run --frozen ruff check src tests
 	$(UV) run --frozen ruff format --check src tests
 	$(UV) run --frozen mypy
+
+IMAGE ?= stigmer-agent-runner:local
+PYTHON_IMAGE ?= python:3.11-slim
+
+.PHONY: build-agent-runner-image release-local release-local-full
+
+build-agent-runner-image: ## Build the runner image and tag it $(IMAGE)
+	docker build -f Dockerfile --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) \
+		$$($(UV) run --frozen python -m stigmer.images.buildinfo build-args) -t $(IMAGE) .
+
+release-local: ## Install the CLI from this checkout for your user (uv tool)
+	$(UV) tool install --force --reinstall --from . stigmer
+
+release-local-full: release-local build-agent-runner-image ## The CLI and the runner image

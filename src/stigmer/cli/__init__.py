@@ -14,6 +14,7 @@ import typer
 
 from stigmer import __version__
 from stigmer.cli import config as config_cmd
+from stigmer.cli import image as image_cmd
 from stigmer.cli import server as server_cmd
 from stigmer.cli._output import print_error
 
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 app.add_typer(server_cmd.app, name="server")
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(image_cmd.app, name="image")
 
 
 def _version(value: bool) -> None:

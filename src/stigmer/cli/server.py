@@ -20,14 +20,6 @@ def _settings(**flags: Any) -> Settings:
     return resolve(flags=flags)
 
 
-def _effective_runner_mode(settings: Settings) -> Settings:
-    """Resolve ``auto`` to a concrete runner mode (docker support arrives with the image)."""
-    if settings.runner_mode == "auto":
-        settings.values["runner_mode"] = "local"
-        settings.sources["runner_mode"] = settings.sources["runner_mode"] + " (auto)"
-    return settings
-
-
 @app.command()
 def start(
     server_port: int | None = typer.Option(
@@ -63,6 +55,12 @@ def start(
         "--timeout",
         help="Seconds to wait for readiness [env STIGMER_START_TIMEOUT, default 90].",
     ),
+    offline: bool = typer.Option(
+        False, "--offline", help="Never pull the runner image [env STIGMER_OFFLINE]."
+    ),
+    rebuild: bool = typer.Option(
+        False, "--rebuild", help="Rebuild the runner image from this checkout first."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the final status as JSON."),
 ) -> None:
     """Start the stack and wait until every component does real work.
@@ -72,21 +70,21 @@ def start(
     running stack is a no-op (exit 0).
     """
     JSON_MODE["on"] = json_out
-    settings = _effective_runner_mode(
-        _settings(
-            server_port=server_port,
-            temporal_port=temporal_port,
-            temporal_ui_port=temporal_ui_port,
-            temporal_address=temporal_address,
-            temporal_namespace=namespace,
-            runner_mode=runner,
-            start_timeout=timeout,
-        )
+    settings = _settings(
+        server_port=server_port,
+        temporal_port=temporal_port,
+        temporal_ui_port=temporal_ui_port,
+        temporal_address=temporal_address,
+        temporal_namespace=namespace,
+        runner_mode=runner,
+        start_timeout=timeout,
+        offline=True if offline else None,
     )
-    _start(settings, json_out)
+    _start(settings, json_out, rebuild)
 
 
-def _start(settings: Settings, json_out: bool) -> None:
+def _start(settings: Settings, json_out: bool, rebuild: bool = False) -> None:
+    from stigmer.cli.image import prepare_runner
     from stigmer.stack import control
 
     t0 = time.monotonic()
@@ -96,6 +94,7 @@ def _start(settings: Settings, json_out: bool) -> None:
             settings,
             on_progress=progress.update,
             on_wait_lock=lambda: progress.note("waiting for another stigmer command to finish..."),
+            before_spawn=lambda: prepare_runner(settings, rebuild=rebuild, quiet=json_out),
         )
     finally:
         progress.close()
@@ -220,15 +219,19 @@ def stop(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> 
 def restart(
     runner: str | None = typer.Option(None, "--runner", help="Runner mode for the new start."),
     timeout: float | None = typer.Option(None, "--timeout", help="Seconds to wait for readiness."),
+    offline: bool = typer.Option(False, "--offline", help="Never pull the runner image."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the runner image first."),
     json_out: bool = typer.Option(False, "--json", help="Print the final status as JSON."),
 ) -> None:
     """Stop the stack, then start it again."""
     from stigmer.stack import control
 
     JSON_MODE["on"] = json_out
-    settings = _effective_runner_mode(_settings(runner_mode=runner, start_timeout=timeout))
+    settings = _settings(
+        runner_mode=runner, start_timeout=timeout, offline=True if offline else None
+    )
     control.stop(settings)
-    _start(settings, json_out)
+    _start(settings, json_out, rebuild)
 
 
 @app.command()

@@ -49,7 +49,8 @@ class RunnerConfig:
     heartbeat_file: Path | None
 
     @classmethod
-    def from_env(cls, env: Any = os.environ) -> RunnerConfig:
+    def from_env(cls, env: Any = None) -> RunnerConfig:
+        env = load_env(os.environ if env is None else env)
         hb = env.get("STIGMER_RUNNER_HEARTBEAT_FILE")
         return cls(
             address=env.get("STIGMER_TEMPORAL_ADDRESS", "127.0.0.1:7233"),
@@ -81,6 +82,22 @@ class RunnerConfig:
             client_cert=read(self.cert_path),
             client_private_key=read(self.key_path),
         )
+
+
+def load_env(env: Any) -> dict[str, str]:
+    """``env`` plus the ``KEY=VALUE`` lines of ``STIGMER_SECRETS_FILE`` (the container's
+    secrets, mounted read-only so that ``docker inspect`` does not show them)."""
+    merged = dict(env)
+    path = merged.get("STIGMER_SECRETS_FILE")
+    if path:
+        try:
+            for line in Path(path).read_text().splitlines():
+                key, sep, value = line.partition("=")
+                if sep and key.strip():
+                    merged[key.strip()] = value
+        except OSError as exc:
+            log.warning("cannot read secrets file %s: %s", path, exc)
+    return merged
 
 
 async def connect(cfg: RunnerConfig, stop: asyncio.Event) -> Any:

@@ -152,8 +152,13 @@ def start(
     settings: Settings,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     on_wait_lock: Callable[[], None] | None = None,
+    before_spawn: Callable[[], dict[str, Any] | None] | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Bring the stack up and wait for real readiness.
+
+    ``before_spawn`` runs under the stack lock once we know the stack is not
+    running, before anything starts (the runner image is resolved there); what
+    it returns is added to the status as ``runner_image``.
 
     Returns ``(status, started)``; ``started`` is False when it was already running.
 
@@ -182,10 +187,14 @@ def start(
             return current, False
         reap_leftovers(paths, settings.stop_grace)
         check_ports(port_needs(settings))
+        image = before_spawn() if before_spawn else None
         write_private(paths.stack_file, json.dumps(settings.to_json(), indent=2))
         proc = _spawn_supervisor(paths)
         try:
-            return _wait_ready(settings, proc, on_progress), True
+            st = _wait_ready(settings, proc, on_progress)
+            if image:
+                st["runner_image"] = image
+            return st, True
         except BaseException:
             _shutdown(paths, settings, proc.pid)
             raise

@@ -12,7 +12,7 @@ import socket
 from typing import Any
 
 from stigmer.settings import TASK_QUEUE, Settings, read_api_token
-from stigmer.stack.component import ProcessComponent, python_module_command
+from stigmer.stack.component import Component, ProcessComponent, python_module_command
 from stigmer.stack.temporal import TemporalProbe
 
 
@@ -87,18 +87,13 @@ class LocalRunner(RunnerReadiness, ProcessComponent):
         return env
 
 
-def make_runner(settings: Settings, probe: TemporalProbe) -> ProcessComponent:
-    """The runner for ``runner_mode``: ``local`` (and, until docker mode lands, ``auto``).
+def make_runner(settings: Settings, probe: TemporalProbe) -> Component:
+    """The runner for ``runner_mode``: ``docker`` (a container) or ``local`` (a host process).
 
-    Raises:
-        ConfigError: ``docker`` mode is asked for but not available.
+    ``auto`` is resolved to one of them by the CLI before the supervisor starts.
     """
-    mode = settings.runner_mode
-    if mode == "docker":
-        from stigmer.errors import ConfigError
+    if settings.runner_mode == "docker":
+        from stigmer.stack.runner_docker import DockerRunner
 
-        raise ConfigError(
-            "runner_mode docker is not available in this version.",
-            "Use `--runner local` (or STIGMER_RUNNER_MODE=local).",
-        )
+        return DockerRunner(settings, probe)
     return LocalRunner(settings, probe)

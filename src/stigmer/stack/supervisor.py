@@ -277,7 +277,19 @@ def reap_leftovers(paths: Paths, grace: float, names: tuple[str, ...] | None = N
         if ident is not None and terminate(ident, grace):
             stopped.append(f"{name} (pid {ident.pid})")
         pf.unlink(missing_ok=True)
+    if docker_mode_recorded(paths):
+        from stigmer.stack.runner_docker import reap_containers
+
+        stopped += reap_containers(paths)
     return stopped
+
+
+def docker_mode_recorded(paths: Paths) -> bool:
+    """True if the last stack of this home ran its runner in a container."""
+    try:
+        return json.loads(paths.stack_file.read_text())["values"].get("runner_mode") == "docker"
+    except (OSError, ValueError, KeyError):
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

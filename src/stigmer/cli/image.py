@@ -1,0 +1,220 @@
+"""``stigmer image status|pull|build``: the agent-runner image."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+
+from stigmer.cli._output import JSON_MODE, print_json
+from stigmer.settings import Settings, resolve
+
+app = typer.Typer(help="Inspect, pull or build the agent-runner image.", no_args_is_help=True)
+
+
+def warn(text: str) -> None:
+    print(f"warning: {text}", file=sys.stderr)
+
+
+class PullProgress:
+    """Per-layer pull progress: bars on a TTY, one line per finished layer otherwise."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.progress: Any = None
+        self.tasks: dict[str, Any] = {}
+        self.done: set[str] = set()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        layer = event.get("id")
+        status = event.get("status", "")
+        if not layer or (layer.startswith(("v", "sha256")) and ":" in status):
+            if status and not self.tty:
+                print(status, file=sys.stderr)
+            return
+        if self.tty:
+            self._bar(layer, status, event.get("progressDetail") or {})
+        elif status in ("Pull complete", "Already exists") and layer not in self.done:
+            self.done.add(layer)
+            print(f"  {layer}: {status.lower()}", file=sys.stderr)
+
+    def _bar(self, layer: str, status: str, detail: dict[str, Any]) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+        if self.progress is None:
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self.progress.start()
+        if layer not in self.tasks:
+            self.tasks[layer] = self.progress.add_task(f"{layer} {status}", total=None)
+        task = self.tasks[layer]
+        total = detail.get("total")
+        self.progress.update(
+            task, description=f"{layer} {status}", completed=detail.get("current", 0), total=total
+        )
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def prepare_runner(settings: Settings, *, rebuild: bool, quiet: bool) -> dict[str, Any] | None:
+    """Resolve ``auto`` and, for docker mode, make sure the image exists (pull or build).
+
+    Runs before anything starts, so a missing engine or image leaves nothing behind.
+    Updates ``settings.values['runner_mode']`` to ``docker`` or ``local``.
+
+    Raises:
+        DockerNotRunningError: docker mode was asked for and no engine answered.
+        ImageError: the image is not local and could not be pulled (or built).
+    """
+    from stigmer.images.engine import DockerNotRunningError, connect
+    from stigmer.images.resolve import build, ensure_image
+
+    mode = settings.runner_mode
+    if mode == "local":
+        return None
+    try:
+        client = connect()
+    except DockerNotRunningError as exc:
+        if mode != "auto":
+            raise
+        if not quiet:
+            warn(f"{exc.message} Using the local runner (a host process) instead.")
+        settings.values["runner_mode"] = "local"
+        settings.sources["runner_mode"] += " (auto: no Docker)"
+        return None
+    settings.values["runner_mode"] = "docker"
+    try:
+        from stigmer.errors import StackStartError
+        from stigmer.stack.runner_docker import ContainerConflictError, claim_container_name
+
+        try:
+            claim_container_name(client, settings)
+        except ContainerConflictError as exc:
+            raise StackStartError(
+                str(exc).split(" It was left alone")[0],
+                "Stop the other stack, or set STIGMER_RUNNER_CONTAINER to another name.",
+            ) from None
+        if rebuild:
+            if not quiet:
+                print(f"Building {settings.runner_image} ...", file=sys.stderr)
+            report = build(client, settings, on_output=None if quiet else _build_line)
+        else:
+            progress = PullProgress(enabled=not quiet)
+            try:
+                report = ensure_image(client, settings, offline=settings.offline, on_pull=progress)
+            finally:
+                progress.close()
+            if report.source == "pulled" and not quiet:
+                print(f"Pulled {report.registry_ref} and tagged it {report.ref}.", file=sys.stderr)
+        if not quiet:
+            for w in report.warnings:
+                warn(w)
+        return report.to_dict()
+    finally:
+        client.close()
+
+
+def _build_line(text: str) -> None:
+    if text.startswith("Step ") or "Successfully" in text:
+        print(f"  {text}", file=sys.stderr)
+
+
+@app.command()
+def status(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """The engine endpoint, the local image (version, size, staleness) and the registry reference."""
+    from stigmer.images.engine import connect, resolve_endpoint
+    from stigmer.images.resolve import local_report, registry_tag
+
+    JSON_MODE["on"] = json_out
+    settings = resolve()
+    ep = resolve_endpoint()
+    client = connect()
+    try:
+        report = local_report(client, settings)
+    finally:
+        client.close()
+    tag, note = registry_tag()
+    tag = settings.runner_tag or tag
+    out = {
+        "engine": {"host": ep.host, "source": ep.source},
+        "image": settings.runner_image,
+        "present": report is not None,
+        "local": report.to_dict() if report else None,
+        "registry_ref": f"{settings.runner_registry}:{tag}",
+        "note": note,
+    }
+    if json_out:
+        print_json(out)
+        return
+    print(f"engine:    {ep.host} ({ep.source})")
+    print(f"registry:  {out['registry_ref']}" + (f"  ({note})" if note else ""))
+    if report is None:
+        print(f"image:     {settings.runner_image}: not present (start pulls it, or build it)")
+        return
+    print(f"image:     {report.ref}  {report.id[7:19]}  {report.size / 1e6:.0f} MB")
+    print(f"version:   {report.version}  revision {report.revision}")
+    print(f"stale:     {'yes' if report.stale else 'no'}")
+    for w in report.warnings:
+        warn(w)
+
+
+@app.command()
+def pull(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Pull the image for this CLI's version from the registry and tag it local."""
+    from stigmer.images.engine import connect
+    from stigmer.images.resolve import local_report, registry_tag, split_ref
+    from stigmer.images.resolve import pull as do_pull
+
+    JSON_MODE["on"] = json_out
+    settings = resolve()
+    tag, note = registry_tag()
+    tag = settings.runner_tag or tag
+    remote = f"{settings.runner_registry}:{tag}"
+    client = connect()
+    progress = PullProgress(enabled=not json_out)
+    try:
+        do_pull(client, remote, progress, note)
+        progress.close()
+        repo, ltag = split_ref(settings.runner_image)
+        client.images.get(remote).tag(repo, ltag)
+        report = local_report(client, settings, source="pulled")
+    finally:
+        progress.close()
+        client.close()
+    assert report is not None
+    report.registry_ref = remote
+    if json_out:
+        print_json(report.to_dict())
+    else:
+        print(f"Pulled {remote} and tagged it {report.ref} ({report.size / 1e6:.0f} MB).")
+
+
+@app.command()
+def build(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Build the image from this source checkout and tag it local (as `make build-agent-runner-image`)."""
+    from stigmer.images.engine import connect
+    from stigmer.images.resolve import build as do_build
+
+    JSON_MODE["on"] = json_out
+    settings = resolve()
+    client = connect()
+    try:
+        report = do_build(client, settings, on_output=None if json_out else _build_line)
+    finally:
+        client.close()
+    if json_out:
+        print_json(report.to_dict())
+    else:
+        print(f"Built {report.ref} ({report.size / 1e6:.0f} MB, version {report.version}).")

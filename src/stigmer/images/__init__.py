@@ -1,0 +1,1 @@
+"""Runner image: engine endpoint, resolution (local, pull, tag), build, labels."""

@@ -1,0 +1,111 @@
+"""What goes into the runner image, and the labels that identify a build.
+
+``python -m stigmer.images.buildinfo build-args`` prints the ``--build-arg``
+flags the Makefile passes to ``docker build`` (version, revision, created,
+source digest); ``digest`` prints the source digest alone.
+
+The source digest is a SHA-256 over the lock file, the Dockerfile and every
+file of the package that goes into the image. An image whose
+``io.stigmer.source-digest`` label differs from the checkout's digest is stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from stigmer import __version__
+
+#: Package folders that stay out of the runner image (mirrored in .dockerignore).
+NOT_IN_IMAGE = ("cli", "stack", "server", "images")
+#: Checkout files that shape the image besides the package sources.
+BUILD_INPUTS = ("uv.lock", "Dockerfile")
+
+LABEL_VERSION = "org.opencontainers.image.version"
+LABEL_REVISION = "org.opencontainers.image.revision"
+LABEL_CREATED = "org.opencontainers.image.created"
+LABEL_SOURCE = "org.opencontainers.image.source"
+LABEL_DIGEST = "io.stigmer.source-digest"
+SOURCE_URL = "https://github.com/stigmer/stigmer"
+
+
+def checkout_root() -> Path | None:
+    """The source checkout this package runs from, or None for an installed wheel."""
+    root = Path(__file__).resolve().parents[3]
+    if (
+        (root / "Dockerfile").is_file()
+        and (root / "uv.lock").is_file()
+        and (root / "src" / "stigmer").is_dir()
+    ):
+        return root
+    return None
+
+
+def image_sources(root: Path) -> list[Path]:
+    """Files whose content defines the image, sorted (relative to ``root``)."""
+    pkg = root / "src" / "stigmer"
+    files = [root / name for name in BUILD_INPUTS]
+    for path in sorted(pkg.rglob("*")):
+        rel = path.relative_to(pkg)
+        if not path.is_file() or rel.parts[0] in NOT_IN_IMAGE:
+            continue
+        if "__pycache__" in rel.parts or path.suffix == ".pyc":
+            continue
+        files.append(path)
+    return files
+
+
+def source_digest(root: Path) -> str:
+    """``sha256:<hex>`` over the paths and contents of :func:`image_sources`."""
+    h = hashlib.sha256()
+    for path in image_sources(root):
+        h.update(str(path.relative_to(root)).encode() + b"\0")
+        h.update(path.read_bytes() + b"\0")
+    return "sha256:" + h.hexdigest()
+
+
+def git_revision(root: Path) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def build_args(root: Path) -> dict[str, str]:
+    """The ``--build-arg`` values for ``docker build`` of the runner image."""
+    return {
+        "VERSION": __version__,
+        "REVISION": git_revision(root),
+        "CREATED": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "SOURCE": SOURCE_URL,
+        "SOURCE_DIGEST": source_digest(root),
+    }
+
+
+def main(argv: list[str]) -> int:
+    root = checkout_root()
+    if root is None:
+        print("not running from a source checkout", file=sys.stderr)
+        return 2
+    cmd = argv[0] if argv else "build-args"
+    if cmd == "digest":
+        print(source_digest(root))
+    elif cmd == "build-args":
+        print(" ".join(f"--build-arg {k}={v}" for k, v in build_args(root).items()))
+    else:
+        print(f"unknown command {cmd!r}: use build-args or digest", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

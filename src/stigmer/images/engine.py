@@ -1,0 +1,154 @@
+"""Finding the Docker engine the way the docker CLI does, and talking to it.
+
+Endpoint resolution, first match wins:
+
+1. ``DOCKER_HOST`` (with ``DOCKER_TLS_VERIFY``/``DOCKER_CERT_PATH``);
+2. the active docker context: ``DOCKER_CONTEXT``, else ``currentContext`` in
+   ``$DOCKER_CONFIG/config.json`` (default ``~/.docker``), whose endpoint is in
+   ``contexts/meta/<sha256(name)>/meta.json`` (colima, Docker Desktop, rootless);
+3. the default sockets: ``/var/run/docker.sock``, ``~/.docker/run/docker.sock``
+   (Docker Desktop), ``$XDG_RUNTIME_DIR/docker.sock`` (rootless).
+
+Podman works when ``DOCKER_HOST`` points at its Docker-compatible socket.
+``docker.from_env()`` alone ignores contexts, which is why this exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stigmer.errors import StigmerError
+
+
+class DockerNotRunningError(StigmerError):
+    """No Docker engine answered at the resolved endpoint."""
+
+    exit_code = 10
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A Docker engine address and where it came from (``DOCKER_HOST``, ``context X``, ``default``)."""
+
+    host: str
+    source: str
+    tls_verify: bool = False
+    cert_path: str | None = None
+
+
+def _docker_config_dir() -> Path:
+    return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+
+
+def _context_endpoint(name: str) -> Endpoint | None:
+    if name in ("", "default"):
+        return None
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    meta = _docker_config_dir() / "contexts" / "meta" / digest / "meta.json"
+    try:
+        data = json.loads(meta.read_text())
+        ep = data["Endpoints"]["docker"]
+    except (OSError, ValueError, KeyError):
+        return None
+    tls_dir = _docker_config_dir() / "contexts" / "tls" / digest / "docker"
+    return Endpoint(
+        ep["Host"],
+        f"docker context {name!r}",
+        tls_verify=not ep.get("SkipTLSVerify", False) and tls_dir.is_dir(),
+        cert_path=str(tls_dir) if tls_dir.is_dir() else None,
+    )
+
+
+def resolve_endpoint() -> Endpoint:
+    """The engine endpoint, resolved as the docker CLI does (see the module doc)."""
+    host = os.environ.get("DOCKER_HOST")
+    if host:
+        return Endpoint(
+            host,
+            "DOCKER_HOST",
+            tls_verify=os.environ.get("DOCKER_TLS_VERIFY", "") not in ("", "0"),
+            cert_path=os.environ.get("DOCKER_CERT_PATH"),
+        )
+    name = os.environ.get("DOCKER_CONTEXT")
+    if not name:
+        try:
+            name = json.loads((_docker_config_dir() / "config.json").read_text()).get(
+                "currentContext", ""
+            )
+        except (OSError, ValueError):
+            name = ""
+    ctx = _context_endpoint(name or "")
+    if ctx:
+        return ctx
+    candidates = [Path("/var/run/docker.sock"), Path.home() / ".docker" / "run" / "docker.sock"]
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        candidates.append(Path(runtime) / "docker.sock")
+    for sock in candidates:
+        if sock.exists():
+            return Endpoint(f"unix://{sock}", "default socket")
+    return Endpoint("unix:///var/run/docker.sock", "default socket")
+
+
+def install_hint() -> str:
+    system = platform.system()
+    if system == "Darwin":
+        steps = "macOS: start Docker Desktop (or `colima start`); install with `brew install --cask docker`."
+    elif system == "Linux":
+        steps = (
+            "Linux: start the engine (`sudo systemctl start docker`, or run `dockerd`); "
+            "install with your package manager (Debian/Ubuntu: `sudo apt-get install docker.io`)."
+        )
+    else:
+        steps = "Windows: start Docker Desktop (https://docs.docker.com/desktop/)."
+    return (
+        f"{steps}\n"
+        "Using Podman? Point DOCKER_HOST at its Docker-compatible socket.\n"
+        "Or run without Docker: `stigmer server start --runner local` (STIGMER_RUNNER_MODE=local)."
+    )
+
+
+def connect(timeout: float = 5.0) -> Any:
+    """A ``docker.DockerClient`` for the resolved endpoint, checked with ``ping()``.
+
+    Raises:
+        DockerNotRunningError: nothing answered; the message names the endpoint
+            and its source, the fix gives per-OS steps and the local-runner option.
+    """
+    import docker
+    from docker.tls import TLSConfig
+
+    ep = resolve_endpoint()
+    tls: Any = False
+    if ep.tls_verify and ep.cert_path:
+        cert = Path(ep.cert_path)
+        tls = TLSConfig(
+            client_cert=(str(cert / "cert.pem"), str(cert / "key.pem")),
+            ca_cert=str(cert / "ca.pem"),
+            verify=True,
+        )
+    try:
+        client = docker.DockerClient(base_url=ep.host, tls=tls, timeout=timeout)
+        client.ping()
+    except Exception as exc:
+        raise DockerNotRunningError(
+            f"Docker is not running: no engine answered at {ep.host} (from {ep.source}).",
+            install_hint(),
+            details=str(exc).splitlines()[0] if str(exc) else None,
+        ) from None
+    client.stigmer_endpoint = ep  # type: ignore[attr-defined]
+    return client
+
+
+def engine_reachable() -> bool:
+    try:
+        connect(timeout=2).close()
+        return True
+    except DockerNotRunningError:
+        return False

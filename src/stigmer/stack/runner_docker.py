@@ -1,0 +1,317 @@
+"""The agent-runner as a Docker container (``runner_mode: docker``).
+
+Same interface and readiness as the local runner (:mod:`stigmer.stack.runner`);
+what differs is how it is launched:
+
+* name ``runner_container`` (``STIGMER_RUNNER_CONTAINER``, default
+  ``stigmer-agent-runner``), labelled with the owning ``STIGMER_HOME``; a
+  leftover of ours is replaced, a running one of another home is never touched;
+* ``STIGMER_HOME/data/workspace`` bind-mounted at ``/workspace``; the container
+  runs as the invoking uid:gid so files come out owned by the user, or as 1000
+  when the user is root (the workspace is then handed to uid 1000);
+* host networking on Linux, ``host.docker.internal`` elsewhere, so Temporal and
+  the API keep listening on loopback only;
+* secrets (API token, Temporal API key) in a 0600 file mounted read-only, not
+  in the container's env, so ``docker inspect`` does not show them;
+* ``--cap-drop ALL``, ``no-new-privileges``, read-only root filesystem with a
+  tmpfs ``/tmp``, pids and memory limits, no restart policy (the supervisor
+  restarts it), never the Docker socket;
+* its stdout/stderr copied into ``logs/agent-runner*.log``; a crashed container
+  is kept until the next launch replaces it, so its logs stay readable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import threading
+from pathlib import Path
+from typing import Any
+
+from stigmer.settings import TASK_QUEUE, Paths, Settings, write_private
+from stigmer.stack.component import Component, FatalComponentError
+from stigmer.stack.logs import RotatingLog
+from stigmer.stack.runner import RunnerReadiness, runner_environment
+from stigmer.stack.temporal import TemporalProbe
+
+LABEL_HOME = "io.stigmer.home"
+LABEL_COMPONENT = "io.stigmer.component"
+CONTAINER_UID = 1000
+SECRETS_IN_CONTAINER = "/run/secrets/stigmer.env"
+SECRET_KEYS = ("STIGMER_API_TOKEN", "STIGMER_TEMPORAL_API_KEY")
+
+
+class ContainerConflictError(FatalComponentError):
+    """A running container with our name belongs to another stigmer home."""
+
+
+def claim_container_name(client: Any, settings: Settings) -> str | None:
+    """Free the runner container name for this home.
+
+    A container of ours (same ``io.stigmer.home`` label) is removed, running or
+    not; an exited one without our label is removed too. A running one that is
+    not provably ours is left alone.
+
+    Returns a note on what was removed, or None.
+
+    Raises:
+        ContainerConflictError: the name is held by a running container of another home.
+    """
+    import docker
+
+    name = settings.runner_container
+    try:
+        existing = client.containers.get(name)
+    except docker.errors.NotFound:
+        return None
+    owner = (existing.labels or {}).get(LABEL_HOME)
+    ours = owner == str(settings.home)
+    if not ours and existing.status in ("running", "restarting", "paused"):
+        whose = f"the stigmer home {owner}" if owner else "something that is not stigmer"
+        fix_stop = (
+            f"Stop that stack (`STIGMER_HOME={owner} stigmer server stop`)"
+            if owner
+            else f"Stop it yourself if it is not needed (`docker rm -f {name}`)"
+        )
+        raise ContainerConflictError(
+            f"container name {name!r} is taken by a running container of {whose} "
+            f"(id {existing.short_id}); it was left alone. {fix_stop}, or give this stack "
+            f"another name: STIGMER_RUNNER_CONTAINER=stigmer-agent-runner-2"
+        )
+    existing.remove(force=True)
+    return f"replaced leftover container {name} ({existing.short_id}, {existing.status})"
+
+
+def reap_containers(paths: Paths) -> list[str]:
+    """Remove every container labelled with this home (after a supervisor died)."""
+    from stigmer.images.engine import DockerNotRunningError, connect
+
+    try:
+        client = connect(timeout=3)
+    except DockerNotRunningError:
+        return []
+    removed = []
+    try:
+        for c in client.containers.list(all=True, filters={"label": f"{LABEL_HOME}={paths.home}"}):
+            with contextlib.suppress(Exception):
+                c.remove(force=True)
+                removed.append(f"container {c.name} ({c.short_id})")
+    finally:
+        client.close()
+    return removed
+
+
+def _host_for_container(address: str, linux: bool) -> str:
+    if linux:
+        return address
+    return address.replace("127.0.0.1", "host.docker.internal").replace(
+        "localhost", "host.docker.internal"
+    )
+
+
+class DockerRunner(RunnerReadiness, Component):
+    """``stigmer-agent-runner:local`` as a hardened container."""
+
+    name = "agent-runner"
+
+    def __init__(self, settings: Settings, probe: TemporalProbe) -> None:
+        super().__init__(settings)
+        self.probe = probe
+        self.identity = ""
+        self.client: Any = None
+        self.container: Any = None
+        self._pid: int | None = None
+        self._out = RotatingLog(
+            self.paths.log_file(self.name, "out"), settings.log_max_bytes, settings.log_backups
+        )
+        self._err = RotatingLog(
+            self.paths.log_file(self.name, "err"), settings.log_max_bytes, settings.log_backups
+        )
+        self._threads: list[threading.Thread] = []
+        self.linux = platform.system() == "Linux"
+
+    @property
+    def pid(self) -> int | None:
+        return self._pid
+
+    @property
+    def container_id(self) -> str | None:
+        return self.container.short_id if self.container is not None else None
+
+    @property
+    def endpoint(self) -> str:
+        return TASK_QUEUE
+
+    def extra_status(self) -> dict[str, Any]:
+        return {
+            "mode": "docker",
+            "task_queue": TASK_QUEUE,
+            "identity": self.identity,
+            "image": self.settings.runner_image,
+            "container": self.settings.runner_container,
+        }
+
+    def _docker(self) -> Any:
+        if self.client is None:
+            from stigmer.images.engine import DockerNotRunningError, connect
+
+            try:
+                self.client = connect(timeout=10)
+            except DockerNotRunningError as exc:
+                raise RuntimeError(exc.message) from None
+        return self.client
+
+    def _user(self) -> str:
+        uid = os.getuid()
+        if uid == 0:
+            return f"{CONTAINER_UID}:{CONTAINER_UID}"
+        return f"{uid}:{os.getgid()}"
+
+    def _prepare_workspace(self) -> Path:
+        ws = self.paths.workspace
+        ws.mkdir(parents=True, exist_ok=True)
+        if os.getuid() == 0:
+            # root (CI): the container runs as 1000, so hand it the workspace
+            for dirpath, dirnames, filenames in os.walk(ws):
+                os.chown(dirpath, CONTAINER_UID, CONTAINER_UID)
+                for f in filenames:
+                    with contextlib.suppress(OSError):
+                        os.chown(
+                            os.path.join(dirpath, f),
+                            CONTAINER_UID,
+                            CONTAINER_UID,
+                            follow_symlinks=False,
+                        )
+                del dirnames
+        return ws
+
+    def _env_and_secrets(self) -> tuple[dict[str, str], Path]:
+        env = runner_environment(self.settings, self.new_identity(), "/workspace")
+        env["STIGMER_TEMPORAL_ADDRESS"] = _host_for_container(
+            env["STIGMER_TEMPORAL_ADDRESS"], self.linux
+        )
+        env["STIGMER_API_URL"] = _host_for_container(env["STIGMER_API_URL"], self.linux)
+        secrets = {k: env.pop(k) for k in SECRET_KEYS if k in env}
+        path = self.paths.run / "agent-runner.secrets.env"
+        write_private(path, "".join(f"{k}={v}\n" for k, v in secrets.items()))
+        if os.getuid() == 0:
+            os.chown(path, CONTAINER_UID, CONTAINER_UID)
+        env["STIGMER_SECRETS_FILE"] = SECRETS_IN_CONTAINER
+        return env, path
+
+    async def launch(self) -> None:
+        await asyncio.to_thread(self._launch_sync)
+        self._start_log_threads()
+
+    def _launch_sync(self) -> None:
+        import docker
+        from docker.types import Mount
+
+        client = self._docker()
+        note = claim_container_name(client, self.settings)
+        if note:
+            self._err.write(f"[stigmer] {note}")
+        ws = self._prepare_workspace()
+        env, secrets_file = self._env_and_secrets()
+        kwargs: dict[str, Any] = {}
+        if self.linux:
+            kwargs["network_mode"] = "host"
+        else:
+            kwargs["extra_hosts"] = {"host.docker.internal": "host-gateway"}
+        try:
+            self.container = client.containers.run(
+                self.settings.runner_image,
+                name=self.settings.runner_container,
+                detach=True,
+                environment=env,
+                user=self._user(),
+                labels={LABEL_HOME: str(self.paths.home), LABEL_COMPONENT: self.name},
+                mounts=[
+                    Mount("/workspace", str(ws), type="bind", read_only=False),
+                    Mount(SECRETS_IN_CONTAINER, str(secrets_file), type="bind", read_only=True),
+                ],
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges:true"],
+                read_only=True,
+                tmpfs={"/tmp": "rw,nosuid,nodev,size=256m"},
+                pids_limit=self.settings.runner_pids_limit,
+                mem_limit=self.settings.runner_memory,
+                restart_policy={"Name": "no"},
+                auto_remove=False,
+                stop_signal="SIGTERM",
+                **kwargs,
+            )
+        except docker.errors.ImageNotFound:
+            raise FatalComponentError(
+                f"image {self.settings.runner_image} is gone; rebuild it with "
+                "`make build-agent-runner-image` and start again"
+            ) from None
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:  # name taken in a race: retried by the supervisor
+                raise RuntimeError(str(exc.explanation)) from None
+            raise
+        self.container.reload()
+        self._pid = self.container.attrs.get("State", {}).get("Pid") or None
+
+    def _start_log_threads(self) -> None:
+        container = self.container
+
+        def copy(stdout: bool, log: RotatingLog, is_err: bool) -> None:
+            buf = b""
+            try:
+                for chunk in container.logs(
+                    stream=True, follow=True, stdout=stdout, stderr=not stdout
+                ):
+                    buf += chunk
+                    *lines, buf = buf.split(b"\n")
+                    for raw in lines:
+                        text = raw.decode("utf-8", errors="replace").rstrip("\r")
+                        log.write(text)
+                        if is_err and text.strip():
+                            self.recent_errors.append(text)
+            except Exception:
+                pass
+            if buf:
+                log.write(buf.decode("utf-8", errors="replace"))
+
+        self._threads = [
+            threading.Thread(target=copy, args=(True, self._out, False), daemon=True),
+            threading.Thread(target=copy, args=(False, self._err, True), daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    async def wait(self) -> int | None:
+        container = self.container
+        try:
+            result = await asyncio.to_thread(container.wait)
+            code = result.get("StatusCode")
+        except Exception as exc:  # the engine went away underneath us
+            self.recent_errors.append(f"lost the Docker engine: {exc}")
+            code = None
+        for t in self._threads:
+            await asyncio.to_thread(t.join, 3)
+        self._pid = None
+        return code
+
+    async def terminate(self, grace: float) -> None:
+        container = self.container
+        if container is None:
+            return
+
+        def stop() -> None:
+            with contextlib.suppress(Exception):
+                container.stop(timeout=max(int(grace), 1))
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+
+        await asyncio.to_thread(stop)
+        self.paths.run.joinpath("agent-runner.secrets.env").unlink(missing_ok=True)
+
+    async def close(self) -> None:
+        self._out.close()
+        self._err.close()
+        if self.client is not None:
+            self.client.close()
