@@ -72,6 +72,7 @@ def prepare_runner(settings: Settings, *, rebuild: bool, quiet: bool) -> dict[st
     """Resolve ``auto`` and, for docker mode, make sure the image exists (pull or build).
 
     Runs before anything starts, so a missing engine or image leaves nothing behind.
+    ``quiet`` silences progress output; warnings always go to stderr.
     Updates ``settings.values['runner_mode']`` to ``docker`` or ``local``.
 
     Raises:
@@ -89,8 +90,7 @@ def prepare_runner(settings: Settings, *, rebuild: bool, quiet: bool) -> dict[st
     except DockerNotRunningError as exc:
         if mode != "auto":
             raise
-        if not quiet:
-            warn(f"{exc.message} Using the local runner (a host process) instead.")
+        warn(f"{exc.message} Using the local runner (a host process) instead.")
         settings.values["runner_mode"] = "local"
         settings.sources["runner_mode"] += " (auto: no Docker)"
         return None
@@ -118,9 +118,8 @@ def prepare_runner(settings: Settings, *, rebuild: bool, quiet: bool) -> dict[st
                 progress.close()
             if report.source == "pulled" and not quiet:
                 print(f"Pulled {report.registry_ref} and tagged it {report.ref}.", file=sys.stderr)
-        if not quiet:
-            for w in report.warnings:
-                warn(w)
+        for w in report.warnings:  # stderr, so also under --json
+            warn(w)
         return report.to_dict()
     finally:
         client.close()

@@ -158,8 +158,8 @@ async def heartbeat(client: Any, path: Path) -> None:
 async def run(cfg: RunnerConfig) -> int:
     from temporalio.worker import Worker
 
-    from stigmer.runner.activities import ping
-    from stigmer.runner.workflows import PingWorkflow
+    from stigmer.runner.activities import ping, workspace_probe
+    from stigmer.runner.workflows import PingWorkflow, WorkspaceProbeWorkflow
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -174,8 +174,8 @@ async def run(cfg: RunnerConfig) -> int:
     worker = Worker(
         client,
         task_queue=cfg.task_queue,
-        workflows=[PingWorkflow],
-        activities=[ping],
+        workflows=[PingWorkflow, WorkspaceProbeWorkflow],
+        activities=[ping, workspace_probe],
         identity=cfg.identity,
         graceful_shutdown_timeout=timedelta(seconds=cfg.grace),
     )

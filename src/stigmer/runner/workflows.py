@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from stigmer.runner.activities import ping
+    from stigmer.runner.activities import ping, workspace_probe
 
 
 @workflow.defn(name="StigmerPing")
@@ -18,4 +19,15 @@ class PingWorkflow:
     async def run(self, message: str) -> str:
         return await workflow.execute_activity(
             ping, message, start_to_close_timeout=timedelta(seconds=30)
+        )
+
+
+@workflow.defn(name="StigmerWorkspaceProbe")
+class WorkspaceProbeWorkflow:
+    """Write one file in the runner's workspace; returns path, owner uid/gid and the runner's euid."""
+
+    @workflow.run
+    async def run(self, name: str) -> dict[str, Any]:
+        return await workflow.execute_activity(
+            workspace_probe, name, start_to_close_timeout=timedelta(seconds=30)
         )

@@ -1,0 +1,419 @@
+"""The runner image and the docker runner, against real dockerd and a real registry on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from stigmer import __version__
+from stigmer.images import buildinfo
+from tests.conftest import STIGMER, Stack, free_port
+from tests.docker.conftest import RUN_ID, RUN_LABEL, TEST_LABEL
+
+ROOT = Path(__file__).resolve().parents[2]
+SIZE_LIMIT = 250 * 1000 * 1000
+
+
+@pytest.fixture(scope="session")
+def runner_image(docker_client: docker.DockerClient, standin_base: str) -> str:
+    """`make build-agent-runner-image` once per session, under a tag of this run."""
+    tag = f"stigmer-agent-runner:test-{RUN_ID}"
+    flags = f"--label {TEST_LABEL}=1 --label {RUN_LABEL}={RUN_ID}"
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        ["make", "build-agent-runner-image", f"IMAGE={tag}", f"BUILD_FLAGS={flags}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    size = docker_client.images.get(tag).attrs["Size"]
+    print(f"\n[runner_image] built {tag} in {time.monotonic() - t0:.1f}s, size {size / 1e6:.1f} MB")
+    return tag
+
+
+@pytest.fixture
+def dstack(stack: Stack, runner_image: str, docker_labels: dict[str, str]) -> Iterator[Stack]:
+    """A stack in docker mode with a container name of its own."""
+    name = f"stigmer-agent-runner-{docker_labels['io.stigmer.test.id']}"
+    stack.env |= {
+        "STIGMER_RUNNER_MODE": "docker",
+        "STIGMER_RUNNER_IMAGE": runner_image,
+        "STIGMER_RUNNER_CONTAINER": name,
+        "STIGMER_OFFLINE": "1",
+    }
+    yield stack
+    stack.cli("server", "stop", timeout=90)
+    client = docker.from_env()
+    try:
+        client.containers.get(name).remove(force=True)
+    except docker.errors.NotFound:
+        pass
+    finally:
+        client.close()
+
+
+def container(client: docker.DockerClient, st: Stack) -> Any:
+    return client.containers.get(st.env["STIGMER_RUNNER_CONTAINER"])
+
+
+async def run_workflow(st: Stack, name: str, arg: str) -> Any:
+    from temporalio.client import Client
+
+    client = await Client.connect(f"127.0.0.1:{st.ports['temporal']}")
+    return await client.execute_workflow(
+        name,
+        arg,
+        id=f"test-{uuid.uuid4().hex[:8]}",
+        task_queue="agent_execution_runner",
+        execution_timeout=timedelta(seconds=60),
+    )
+
+
+def test_image_size_user_labels_volume_and_healthcheck(
+    docker_client: docker.DockerClient, runner_image: str
+) -> None:
+    image = docker_client.images.get(runner_image)
+    size = image.attrs["Size"]
+    print(f"runner image size: {size / 1e6:.1f} MB (limit {SIZE_LIMIT / 1e6:.0f} MB)")
+    assert size <= SIZE_LIMIT
+    cfg = image.attrs["Config"]
+    assert cfg["User"] == "1000:1000"
+    assert "/workspace" in (cfg.get("Volumes") or {})
+    hc = cfg["Healthcheck"]
+    assert "stigmer.runner.health" in " ".join(hc["Test"])
+    assert hc["StartPeriod"] > 0
+    labels = cfg["Labels"]
+    assert labels[buildinfo.LABEL_VERSION] == __version__
+    assert labels[buildinfo.LABEL_SOURCE].startswith("https://")
+    assert labels[buildinfo.LABEL_REVISION]
+    assert labels[buildinfo.LABEL_CREATED]
+    assert labels[buildinfo.LABEL_DIGEST] == buildinfo.source_digest(ROOT)
+    assert cfg["Entrypoint"][0].endswith("dumb-init")
+    # by default it runs as uid 1000, and the runner reports its version
+    out = docker_client.containers.run(
+        runner_image, ["python", "-c", "import os; print(os.getuid())"], remove=True
+    )
+    assert out.decode().strip() == "1000"
+    ver = docker_client.containers.run(
+        runner_image, ["python", "-m", "stigmer.runner", "--version"], remove=True
+    )
+    assert ver.decode().strip() == __version__
+
+
+def test_docker_runner_is_hardened_healthy_and_restarted(
+    docker_client: docker.DockerClient, dstack: Stack
+) -> None:
+    st = dstack.start()
+    runner = next(c for c in st["components"] if c["name"] == "agent-runner")
+    assert runner["container_id"] and runner["mode"] == "docker"
+    c = container(docker_client, dstack)
+    host = c.attrs["HostConfig"]
+    assert c.attrs["Config"]["User"] not in ("", "0", "root", "0:0")
+    assert host["CapDrop"] == ["ALL"]
+    assert any("no-new-privileges" in o for o in host["SecurityOpt"])
+    assert host["ReadonlyRootfs"] is True
+    assert host["RestartPolicy"]["Name"] in ("", "no")
+    assert host["NetworkMode"] == "host"
+    for m in c.attrs["Mounts"]:
+        assert "docker.sock" not in m["Source"], m
+    env = " ".join(c.attrs["Config"]["Env"])
+    token = (dstack.home / "credentials" / "api-token").read_text().strip()
+    assert token not in env, "the API token must not be in the container's env"
+    assert "Connected to Temporal server" in dstack.log("agent-runner")
+
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        c.reload()
+        if c.attrs["State"].get("Health", {}).get("Status") == "healthy":
+            break
+        time.sleep(1)
+    assert c.attrs["State"]["Health"]["Status"] == "healthy"
+
+    assert asyncio.run(run_workflow(dstack, "StigmerPing", "hi")).startswith("pong: hi")
+
+    c.kill()
+    after = dstack.wait_for(
+        lambda s: (
+            next(x for x in s["components"] if x["name"] == "agent-runner")["restarts"] == 1
+            and s["ready"]
+        ),
+        what="runner container restart",
+    )
+    new = next(x for x in after["components"] if x["name"] == "agent-runner")
+    assert new["container_id"] != runner["container_id"]
+    logs = dstack.cli("server", "logs", "-c", "agent-runner", check=True).stdout
+    assert logs.count("Connected to Temporal server") >= 2
+
+    dstack.cli("server", "stop", check=True)
+    with pytest.raises(docker.errors.NotFound):
+        container(docker_client, dstack)
+    assert dstack.our_processes() == []
+
+
+def test_pull_from_registry_at_cli_version(
+    docker_client: docker.DockerClient,
+    dstack: Stack,
+    runner_image: str,
+    local_registry: str,
+    registry_cleanup: list[tuple[str, str]],
+    docker_test_id: str,
+) -> None:
+    repo = f"{local_registry}/stigmer-test-{docker_test_id}/agent-runner"
+    tag = "v" + __version__.replace("+", "-")
+    docker_client.images.get(runner_image).tag(repo, tag)
+    for line in docker_client.api.push(repo, tag=tag, stream=True, decode=True):
+        assert "error" not in line, line
+    digest = docker_client.images.get_registry_data(f"{repo}:{tag}").id
+    registry_cleanup.append((f"stigmer-test-{docker_test_id}/agent-runner", digest))
+    docker_client.images.remove(f"{repo}:{tag}")
+    local = f"stigmer-agent-runner:pulled-{docker_test_id}"
+    dstack.env |= {
+        "STIGMER_RUNNER_REGISTRY": repo,
+        "STIGMER_RUNNER_IMAGE": local,
+        "STIGMER_OFFLINE": "0",
+    }
+    try:
+        st = dstack.start()
+        assert st["runner_image"]["source"] == "pulled"
+        assert st["runner_image"]["registry_ref"] == f"{repo}:{tag}"
+        assert docker_client.images.get(local)
+        assert "Connected to Temporal server" in dstack.log("agent-runner")
+    finally:
+        dstack.cli("server", "stop")
+        for ref in (local, f"{repo}:{tag}"):
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                docker_client.images.remove(ref)
+
+
+def test_no_image_anywhere_fails_and_leaves_nothing(
+    docker_client: docker.DockerClient, dstack: Stack, local_registry: str, docker_test_id: str
+) -> None:
+    repo = f"{local_registry}/stigmer-missing-{docker_test_id}/agent-runner"
+    dstack.env |= {
+        "STIGMER_RUNNER_REGISTRY": repo,
+        "STIGMER_RUNNER_IMAGE": f"stigmer-agent-runner:missing-{docker_test_id}",
+        "STIGMER_OFFLINE": "0",
+    }
+    proc = dstack.cli("server", "start")
+    assert proc.returncode != 0
+    assert "make build-agent-runner-image" in proc.stderr
+    assert repo in proc.stderr
+    assert "manifest unknown" in proc.stderr
+    assert dstack.our_processes() == []
+    with pytest.raises(docker.errors.NotFound):
+        container(docker_client, dstack)
+
+
+def test_offline_never_pulls_with_the_registry_stopped(dstack: Stack, tmp_path: Path) -> None:
+    port = free_port()
+    stopped = f"127.0.0.1:{port}/stigmer/agent-runner"  # nothing listens: a stopped registry
+    dstack.env["STIGMER_RUNNER_REGISTRY"] = stopped
+    # image local + offline: starts without touching the registry
+    st = dstack.start("--offline")
+    assert st["runner_image"]["source"] == "local"
+    dstack.cli("server", "stop", check=True)
+    # image absent + offline: refused before any pull
+    dstack.env["STIGMER_RUNNER_IMAGE"] = "stigmer-agent-runner:absent-offline"
+    offline = dstack.cli("server", "start", "--offline")
+    assert offline.returncode != 0
+    assert "offline" in offline.stderr.lower()
+    assert "could not be reached" not in offline.stderr
+    # absent and online: the pull is tried and the unreachable registry is named
+    online = dstack.cli("server", "start", env={"STIGMER_OFFLINE": "0"})
+    assert online.returncode != 0
+    assert stopped in online.stderr
+    assert dstack.our_processes() == []
+
+
+def test_docker_host_pointing_at_nothing(stack: Stack, tmp_path: Path) -> None:
+    bad = {"DOCKER_HOST": f"unix://{tmp_path}/nothing.sock"}
+    proc = stack.cli("server", "start", "--runner", "docker", env=bad)
+    assert proc.returncode != 0
+    assert "Docker is not running" in proc.stderr
+    assert "--runner local" in proc.stderr
+    assert "apt-get install docker.io" in proc.stderr or "brew install" in proc.stderr
+    assert stack.our_processes() == []
+    auto = stack.cli("server", "start", "--runner", "auto", "--json", env=bad, check=True)
+    assert "using the local runner" in auto.stderr.lower()
+    runner = next(c for c in json.loads(auto.stdout)["components"] if c["name"] == "agent-runner")
+    assert runner["mode"] == "local"
+    stack.cli("server", "stop", check=True)
+    local = stack.cli("server", "start", "--runner", "local", "--json", env=bad, check=True)
+    assert json.loads(local.stdout)["ready"]
+
+
+def test_leftover_container_replaced_and_foreign_one_left_alone(
+    docker_client: docker.DockerClient,
+    dstack: Stack,
+    runner_image: str,
+    docker_labels: dict[str, str],
+) -> None:
+    name = dstack.env["STIGMER_RUNNER_CONTAINER"]
+    leftover = docker_client.containers.run(
+        runner_image,
+        ["true"],
+        name=name,
+        detach=True,
+        labels={**docker_labels, "io.stigmer.home": str(dstack.home)},
+    )
+    leftover.wait()
+    st = dstack.start()
+    runner = next(c for c in st["components"] if c["name"] == "agent-runner")
+    assert runner["container_id"] != leftover.short_id
+    dstack.cli("server", "stop", check=True)
+
+    foreign = docker_client.containers.run(
+        runner_image,
+        ["python", "-c", "import time; time.sleep(300)"],
+        name=name,
+        detach=True,
+        labels={**docker_labels, "io.stigmer.home": "/some/other/home"},
+    )
+    try:
+        proc = dstack.cli("server", "start")
+        assert proc.returncode != 0
+        assert name in proc.stderr and "/some/other/home" in proc.stderr
+        foreign.reload()
+        assert foreign.status == "running"
+        assert dstack.our_processes() == []
+    finally:
+        foreign.remove(force=True)
+
+
+def test_workspace_files_owned_by_invoking_user(
+    docker_client: docker.DockerClient, dstack: Stack, tmp_path: Path
+) -> None:
+    # as root: the container runs as uid 1000 and can write
+    dstack.start()
+    result = asyncio.run(run_workflow(dstack, "StigmerWorkspaceProbe", "root-run.txt"))
+    assert result["euid"] == 1000
+    path = dstack.home / "data" / "workspace" / "root-run.txt"
+    assert path.exists() and path.stat().st_uid == 1000
+    dstack.cli("server", "stop", check=True)
+
+
+@pytest.fixture(scope="session")
+def world_venv() -> Iterator[Path]:
+    """stigmer installed into a venv any user can run (ours lives under root's pyenv)."""
+    base = Path(f"/tmp/stigmer-test-venv-{RUN_ID}")
+    python = shutil.which("python3.11", path="/usr/bin:/usr/local/bin") or "/usr/bin/python3"
+    env = {**os.environ, "UV_LINK_MODE": "copy"}
+    subprocess.run(["uv", "venv", "-q", "--python", python, str(base)], check=True, env=env)
+    subprocess.run(
+        ["uv", "pip", "install", "-q", "--python", str(base / "bin" / "python"), str(ROOT)],
+        check=True,
+        env=env,
+        timeout=600,
+    )
+    os.chmod(base, 0o755)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("useradd") is None or shutil.which("uv") is None,
+    reason="needs root, useradd and uv",
+)
+def test_workspace_files_owned_by_non_root_user(
+    docker_client: docker.DockerClient, runner_image: str, docker_test_id: str, world_venv: Path
+) -> None:
+    user = f"st{docker_test_id[:8]}"
+    subprocess.run(["useradd", "--create-home", "-G", "docker", user], check=True)
+    try:
+        pw = pwd.getpwnam(user)
+        home = Path(pw.pw_dir) / "stigmer-home"
+        server, temporal, ui = free_port(), free_port(), free_port()
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": pw.pw_dir,
+            "STIGMER_HOME": str(home),
+            "STIGMER_SERVER_PORT": str(server),
+            "STIGMER_TEMPORAL_PORT": str(temporal),
+            "STIGMER_TEMPORAL_UI_PORT": str(ui),
+            "STIGMER_RUNNER_MODE": "docker",
+            "STIGMER_RUNNER_IMAGE": runner_image,
+            "STIGMER_RUNNER_CONTAINER": f"stigmer-agent-runner-{docker_test_id}",
+            "STIGMER_OFFLINE": "1",
+        }
+        st = Stack(home, {"server": server, "temporal": temporal, "ui": ui}, env)
+
+        def as_user(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [
+                    "runuser",
+                    "-u",
+                    user,
+                    "--",
+                    "env",
+                    *[f"{k}={v}" for k, v in env.items()],
+                    str(world_venv / "bin" / "stigmer"),
+                    *args,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
+
+        started = as_user("server", "start", "--json")
+        assert started.returncode == 0, started.stdout + started.stderr
+        try:
+            result = asyncio.run(run_workflow(st, "StigmerWorkspaceProbe", "user-run.txt"))
+            path = home / "data" / "workspace" / "user-run.txt"
+            assert path.exists()
+            assert path.stat().st_uid == pw.pw_uid, (path.stat(), result)
+            assert result["euid"] == pw.pw_uid
+        finally:
+            stop = as_user("server", "stop")
+            assert stop.returncode == 0, stop.stderr
+    finally:
+        subprocess.run(["pkill", "-KILL", "-u", user], check=False)
+        subprocess.run(["userdel", "--remove", user], check=False)
+
+
+def test_stale_image_reported(
+    docker_client: docker.DockerClient,
+    runner_image: str,
+    docker_labels: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    # the digest follows the lock file
+    copy = tmp_path / "checkout"
+    shutil.copytree(ROOT / "src", copy / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    for f in buildinfo.BUILD_INPUTS:
+        shutil.copy(ROOT / f, copy / f)
+    before = buildinfo.source_digest(copy)
+    with open(copy / "uv.lock", "a") as fh:
+        fh.write("\n# changed\n")
+    assert buildinfo.source_digest(copy) != before
+
+    # an image whose digest label does not match this checkout is reported stale
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "Dockerfile").write_text(
+        f"FROM {runner_image}\nLABEL io.stigmer.source-digest=sha256:old\n"
+    )
+    stale_tag = f"stigmer-agent-runner:stale-{docker_labels['io.stigmer.test.id']}"
+    docker_client.images.build(path=str(tmp_path / "ctx"), tag=stale_tag, labels=docker_labels)
+    env = {**os.environ, "STIGMER_HOME": str(tmp_path / "h"), "STIGMER_RUNNER_IMAGE": stale_tag}
+    out = subprocess.run(
+        [STIGMER, "image", "status", "--json"], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["local"]["stale"] is True
+    assert any("make build-agent-runner-image" in w for w in report["local"]["warnings"])
