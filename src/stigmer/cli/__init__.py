@@ -13,6 +13,7 @@ import sys
 import typer
 
 from stigmer import __version__
+from stigmer.cli import agents as agents_cmd
 from stigmer.cli import config as config_cmd
 from stigmer.cli import image as image_cmd
 from stigmer.cli import server as server_cmd
@@ -26,6 +27,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+app.command("apply")(agents_cmd.apply)
+app.command("run")(agents_cmd.run)
+app.add_typer(agents_cmd.agent_app, name="agent")
+app.add_typer(agents_cmd.execution_app, name="execution")
 app.add_typer(server_cmd.app, name="server")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(image_cmd.app, name="image")
@@ -66,7 +71,7 @@ def main() -> None:
     from stigmer.errors import StigmerError
 
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
     except StigmerError as exc:
         print_error(exc)
         sys.exit(exc.exit_code)
@@ -84,3 +89,5 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    if isinstance(rc, int) and rc:
+        sys.exit(rc)

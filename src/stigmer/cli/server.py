@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any
@@ -83,10 +84,49 @@ def start(
     _start(settings, json_out, rebuild)
 
 
+def ensure_provider_key(settings: Settings) -> None:
+    """If ``default_model``'s provider needs an API key and none is set, ask for it (masked).
+
+    The key is saved to config.yaml (mode 0600). Without a terminal this fails
+    naming the env var to set. Keys are never printed or logged.
+    """
+    from stigmer.errors import ConfigError
+    from stigmer.settings import KEYS_BY_NAME, read_config_file, write_config_file
+
+    provider = settings.default_model.partition(":")[0]
+    key = f"{provider}_api_key"
+    if key not in KEYS_BY_NAME:
+        return
+    env_var = f"{provider.upper()}_API_KEY"
+    if settings.values.get(key) or os.environ.get(env_var):
+        return
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        raise ConfigError(
+            f"default_model is {settings.default_model}, and no {provider} API key is set.",
+            f"Set {env_var} (or `stigmer config set {key} KEY`), or use the offline model: "
+            "`stigmer config set default_model test`.",
+        )
+    import getpass
+
+    value = getpass.getpass(
+        f"{provider} API key for {settings.default_model} (input hidden): "
+    ).strip()
+    if not value:
+        raise ConfigError(
+            "No API key entered.", f"Set {env_var}, or `stigmer config set default_model test`."
+        )
+    data = read_config_file(settings.paths.config)
+    data[key] = value
+    write_config_file(settings.paths.config, data)
+    settings.values[key] = value
+    print(f"saved to {settings.paths.config} (mode 0600)", file=sys.stderr)
+
+
 def _start(settings: Settings, json_out: bool, rebuild: bool = False) -> None:
     from stigmer.cli.image import prepare_runner
     from stigmer.stack import control
 
+    ensure_provider_key(settings)
     t0 = time.monotonic()
     progress = _Progress(enabled=not json_out)
     try:

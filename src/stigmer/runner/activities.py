@@ -1,4 +1,4 @@
-"""Activities: the side effects of the runner's workflows."""
+"""Activities: the side effects of the runner's own workflows."""
 
 from __future__ import annotations
 
@@ -7,6 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from temporalio import activity
+
+from stigmer.runner.publish import post_events
+
+
+@activity.defn(name="stigmer_publish_events")
+async def publish_events(execution_id: str, events: list[dict[str, Any]]) -> None:
+    """Append events the workflow itself produces (phases, the human message, usage, errors)."""
+    await post_events(execution_id, events)
 
 
 @activity.defn(name="stigmer_ping")

@@ -47,6 +47,8 @@ class RunnerConfig:
     cert_path: str | None
     key_path: str | None
     heartbeat_file: Path | None
+    api_url: str | None = None
+    api_token: str | None = None
 
     @classmethod
     def from_env(cls, env: Any = None) -> RunnerConfig:
@@ -65,6 +67,8 @@ class RunnerConfig:
             cert_path=env.get("STIGMER_TEMPORAL_TLS_CERT_PATH") or None,
             key_path=env.get("STIGMER_TEMPORAL_TLS_KEY_PATH") or None,
             heartbeat_file=Path(hb) if hb else None,
+            api_url=env.get("STIGMER_API_URL"),
+            api_token=env.get("STIGMER_API_TOKEN"),
         )
 
     def tls_arg(self) -> Any:
@@ -102,6 +106,7 @@ def load_env(env: Any) -> dict[str, str]:
 
 async def connect(cfg: RunnerConfig, stop: asyncio.Event) -> Any:
     """Connect to Temporal, retrying with exponential backoff (0.2 s up to 5 s) until stopped."""
+    from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
     from temporalio.client import Client
 
     delay = 0.2
@@ -116,6 +121,7 @@ async def connect(cfg: RunnerConfig, stop: asyncio.Event) -> Any:
                 api_key=cfg.api_key,
                 identity=cfg.identity,
                 connect_timeout=timedelta(seconds=3),
+                plugins=[PydanticAIPlugin()],
             )
             log.info(
                 "Connected to Temporal server at %s (namespace %s, task queue %s, identity %s)",
@@ -157,9 +163,15 @@ async def heartbeat(client: Any, path: Path) -> None:
 
 async def run(cfg: RunnerConfig) -> int:
     from temporalio.worker import Worker
+    from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-    from stigmer.runner.activities import ping, workspace_probe
-    from stigmer.runner.workflows import PingWorkflow, WorkspaceProbeWorkflow
+    from stigmer.runner import publish
+    from stigmer.runner.activities import ping, publish_events, workspace_probe
+    from stigmer.runner.workflows import (
+        AgentExecutionWorkflow,
+        PingWorkflow,
+        WorkspaceProbeWorkflow,
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -167,15 +179,22 @@ async def run(cfg: RunnerConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     log.info("stigmer agent-runner %s starting (pid %d)", __version__, os.getpid())
+    publish.configure(cfg.api_url, cfg.api_token)
     client = await connect(cfg, stop)
     if client is None:
         log.info("stopped before connecting")
         return 0
+    # stigmer._version may look at the checkout on import (a development run);
+    # the host's module is used as is inside the workflow sandbox.
+    runner = SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules("stigmer._version")
+    )
     worker = Worker(
         client,
+        workflow_runner=runner,
         task_queue=cfg.task_queue,
-        workflows=[PingWorkflow, WorkspaceProbeWorkflow],
-        activities=[ping, workspace_probe],
+        workflows=[AgentExecutionWorkflow, PingWorkflow, WorkspaceProbeWorkflow],
+        activities=[publish_events, ping, workspace_probe],
         identity=cfg.identity,
         graceful_shutdown_timeout=timedelta(seconds=cfg.grace),
     )
@@ -210,4 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(levelname)s %(name)s %(message)s", stream=sys.stdout
     )
-    return asyncio.run(run(RunnerConfig.from_env()))
+    env = load_env(os.environ)
+    for var in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY"):  # providers read these from os.environ
+        if env.get(var) and not os.environ.get(var):
+            os.environ[var] = env[var]
+    return asyncio.run(run(RunnerConfig.from_env(env)))

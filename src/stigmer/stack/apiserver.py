@@ -48,6 +48,10 @@ class ApiServer(ProcessComponent):
         env["STIGMER_API_TOKEN_FILE"] = str(self.paths.api_token)
         env["STIGMER_TEMPORAL_ADDRESS"] = self.settings.temporal_target
         env["STIGMER_TEMPORAL_NAMESPACE"] = self.settings.temporal_namespace
+        env["STIGMER_DEFAULT_MODEL"] = self.settings.default_model
+        env["STIGMER_TEMPORAL_TLS"] = "1" if self.settings.temporal_tls else "0"
+        if self.settings.temporal_api_key:
+            env["STIGMER_TEMPORAL_API_KEY"] = self.settings.temporal_api_key
         return env
 
     async def ready(self) -> bool:

@@ -7,6 +7,7 @@ identity on the ``agent_execution_runner`` task queue.
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 from typing import Any
@@ -14,6 +15,12 @@ from typing import Any
 from stigmer.settings import TASK_QUEUE, Settings, read_api_token
 from stigmer.stack.component import Component, ProcessComponent, python_module_command
 from stigmer.stack.temporal import TemporalProbe
+
+#: Settings keys of model provider API keys, and the env var each provider reads.
+PROVIDER_KEY_SETTINGS = {
+    "anthropic_api_key": "ANTHROPIC_API_KEY",
+    "openai_api_key": "OPENAI_API_KEY",
+}
 
 
 def runner_environment(settings: Settings, identity: str, workspace: str) -> dict[str, str]:
@@ -37,6 +44,12 @@ def runner_environment(settings: Settings, identity: str, workspace: str) -> dic
         env["STIGMER_API_TOKEN"] = token
     if s.temporal_api_key:
         env["STIGMER_TEMPORAL_API_KEY"] = s.temporal_api_key
+    for key, var in PROVIDER_KEY_SETTINGS.items():
+        value = s.values.get(key) or os.environ.get(var)
+        if value:
+            env[var] = value
+    if os.environ.get("OLLAMA_BASE_URL"):
+        env["OLLAMA_BASE_URL"] = os.environ["OLLAMA_BASE_URL"]
     for key in ("temporal_tls_ca_path", "temporal_tls_cert_path", "temporal_tls_key_path"):
         if s.values.get(key):
             env["STIGMER_" + key.upper()] = s.values[key]

@@ -40,7 +40,12 @@ LABEL_HOME = "io.stigmer.home"
 LABEL_COMPONENT = "io.stigmer.component"
 CONTAINER_UID = 1000
 SECRETS_IN_CONTAINER = "/run/secrets/stigmer.env"
-SECRET_KEYS = ("STIGMER_API_TOKEN", "STIGMER_TEMPORAL_API_KEY")
+SECRET_KEYS = (
+    "STIGMER_API_TOKEN",
+    "STIGMER_TEMPORAL_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "OPENAI_API_KEY",
+)
 
 
 class ContainerConflictError(FatalComponentError):

@@ -1,0 +1,353 @@
+"""``stigmer apply``, ``stigmer agent list|get|delete``, ``stigmer run``, ``stigmer execution ...``."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from typing import Any
+
+import typer
+
+from stigmer.cli._output import JSON_MODE, print_json
+from stigmer.errors import ConfigError, StigmerError
+from stigmer.settings import resolve
+
+agent_app = typer.Typer(help="List, show and delete agents.", no_args_is_help=True)
+execution_app = typer.Typer(
+    help="List, inspect, follow and cancel executions.", no_args_is_help=True
+)
+
+#: Exit status of `run` and `execution logs -f` by final phase.
+EXIT_BY_PHASE = {"COMPLETED": 0, "FAILED": 1, "CANCELLED": 3}
+
+
+class ExecutionEnded(StigmerError):
+    pass
+
+
+def _client() -> Any:
+    from stigmer.client import Client
+
+    return Client(resolve())
+
+
+def _output_json(output: str) -> bool:
+    if output not in ("text", "json"):
+        raise ConfigError(
+            f"Unknown output format {output!r}.", "Use --output text or --output json."
+        )
+    JSON_MODE["on"] = output == "json"
+    return output == "json"
+
+
+def apply(
+    file: str = typer.Option(..., "-f", "--file", help="An agent YAML file, or a folder of them."),
+    output: str = typer.Option("text", "--output", "-o", help="text or json."),
+) -> None:
+    """Create or update agents from YAML. Everything is validated before anything is stored."""
+    from stigmer.spec.loader import load_path
+
+    as_json = _output_json(output)
+    agents = load_path(file)
+    results = []
+    with _client() as client:
+        for loaded in agents:
+            spec = loaded.doc.spec.model_dump(mode="json", exclude_none=True)
+            res = client.put_agent(loaded.doc.name, spec)
+            results.append(
+                {"name": loaded.doc.name, "status": res["status"], "source": loaded.source}
+            )
+    if as_json:
+        print_json({"agents": results})
+        return
+    for r in results:
+        note = " (no change)" if r["status"] == "unchanged" else ""
+        print(f"agent/{r['name']} {r['status']}{note}")
+
+
+@agent_app.command("list")
+def agent_list(output: str = typer.Option("text", "--output", "-o", help="text or json.")) -> None:
+    """All agents."""
+    as_json = _output_json(output)
+    with _client() as client:
+        agents = client.list_agents()
+    if as_json:
+        print_json({"agents": agents})
+        return
+    if not agents:
+        print("No agents. Create one: stigmer apply -f examples/")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for col in ("NAME", "MODEL", "TOOLS", "GENERATION", "UPDATED", "DESCRIPTION"):
+        table.add_column(col)
+    for a in agents:
+        s = a["spec"]
+        table.add_row(
+            a["name"],
+            s.get("model", "test"),
+            ",".join(s.get("tools", [])) or "-",
+            str(a["generation"]),
+            a["updated_at"][:19],
+            (s.get("description") or "")[:60],
+        )
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+@agent_app.command("get")
+def agent_get(
+    name: str,
+    output: str = typer.Option("text", "--output", "-o", help="text or json (text prints YAML)."),
+) -> None:
+    """One agent, as YAML (or JSON)."""
+    as_json = _output_json(output)
+    with _client() as client:
+        agent = client.get_agent(name)
+    if as_json:
+        print_json(agent)
+        return
+    import yaml
+
+    doc = {
+        "apiVersion": "stigmer.ai/v1",
+        "kind": "Agent",
+        "metadata": {"name": agent["name"]},
+        "spec": agent["spec"],
+    }
+    print(yaml.safe_dump(doc, sort_keys=False), end="")
+
+
+@agent_app.command("delete")
+def agent_delete(name: str, output: str = typer.Option("text", "--output", "-o")) -> None:
+    """Delete an agent (its executions stay)."""
+    as_json = _output_json(output)
+    with _client() as client:
+        client.delete_agent(name)
+    if as_json:
+        print_json({"deleted": name})
+    else:
+        print(f"agent/{name} deleted")
+
+
+def _parse_env(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--env {pair!r} is not KEY=VALUE.", "Write it as --env NAME=value.")
+        env[key] = value
+    return env
+
+
+def run(
+    agent: str = typer.Argument(..., help="The agent's name (see `stigmer agent list`)."),
+    message: str = typer.Argument("", help="The message for the agent; read from stdin when '-'."),
+    env: list[str] = typer.Option(
+        [], "--env", "-e", help="KEY=VALUE for the agent's tools (repeatable)."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="provider:model for this run only."
+    ),
+    detach: bool = typer.Option(
+        False, "--detach", "-d", help="Start it and print its id; do not follow."
+    ),
+    on_interrupt: str = typer.Option(
+        "ask", "--on-interrupt", help="What Ctrl-C does while following: ask, detach or cancel."
+    ),
+    output: str = typer.Option(
+        "text", "--output", "-o", help="text (live) or json (one object at the end)."
+    ),
+) -> None:
+    """Run an agent with a message and follow what it does until it ends.
+
+    Exit status: 0 COMPLETED, 1 FAILED, 3 CANCELLED.
+    """
+    as_json = _output_json(output)
+    if on_interrupt not in ("ask", "detach", "cancel"):
+        raise ConfigError(f"--on-interrupt {on_interrupt!r}", "Use ask, detach or cancel.")
+    if message == "-":
+        message = sys.stdin.read()
+    with _client() as client:
+        ex = client.run(agent, message, _parse_env(env), model)
+        if detach:
+            if as_json:
+                print_json(ex)
+            else:
+                print(ex["id"])
+                print(f"follow it: stigmer execution logs -f {ex['id']}", file=sys.stderr)
+            return
+        _follow(
+            client, ex["id"], as_json, on_interrupt, header=f"execution {ex['id']} of agent {agent}"
+        )
+
+
+def _follow(
+    client: Any,
+    execution_id: str,
+    as_json: bool,
+    on_interrupt: str,
+    header: str | None = None,
+    after: int = 0,
+) -> None:
+    from stigmer.cli.render import Renderer
+
+    renderer = None if as_json else Renderer()
+    if renderer and header:
+        renderer.header(header)
+    last = after
+    final: dict[str, Any] | None = None
+    while True:
+        try:
+            for event in client.stream(execution_id, after=last):
+                last = event["seq"]
+                if renderer:
+                    renderer.event(event)
+            break
+        except KeyboardInterrupt:
+            action = on_interrupt
+            if action == "ask":
+                action = _ask() if sys.stdin.isatty() else "detach"
+            if action == "detach":
+                if renderer:
+                    renderer.note(
+                        f"detached; the execution goes on. Follow it: stigmer execution logs -f {execution_id}"
+                    )
+                if as_json:
+                    print_json(client.get_execution(execution_id) | {"detached": True})
+                raise typer.Exit(0) from None
+            client.cancel(execution_id)
+            if renderer:
+                renderer.note("cancel requested; waiting for the execution to stop...")
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    final = client.get_execution(execution_id)
+    if as_json:
+        print_json(
+            {
+                k: final.get(k)
+                for k in (
+                    "id",
+                    "agent",
+                    "phase",
+                    "output",
+                    "error",
+                    "created_at",
+                    "updated_at",
+                    "last_seq",
+                )
+            }
+        )
+    elif renderer:
+        renderer.done(final)
+    code = EXIT_BY_PHASE.get(final["phase"], 1)
+    if code:
+        raise typer.Exit(code)
+
+
+def _ask() -> str:
+    try:
+        answer = input("\nDetach (the execution goes on) or cancel it? [d/c] ").strip().lower()
+    except (EOFError, KeyboardInterrupt):
+        return "detach"
+    return "cancel" if answer.startswith("c") else "detach"
+
+
+@execution_app.command("list")
+def execution_list(
+    agent: str | None = typer.Option(None, "--agent", help="Only this agent's executions."),
+    limit: int = typer.Option(20, "--limit", "-n", min=1, max=1000, help="How many, newest first."),
+    output: str = typer.Option("text", "--output", "-o", help="text or json."),
+) -> None:
+    """Recent executions, newest first."""
+    as_json = _output_json(output)
+    with _client() as client:
+        items = client.list_executions(agent, limit)
+    if as_json:
+        print_json({"executions": items})
+        return
+    if not items:
+        print('No executions yet. Start one: stigmer run AGENT "message"')
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for col in ("ID", "AGENT", "PHASE", "CREATED", "MESSAGE"):
+        table.add_column(col)
+    for e in items:
+        table.add_row(
+            e["id"], e["agent"], e["phase"], e["created_at"][:19], (e.get("message") or "")[:50]
+        )
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+@execution_app.command("get")
+def execution_get(execution_id: str, output: str = typer.Option("text", "--output", "-o")) -> None:
+    """One execution: phase, output, error."""
+    as_json = _output_json(output)
+    with _client() as client:
+        ex = client.get_execution(execution_id)
+    if as_json:
+        print_json(ex)
+        return
+    for key in ("id", "agent", "phase", "model", "message", "created_at", "updated_at", "error"):
+        if ex.get(key) is not None:
+            print(f"{key + ':':<12}{ex[key]}")
+    if ex.get("output") is not None:
+        print("output:")
+        print(ex["output"])
+
+
+@execution_app.command("logs")
+def execution_logs(
+    execution_id: str,
+    follow: bool = typer.Option(False, "-f", "--follow", help="Keep following until it ends."),
+    after: int = typer.Option(0, "--after", help="Only events after this sequence number."),
+    output: str = typer.Option("text", "--output", "-o", help="text or json (one event per line)."),
+) -> None:
+    """The execution's events; with -f, live until it ends (exit status by final phase)."""
+    as_json = _output_json(output)
+    with _client() as client:
+        client.get_execution(execution_id)
+        if follow and not as_json:
+            _follow(client, execution_id, False, "detach", after=after)
+            return
+        events = (
+            list(client.stream(execution_id, after=after))
+            if follow
+            else client.events(execution_id, after)
+        )
+        if as_json:
+            for e in events:
+                sys.stdout.write(json.dumps(e) + "\n")
+            return
+        from stigmer.cli.render import Renderer
+
+        r = Renderer()
+        for e in events:
+            r.event(e)
+
+
+@execution_app.command("cancel")
+def execution_cancel(
+    execution_id: str, output: str = typer.Option("text", "--output", "-o")
+) -> None:
+    """Ask a running execution to stop; it ends CANCELLED."""
+    as_json = _output_json(output)
+    from stigmer.client import ApiError
+
+    with _client() as client:
+        try:
+            res = client.cancel(execution_id)
+        except ApiError as exc:
+            if "already ended" in exc.message:
+                raise ApiError(exc.message.split(": ", 1)[-1], "Nothing to cancel.") from None
+            raise
+    if as_json:
+        print_json(res)
+    else:
+        print(
+            f"cancel requested for {execution_id}; `stigmer execution get {execution_id}` shows the phase"
+        )

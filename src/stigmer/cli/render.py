@@ -1,0 +1,84 @@
+"""Live rendering of execution events with Rich."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+PHASE_STYLE = {
+    "PENDING": "dim",
+    "RUNNING": "cyan",
+    "COMPLETED": "bold green",
+    "FAILED": "bold red",
+    "CANCELLED": "bold yellow",
+}
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = text.replace("\n", "⏎ ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class Renderer:
+    def __init__(self) -> None:
+        self.console = Console(
+            highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120
+        )
+
+    def header(self, text: str) -> None:
+        self.console.print(f"[dim]{escape(text)}[/]")
+
+    def note(self, text: str) -> None:
+        self.console.print(f"[yellow]{escape(text)}[/]")
+
+    def event(self, e: dict[str, Any]) -> None:
+        p = e["payload"]
+        seq = f"[dim]{e['seq']:>3}[/] "
+        t = e["type"]
+        if t == "phase":
+            style = PHASE_STYLE.get(p["phase"], "")
+            extra = f"  {escape(_short(p['error'], 300))}" if p.get("error") else ""
+            self.console.print(f"{seq}[{style}]● {p['phase']}[/]{extra}")
+        elif t == "message":
+            role = p.get("role")
+            if role == "human":
+                self.console.print(f"{seq}[bold]you[/]   {escape(p['content'])}")
+            elif role == "ai":
+                self.console.print(f"{seq}[bold magenta]agent[/] {escape(p['content'])}")
+            # tool messages are shown with their tool_call result
+        elif t == "tool_call":
+            name = p.get("name")
+            if p.get("status") == "started":
+                self.console.print(
+                    f"{seq}[blue]→ {escape(name)}[/]({escape(_short(p.get('args', {})))})"
+                )
+            else:
+                ok = p.get("status") == "completed"
+                mark = "[green]✓[/]" if ok else "[red]✗[/]"
+                took = f" {p['duration_ms']} ms" if p.get("duration_ms") is not None else ""
+                self.console.print(
+                    f"{seq}{mark} {escape(name)}{took}: [dim]{escape(_short(p.get('result', ''), 200))}[/]"
+                )
+        elif t == "usage":
+            self.console.print(
+                f"{seq}[dim]usage: {p.get('input_tokens', 0)} in / {p.get('output_tokens', 0)} out tokens, "
+                f"{p.get('requests', 0)} model requests, {p.get('tool_calls', 0)} tool calls[/]"
+            )
+        elif t == "error":
+            self.console.print(
+                f"{seq}[red]error ({escape(p.get('kind', ''))}): {escape(p.get('message', ''))}[/]"
+            )
+
+    def done(self, ex: dict[str, Any]) -> None:
+        phase = ex["phase"]
+        style = PHASE_STYLE.get(phase, "")
+        if phase == "COMPLETED" and ex.get("output"):
+            self.console.rule("output", style="dim")
+            self.console.print(escape(ex["output"]))
+            self.console.rule(style="dim")
+        self.console.print(f"[{style}]{phase}[/] [dim]{ex['id']}[/]")

@@ -1,0 +1,170 @@
+"""Model resolution: the offline ``test`` model and the providers.
+
+``resolve_model(ctx, model_id)`` is the agent's ``ResolveModelId`` hook; it
+runs on the worker with the run's deps, so per-run settings (the test script,
+an OpenAI-compatible ``base_url``) need no registration:
+
+* ``test``: a deterministic ``FunctionModel`` that plays ``spec.test_script``;
+* ``ollama:<model>``: the Ollama server at ``OLLAMA_BASE_URL`` (default
+  ``http://127.0.0.1:11434/v1``);
+* any model with ``spec.base_url``: an OpenAI-compatible server, key from
+  ``spec.api_key`` (a secret reference) if given;
+* ``anthropic:<model>`` / ``openai:<model>``: pydantic-ai's own providers,
+  keys from ``ANTHROPIC_API_KEY`` / ``OPENAI_API_KEY``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelRequest,
+    ModelResponse,
+    TextPart,
+    ToolCallPart,
+    ToolReturnPart,
+    UserPromptPart,
+)
+from pydantic_ai.models import Model
+from pydantic_ai.models.function import AgentInfo, DeltaToolCall, FunctionModel
+
+from stigmer.runner.tools import RunDeps
+
+#: Env var holding each provider's API key (what pydantic-ai's providers read).
+PROVIDER_KEYS = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
+
+TEMPLATE = re.compile(r"\{\{\s*([a-z]+)(?:\.(\d+))?\s*\}\}")
+
+
+def _results(messages: list[ModelMessage]) -> list[str]:
+    out = []
+    for m in messages:
+        if isinstance(m, ModelRequest):
+            for part in m.parts:
+                if isinstance(part, ToolReturnPart):
+                    c = part.content
+                    out.append(c if isinstance(c, str) else json.dumps(c, default=str))
+    return out
+
+
+def _prompt(messages: list[ModelMessage]) -> str:
+    for m in messages:
+        if isinstance(m, ModelRequest):
+            for part in m.parts:
+                if isinstance(part, UserPromptPart) and isinstance(part.content, str):
+                    return part.content
+    return ""
+
+
+def _strip_tool_result(text: str) -> str:
+    """A shell result without its leading ``exit code N`` line (templates want the output)."""
+    return text.split("\n", 1)[1] if text.startswith("exit code ") and "\n" in text else text
+
+
+def render(value: Any, results: list[str], prompt: str, item: str | None = None) -> Any:
+    """Fill ``{{ last }}``, ``{{ result.N }}``, ``{{ all }}``, ``{{ item }}``, ``{{ message }}``."""
+    if isinstance(value, dict):
+        return {k: render(v, results, prompt, item) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render(v, results, prompt, item) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def sub(m: re.Match[str]) -> str:
+        name, idx = m.group(1), m.group(2)
+        if name == "last":
+            return _strip_tool_result(results[-1]) if results else ""
+        if name == "result" and idx is not None:
+            i = int(idx)
+            return _strip_tool_result(results[i]) if i < len(results) else ""
+        if name == "all":
+            return "\n\n".join(
+                f"## Result {i + 1}\n{_strip_tool_result(r)}" for i, r in enumerate(results)
+            )
+        if name == "item":
+            return item or ""
+        if name == "message":
+            return prompt
+        return m.group(0)
+
+    return TEMPLATE.sub(sub, value)
+
+
+def script_model(script: list[dict[str, Any]] | None) -> FunctionModel:
+    """The ``test`` model: plays ``script`` one step per model turn, deterministically."""
+    steps = list(script or [])
+
+    def play(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        turn = sum(1 for m in messages if isinstance(m, ModelResponse))
+        results = _results(messages)
+        prompt = _prompt(messages)
+        if turn >= len(steps):
+            text = "Done." if steps else f"(test model) You said: {prompt}"
+            return ModelResponse(parts=[TextPart(text)], model_name="test")
+        step = steps[turn]
+        if step.get("answer") is not None:
+            return ModelResponse(
+                parts=[TextPart(render(step["answer"], results, prompt))], model_name="test"
+            )
+        tool, args = step["tool"], step.get("args") or {}
+        if step.get("each"):
+            items = [
+                line.strip().rstrip("/")
+                for line in render(step["each"], results, prompt).splitlines()
+                if line.strip() and not line.strip().endswith("/")
+            ]
+            parts = [
+                ToolCallPart(tool, render(args, results, prompt, item), tool_call_id=f"t{turn}_{i}")
+                for i, item in enumerate(items)
+            ]
+            if not parts:
+                return ModelResponse(parts=[TextPart("Nothing to do.")], model_name="test")
+            return ModelResponse(parts=parts, model_name="test")
+        return ModelResponse(
+            parts=[ToolCallPart(tool, render(args, results, prompt), tool_call_id=f"t{turn}")],
+            model_name="test",
+        )
+
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
+        # event stream handlers make model requests streamed: replay the same turn as chunks
+        response = play(messages, info)
+        calls = [p for p in response.parts if isinstance(p, ToolCallPart)]
+        if calls:
+            yield {
+                i: DeltaToolCall(
+                    name=c.tool_name, json_args=c.args_as_json_str(), tool_call_id=c.tool_call_id
+                )
+                for i, c in enumerate(calls)
+            }
+        else:
+            yield "".join(p.content for p in response.parts if isinstance(p, TextPart))
+
+    return FunctionModel(play, stream_function=stream, model_name="test")
+
+
+def resolve_model(ctx: Any, model_id: str) -> Model | None:
+    """``ResolveModelId`` hook: build the run's model from ``model_id`` and ``ctx.deps``."""
+    deps: RunDeps = ctx.deps
+    if model_id == "test":
+        return script_model(deps.test_script)
+    provider, _, name = model_id.partition(":")
+    if deps.base_url:
+        from pydantic_ai.models.openai import OpenAIChatModel
+        from pydantic_ai.providers.openai import OpenAIProvider
+
+        key = os.environ.get(deps.api_key_env, "") if deps.api_key_env else None
+        return OpenAIChatModel(
+            name, provider=OpenAIProvider(base_url=deps.base_url, api_key=key or "none")
+        )
+    if provider == "ollama":
+        from pydantic_ai.models.openai import OpenAIChatModel
+        from pydantic_ai.providers.ollama import OllamaProvider
+
+        base = os.environ.get("OLLAMA_BASE_URL", "http://127.0.0.1:11434/v1")
+        return OpenAIChatModel(name, provider=OllamaProvider(base_url=base))
+    return None

@@ -1,0 +1,350 @@
+"""The store: agents, executions and the per-execution event log (SQLAlchemy Core).
+
+The schema is created by the Alembic migrations in ``migrations/``; the table
+objects here mirror them for queries.
+
+Event appends are idempotent: an event whose ``event_id`` is already stored is
+skipped and its existing ``seq`` returned. Sequence numbers are assigned here,
+per execution, strictly increasing from 1, under a lock (one API process owns
+the store).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+
+from stigmer.events import TERMINAL_PHASES
+
+metadata = MetaData()
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("spec", JSON, nullable=False),
+    Column("spec_hash", String(64), nullable=False),
+    Column("generation", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+executions = Table(
+    "executions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("agent_name", String(63), nullable=False),
+    Column("phase", String(16), nullable=False),
+    Column("workflow_id", String(200), nullable=False),
+    Column("input", JSON, nullable=False),
+    Column("output", Text),
+    Column("error", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("execution_id", String(64), ForeignKey("executions.id"), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("event_id", String(200), nullable=False, unique=True),
+    Column("type", String(32), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(dt: datetime | None) -> str | None:
+    if dt is None:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def spec_hash(spec: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def new_execution_id() -> str:
+    """Sortable by creation time: milliseconds in hex, then random bits."""
+    return f"ex-{int(time.time() * 1000):011x}{secrets.token_hex(3)}"
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._append_lock = threading.Lock()
+
+    # -- agents ---------------------------------------------------------------
+
+    def put_agent(self, name: str, spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Create or update; returns (``created``|``updated``|``unchanged``, agent)."""
+        h = spec_hash(spec)
+        with self.engine.begin() as conn:
+            row = conn.execute(select(agents).where(agents.c.name == name)).mappings().first()
+            if row is None:
+                conn.execute(
+                    insert(agents).values(
+                        name=name,
+                        spec=spec,
+                        spec_hash=h,
+                        generation=1,
+                        created_at=now(),
+                        updated_at=now(),
+                    )
+                )
+                status = "created"
+            elif row["spec_hash"] == h:
+                status = "unchanged"
+            else:
+                conn.execute(
+                    update(agents)
+                    .where(agents.c.name == name)
+                    .values(
+                        spec=spec, spec_hash=h, generation=row["generation"] + 1, updated_at=now()
+                    )
+                )
+                status = "updated"
+        agent = self.get_agent(name)
+        assert agent is not None
+        return status, agent
+
+    def get_agent(self, name: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(agents).where(agents.c.name == name)).mappings().first()
+        return _agent(row) if row else None
+
+    def list_agents(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(agents).order_by(agents.c.name)).mappings().all()
+        return [_agent(r) for r in rows]
+
+    def delete_agent(self, name: str) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(delete(agents).where(agents.c.name == name)).rowcount > 0
+
+    # -- executions -----------------------------------------------------------
+
+    def create_execution(
+        self, agent_name: str, workflow_input: dict[str, Any], execution_id: str
+    ) -> dict[str, Any]:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(executions).values(
+                    id=execution_id,
+                    agent_name=agent_name,
+                    phase="PENDING",
+                    workflow_id=f"agent-execution/{execution_id}",
+                    input=workflow_input,
+                    created_at=now(),
+                    updated_at=now(),
+                )
+            )
+        self.append(
+            execution_id,
+            [
+                {
+                    "event_id": f"{execution_id}/server/pending",
+                    "type": "phase",
+                    "payload": {"phase": "PENDING"},
+                }
+            ],
+        )
+        ex = self.get_execution(execution_id)
+        assert ex is not None
+        return ex
+
+    def get_execution(self, execution_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(select(executions).where(executions.c.id == execution_id))
+                .mappings()
+                .first()
+            )
+            if row is None:
+                return None
+            last = conn.execute(
+                select(func.max(events.c.seq)).where(events.c.execution_id == execution_id)
+            ).scalar()
+        return _execution(row, last or 0)
+
+    def list_executions(self, agent: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        q = select(executions).order_by(executions.c.id.desc()).limit(limit)
+        if agent:
+            q = q.where(executions.c.agent_name == agent)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).mappings().all()
+        return [_execution(r, None) for r in rows]
+
+    # -- events ---------------------------------------------------------------
+
+    def append(self, execution_id: str, new: list[dict[str, Any]]) -> list[int]:
+        """Append events idempotently; returns each event's seq (existing seq for a repeat).
+
+        A ``phase`` event also updates the execution's phase (never out of a
+        terminal phase), ``output`` and ``error``; a ``tool_call`` that ends gets
+        ``duration_ms`` from its start event.
+        """
+        seqs: list[int] = []
+        with self._append_lock, self.engine.begin() as conn:
+            ex = (
+                conn.execute(select(executions).where(executions.c.id == execution_id))
+                .mappings()
+                .first()
+            )
+            if ex is None:
+                raise KeyError(execution_id)
+            phase = ex["phase"]
+            last = (
+                conn.execute(
+                    select(func.max(events.c.seq)).where(events.c.execution_id == execution_id)
+                ).scalar()
+                or 0
+            )
+            for e in new:
+                existing = conn.execute(
+                    select(events.c.seq).where(events.c.event_id == e["event_id"])
+                ).scalar()
+                if existing is not None:
+                    seqs.append(existing)
+                    continue
+                payload = dict(e["payload"])
+                created = _parse_at(e.get("at")) or now()
+                if e["type"] == "tool_call" and payload.get("status") in ("completed", "failed"):
+                    started = self._tool_start(conn, execution_id, payload.get("tool_call_id"))
+                    if started is not None:
+                        payload["duration_ms"] = max(
+                            0, int((created - started).total_seconds() * 1000)
+                        )
+                if e["type"] == "phase":
+                    if phase in TERMINAL_PHASES:
+                        continue  # a phase after the end (a late or repeated publisher) is dropped
+                    phase = payload["phase"]
+                    values: dict[str, Any] = {"phase": phase, "updated_at": now()}
+                    if "output" in payload:
+                        values["output"] = payload["output"]
+                    if "error" in payload:
+                        values["error"] = payload["error"]
+                    conn.execute(
+                        update(executions).where(executions.c.id == execution_id).values(**values)
+                    )
+                last += 1
+                conn.execute(
+                    insert(events).values(
+                        execution_id=execution_id,
+                        seq=last,
+                        event_id=e["event_id"],
+                        type=e["type"],
+                        payload=payload,
+                        created_at=created,
+                    )
+                )
+                seqs.append(last)
+        return seqs
+
+    @staticmethod
+    def _tool_start(conn: Any, execution_id: str, tool_call_id: str | None) -> datetime | None:
+        if not tool_call_id:
+            return None
+        rows = conn.execute(
+            select(events.c.payload, events.c.created_at).where(
+                events.c.execution_id == execution_id, events.c.type == "tool_call"
+            )
+        ).all()
+        for payload, created in rows:
+            if payload.get("tool_call_id") == tool_call_id and payload.get("status") == "started":
+                return created if created.tzinfo else created.replace(tzinfo=UTC)
+        return None
+
+    def events_after(
+        self, execution_id: str, after: int = 0, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    select(events)
+                    .where(events.c.execution_id == execution_id, events.c.seq > after)
+                    .order_by(events.c.seq)
+                    .limit(limit)
+                )
+                .mappings()
+                .all()
+            )
+        return [
+            {
+                "execution_id": r["execution_id"],
+                "seq": r["seq"],
+                "event_id": r["event_id"],
+                "type": r["type"],
+                "payload": r["payload"],
+                "at": iso(r["created_at"]),
+            }
+            for r in rows
+        ]
+
+
+def _parse_at(at: str | None) -> datetime | None:
+    if not at:
+        return None
+    try:
+        return datetime.fromisoformat(at.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _agent(row: Any) -> dict[str, Any]:
+    return {
+        "name": row["name"],
+        "spec": row["spec"],
+        "spec_hash": row["spec_hash"],
+        "generation": row["generation"],
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+    }
+
+
+def _execution(row: Any, last_seq: int | None) -> dict[str, Any]:
+    out = {
+        "id": row["id"],
+        "agent": row["agent_name"],
+        "phase": row["phase"],
+        "workflow_id": row["workflow_id"],
+        "message": row["input"].get("message"),
+        "model": row["input"].get("model") or row["input"].get("spec", {}).get("model"),
+        "output": row["output"],
+        "error": row["error"],
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+    }
+    if last_seq is not None:
+        out["last_seq"] = last_seq
+    return out

@@ -1,0 +1,179 @@
+"""The agent schema, validated with pydantic.
+
+```yaml
+apiVersion: stigmer.ai/v1
+kind: Agent
+metadata:
+  name: folder-summarizer          # a slug: lowercase letters, digits, dashes
+spec:
+  description: Summarize the files of a folder into a report
+  instructions: |
+    You summarize ...
+  model: anthropic:claude-sonnet-4-5   # provider:model; `test` is the offline model;
+                                       # omitted: the `default_model` setting
+  tools: [list_files, read_file, write_file, edit_file, shell]
+  env:
+    REPORT_DIR: reports               # plain value, visible to tools
+    GITHUB_TOKEN: {secret: GITHUB_TOKEN}   # resolved from the runner's env at run time
+  model_settings: {temperature: 0.2, max_tokens: 2000, timeout: 120}
+  base_url: http://127.0.0.1:8000/v1  # optional: any OpenAI-compatible server
+  test_script: [...]                  # steps the `test` model plays (see TestStep)
+```
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+#: Model providers; ``test`` is the built-in offline deterministic model.
+PROVIDERS = ("test", "anthropic", "openai", "ollama")
+
+#: The built-in workspace tools an agent may name in ``spec.tools``.
+TOOL_NAMES = ("list_files", "read_file", "write_file", "edit_file", "shell")
+
+SLUG = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(_Strict):
+    """``{secret: NAME}``: the value of env var NAME in the runner, read at run time.
+
+    Only the reference is stored; the value never reaches the store or Temporal history.
+    """
+
+    secret: Annotated[str, Field(pattern=ENV_NAME.pattern)]
+
+
+class ModelSettingsSpec(_Strict):
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    max_tokens: Annotated[int, Field(gt=0)] | None = None
+    timeout: Annotated[float, Field(gt=0, description="seconds per model request")] | None = None
+
+
+class TestStep(_Strict):
+    """One turn of the offline ``test`` model.
+
+    Exactly one of:
+
+    * ``tool`` + ``args``: call a tool. String values may use ``{{ last }}`` (the
+      previous tool result), ``{{ result.N }}`` (the N-th result, from 0),
+      ``{{ all }}`` (every result so far, with headers) and, with ``each``,
+      ``{{ item }}``;
+    * ``each``: with ``tool``, call it once per non-empty line of the rendered
+      ``each`` (for example ``"{{ last }}"``), all in one turn;
+    * ``answer``: the final text (templates allowed).
+    """
+
+    tool: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+    each: str | None = None
+    answer: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> TestStep:
+        if (self.tool is None) == (self.answer is None):
+            raise ValueError("a test step has either `tool` (with `args`) or `answer`")
+        if self.tool is not None and self.tool not in TOOL_NAMES:
+            raise ValueError(f"unknown tool {self.tool!r}; tools are: {', '.join(TOOL_NAMES)}")
+        if self.each is not None and self.tool is None:
+            raise ValueError("`each` goes with `tool`")
+        return self
+
+
+def parse_model(model: str) -> tuple[str, str]:
+    """``provider:model`` into its parts; ``test`` alone is the test model.
+
+    Raises:
+        ValueError: no provider, or an unknown one.
+    """
+    if model == "test":
+        return "test", "test"
+    provider, sep, name = model.partition(":")
+    if not sep or not name:
+        raise ValueError(
+            f"model {model!r} must be provider:model (providers: {', '.join(PROVIDERS)}), "
+            "for example anthropic:claude-sonnet-4-5 or test"
+        )
+    if provider not in PROVIDERS:
+        raise ValueError(f"unknown model provider {provider!r}; providers: {', '.join(PROVIDERS)}")
+    return provider, name
+
+
+class AgentSpec(_Strict):
+    description: str = ""
+    instructions: Annotated[str, Field(min_length=1)]
+    model: str | None = None
+    tools: list[str] = Field(default_factory=list)
+    env: dict[str, str | SecretRef] = Field(default_factory=dict)
+    model_settings: ModelSettingsSpec = Field(default_factory=ModelSettingsSpec)
+    base_url: str | None = None
+    api_key: SecretRef | None = None
+    test_script: list[TestStep] | None = None
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_model(v)
+        return v
+
+    @field_validator("tools")
+    @classmethod
+    def _tools(cls, v: list[str]) -> list[str]:
+        unknown = [t for t in v if t not in TOOL_NAMES]
+        if unknown:
+            raise ValueError(
+                f"unknown tool(s) {', '.join(unknown)}; tools are: {', '.join(TOOL_NAMES)}"
+            )
+        if len(set(v)) != len(v):
+            raise ValueError("a tool is listed twice")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for name in v:
+            if not ENV_NAME.match(name):
+                raise ValueError(f"env name {name!r} is not a valid variable name")
+        return v
+
+    @model_validator(mode="after")
+    def _script_tools(self) -> AgentSpec:
+        for step in self.test_script or []:
+            if step.tool and step.tool not in self.tools:
+                raise ValueError(f"test_script calls {step.tool!r}, which is not in `tools`")
+        return self
+
+
+class Metadata(_Strict):
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        if not SLUG.match(v):
+            raise ValueError(
+                "must be a slug: lowercase letters, digits and dashes, 1-63 characters, "
+                "starting and ending with a letter or digit"
+            )
+        return v
+
+
+class AgentDoc(_Strict):
+    """One YAML document: ``apiVersion``, ``kind``, ``metadata``, ``spec``."""
+
+    apiVersion: Literal["stigmer.ai/v1"]
+    kind: Literal["Agent"]
+    metadata: Metadata
+    spec: AgentSpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
