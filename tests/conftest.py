@@ -23,6 +23,8 @@ from typing import Any
 import psutil
 import pytest
 
+pytest_plugins = ["tests.fixtures_docker"]
+
 STIGMER = str(Path(sys.executable).parent / "stigmer")
 
 

@@ -22,29 +22,10 @@ import pytest
 from stigmer import __version__
 from stigmer.images import buildinfo
 from tests.conftest import STIGMER, Stack, free_port
-from tests.docker.conftest import RUN_ID, RUN_LABEL, TEST_LABEL
+from tests.fixtures_docker import RUN_ID
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZE_LIMIT = 250 * 1000 * 1000
-
-
-@pytest.fixture(scope="session")
-def runner_image(docker_client: docker.DockerClient, standin_base: str) -> str:
-    """`make build-agent-runner-image` once per session, under a tag of this run."""
-    tag = f"stigmer-agent-runner:test-{RUN_ID}"
-    flags = f"--label {TEST_LABEL}=1 --label {RUN_LABEL}={RUN_ID}"
-    t0 = time.monotonic()
-    proc = subprocess.run(
-        ["make", "build-agent-runner-image", f"IMAGE={tag}", f"BUILD_FLAGS={flags}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    size = docker_client.images.get(tag).attrs["Size"]
-    print(f"\n[runner_image] built {tag} in {time.monotonic() - t0:.1f}s, size {size / 1e6:.1f} MB")
-    return tag
 
 
 @pytest.fixture

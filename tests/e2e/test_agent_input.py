@@ -1,0 +1,96 @@
+"""Bad agent input: line and column, a non-zero exit, and nothing stored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Stack
+
+GOOD = """\
+apiVersion: stigmer.ai/v1
+kind: Agent
+metadata:
+  name: fine
+spec:
+  instructions: be fine
+  model: test
+"""
+
+
+@pytest.fixture
+def up(stack: Stack) -> Stack:
+    stack.start()
+    return stack
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (
+            "apiVersion: stigmer.ai/v1\nkind: Agent\nmetadata: {name: x\nspec: {}\n",
+            ":12:5: invalid YAML",
+        ),
+        (GOOD + "  colour: red\n", ":16:3: spec.colour: unknown field"),
+        (GOOD.replace("  instructions: be fine\n", ""), "spec.instructions: field required"),
+        (
+            GOOD.replace("model: test", "model: foo:bar"),
+            ":15:10: spec.model: unknown model provider 'foo'",
+        ),
+        (GOOD.replace("name: fine", "name: Not_A_Slug"), ":12:9: metadata.name"),
+    ],
+    ids=["syntax", "unknown-field", "missing-instructions", "unknown-provider", "bad-name"],
+)
+def test_invalid_yaml_is_refused_with_position(
+    up: Stack, tmp_path: Path, text: str, needle: str
+) -> None:
+    f = tmp_path / "agent.yaml"
+    # a valid agent first in the same file (8 lines): nothing of the file may be stored
+    f.write_text(GOOD.replace("name: fine", "name: first-ok") + "---\n" + text)
+    proc = up.cli("apply", "-f", str(f))
+    assert proc.returncode != 0
+    assert str(f) in proc.stderr
+    assert needle in proc.stderr.replace(str(f), ""), proc.stderr
+    listed = json.loads(up.cli("agent", "list", "--output", "json", check=True).stdout)
+    assert listed["agents"] == []
+
+
+def test_several_documents_and_update(up: Stack, tmp_path: Path) -> None:
+    f = tmp_path / "two.yaml"
+    f.write_text(GOOD + "---\n" + GOOD.replace("name: fine", "name: second"))
+    first = up.cli("apply", "-f", str(f), check=True).stdout
+    assert "agent/fine created" in first and "agent/second created" in first
+    f.write_text(GOOD.replace("be fine", "be better"))
+    assert "agent/fine updated" in up.cli("apply", "-f", str(f), check=True).stdout
+    got = json.loads(up.cli("agent", "get", "fine", "--output", "json", check=True).stdout)
+    assert got["spec"]["instructions"] == "be better" and got["generation"] == 2
+    assert "kind: Agent" in up.cli("agent", "get", "fine", check=True).stdout
+    up.cli("agent", "delete", "second", check=True)
+    names = [
+        a["name"] for a in json.loads(up.cli("agent", "list", "--output", "json").stdout)["agents"]
+    ]
+    assert names == ["fine"]
+
+
+def test_unknown_agent_and_provider(up: Stack, tmp_path: Path) -> None:
+    run = up.cli("run", "ghost", "hi")
+    assert (
+        run.returncode != 0
+        and "no agent named 'ghost'" in run.stderr
+        and "stigmer apply" in run.stderr
+    )
+    f = tmp_path / "a.yaml"
+    f.write_text(GOOD)
+    up.cli("apply", "-f", str(f), check=True)
+    bad = up.cli("run", "fine", "hi", "--model", "nope:model")
+    assert bad.returncode != 0 and "unknown model provider 'nope'" in bad.stderr
+    nofile = up.cli("apply", "-f", str(tmp_path / "missing.yaml"))
+    assert nofile.returncode != 0 and "no such file" in nofile.stderr
+
+
+def test_commands_need_the_stack(stack: Stack) -> None:
+    proc = stack.cli("agent", "list")
+    assert proc.returncode != 0
+    assert "stigmer server start" in proc.stderr

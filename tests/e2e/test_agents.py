@@ -1,0 +1,306 @@
+"""Agents and durable executions end to end, with the runner in local and in docker mode.
+
+One stack per mode for the module (a crash test kills its runner; the stack
+recovers by design, and the later tests also prove that).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import STIGMER, Stack, free_ports
+
+ROOT = Path(__file__).resolve().parents[2]
+FAKE_OPENAI = "sk-test-openai-do-not-leak-4242"
+FAKE_ANTHROPIC = "sk-ant-test-do-not-leak-4343"
+
+
+def agent_yaml(
+    name: str, tools: list[str], script: list[dict[str, Any]], instructions: str = "test"
+) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "stigmer.ai/v1",
+            "kind": "Agent",
+            "metadata": {"name": name},
+            "spec": {
+                "instructions": instructions,
+                "model": "test",
+                "tools": tools,
+                "test_script": script,
+            },
+        }
+    )
+
+
+@pytest.fixture(scope="module", params=["local", "docker"])
+def astack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    mode = request.param
+    home = tmp_path_factory.mktemp(f"agents-{mode}") / "home"
+    server, temporal, ui = free_ports(3)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STIGMER_")} | {
+        "STIGMER_HOME": str(home),
+        "STIGMER_SERVER_PORT": str(server),
+        "STIGMER_TEMPORAL_PORT": str(temporal),
+        "STIGMER_TEMPORAL_UI_PORT": str(ui),
+        "STIGMER_RUNNER_MODE": mode,
+        "STIGMER_STOP_GRACE": "5",
+        "OPENAI_API_KEY": FAKE_OPENAI,
+        "ANTHROPIC_API_KEY": FAKE_ANTHROPIC,
+    }
+    if mode == "docker":
+        image = request.getfixturevalue("runner_image")
+        labels = request.getfixturevalue("docker_labels_module")
+        env |= {
+            "STIGMER_RUNNER_IMAGE": image,
+            "STIGMER_RUNNER_CONTAINER": f"stigmer-agent-runner-{labels}",
+            "STIGMER_OFFLINE": "1",
+        }
+    st = Stack(home, {"server": server, "temporal": temporal, "ui": ui}, env)
+    st.mode = mode  # type: ignore[attr-defined]
+    st.start()
+    yield st
+    st.cli("server", "stop", timeout=90)
+    for p in st.our_processes():
+        p.send_signal(signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def docker_labels_module(docker_client: Any) -> Iterator[str]:
+    import uuid
+
+    ident = uuid.uuid4().hex[:10]
+    yield ident
+    try:
+        docker_client.containers.get(f"stigmer-agent-runner-{ident}").remove(force=True)
+    except Exception:
+        pass
+
+
+def apply_text(st: Stack, tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    f = tmp_path / f"agent-{time.monotonic_ns()}.yaml"
+    f.write_text(text)
+    return st.cli("apply", "-f", str(f))
+
+
+def run_json(st: Stack, *args: str, timeout: float = 180) -> tuple[int, dict[str, Any]]:
+    proc = st.cli("run", *args, "--output", "json", timeout=timeout)
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def events_of(st: Stack, execution_id: str) -> list[dict[str, Any]]:
+    out = st.cli("execution", "logs", execution_id, "--output", "json", check=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def assert_clean_log(events: list[dict[str, Any]]) -> None:
+    seqs = [e["seq"] for e in events]
+    assert seqs == sorted(set(seqs)), f"sequence numbers not strictly increasing: {seqs}"
+    assert seqs == list(range(1, len(seqs) + 1)), f"gap in sequence numbers: {seqs}"
+    ids = [e["event_id"] for e in events]
+    assert len(ids) == len(set(ids)), "duplicate events"
+
+
+def test_example_run_writes_the_report(astack: Stack, tmp_path: Path) -> None:
+    ws = astack.home / "data" / "workspace"
+    (ws / "notes").mkdir(parents=True, exist_ok=True)
+    (ws / "notes" / "alpha.txt").write_text("Alpha is where it starts.\n")
+    (ws / "notes" / "omega.txt").write_text("Omega is where it ends.\n")
+    astack.cli("apply", "-f", str(ROOT / "examples" / "summarize-folder.yaml"), check=True)
+    again = astack.cli("apply", "-f", str(ROOT / "examples" / "summarize-folder.yaml"), check=True)
+    assert "unchanged" in again.stdout
+    code, result = run_json(astack, "summarize-folder", "Summarize the notes folder")
+    assert code == 0, result
+    assert result["phase"] == "COMPLETED"
+    assert "reports/notes-summary.md" in result["output"]
+    report = (ws / "reports" / "notes-summary.md").read_text()
+    assert "Alpha is where it starts." in report and "Omega is where it ends." in report
+    events = events_of(astack, result["id"])
+    assert_clean_log(events)
+    done = [e for e in events if e["type"] == "tool_call" and e["payload"]["status"] == "completed"]
+    assert {e["payload"]["name"] for e in done} == {"list_files", "read_file", "write_file"}
+    assert all(e["payload"]["result"] for e in done)
+    assert all("duration_ms" in e["payload"] for e in done)
+    started = [
+        e for e in events if e["type"] == "tool_call" and e["payload"]["status"] == "started"
+    ]
+    assert started[0]["payload"]["args"] == {"path": "notes"}
+    phases = [e["payload"]["phase"] for e in events if e["type"] == "phase"]
+    assert phases == ["PENDING", "RUNNING", "COMPLETED"]
+    assert any(e["type"] == "usage" for e in events)
+    assert any(e["type"] == "message" and e["payload"]["role"] == "human" for e in events)
+    assert any(e["type"] == "message" and e["payload"]["role"] == "ai" for e in events)
+
+
+def test_todo_example(astack: Stack) -> None:
+    ws = astack.home / "data" / "workspace"
+    (ws / "src").mkdir(parents=True, exist_ok=True)
+    (ws / "src" / "app.py").write_text("x = 1  # TODO: name this\n# FIXME: remove\nok = True\n")
+    astack.cli("apply", "-f", str(ROOT / "examples" / "find-todos.yaml"), check=True)
+    code, result = run_json(astack, "find-todos", "List the TODOs of src")
+    assert code == 0 and result["phase"] == "COMPLETED", result
+    todos = (ws / "todos.md").read_text()
+    assert (
+        "- [ ] src/app.py:1:" in todos and "TODO: name this" in todos and "FIXME: remove" in todos
+    )
+
+
+def test_runner_crash_mid_tool_completes_without_duplicates(astack: Stack, tmp_path: Path) -> None:
+    script = [
+        {"tool": "shell", "args": {"command": "sleep 6; echo slept"}},
+        {"answer": "{{ last }}"},
+    ]
+    apply_text(astack, tmp_path, agent_yaml("sleeper", ["shell"], script))
+    ex_id = astack.cli("run", "sleeper", "nap", "--detach", check=True).stdout.strip()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        evs = events_of(astack, ex_id)
+        if any(e["type"] == "tool_call" and e["payload"]["status"] == "started" for e in evs):
+            break
+        time.sleep(0.2)
+    time.sleep(1)  # the tool runs now
+    runner = astack.component("agent-runner")
+    if astack.mode == "docker":  # type: ignore[attr-defined]
+        subprocess.run(
+            ["docker", "kill", astack.env["STIGMER_RUNNER_CONTAINER"]],
+            check=True,
+            capture_output=True,
+        )
+    else:
+        os.kill(runner["pid"], signal.SIGKILL)
+    follow = astack.cli("execution", "logs", "-f", ex_id, timeout=180)
+    assert follow.returncode == 0, follow.stdout + follow.stderr
+    ex = json.loads(astack.cli("execution", "get", ex_id, "--output", "json", check=True).stdout)
+    assert ex["phase"] == "COMPLETED"
+    assert "slept" in ex["output"]
+    events = events_of(astack, ex_id)
+    assert_clean_log(events)
+    completed = [
+        e for e in events if e["type"] == "tool_call" and e["payload"]["status"] == "completed"
+    ]
+    assert len(completed) == 1
+    assert astack.component("agent-runner")["restarts"] >= 1
+
+
+def test_cancel_gives_cancelled_and_nonzero_exit(astack: Stack, tmp_path: Path) -> None:
+    script = [{"tool": "shell", "args": {"command": "sleep 120"}}, {"answer": "never"}]
+    apply_text(astack, tmp_path, agent_yaml("long-sleeper", ["shell"], script))
+    proc = subprocess.Popen(
+        [STIGMER, "run", "long-sleeper", "zzz", "--output", "json"],
+        env=astack.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        ex_id = None
+        while time.monotonic() < deadline and ex_id is None:
+            items = json.loads(
+                astack.cli(
+                    "execution", "list", "--agent", "long-sleeper", "--output", "json", check=True
+                ).stdout
+            )["executions"]
+            running = [e for e in items if e["phase"] == "RUNNING"]
+            ex_id = running[0]["id"] if running else None
+            time.sleep(0.3)
+        assert ex_id
+        time.sleep(1)
+        astack.cli("execution", "cancel", ex_id, check=True)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+    assert proc.returncode == 3, out + err
+    assert json.loads(out)["phase"] == "CANCELLED"
+    phases = [e["payload"]["phase"] for e in events_of(astack, ex_id) if e["type"] == "phase"]
+    assert phases[-1] == "CANCELLED"
+    again = astack.cli("execution", "cancel", ex_id)
+    assert again.returncode != 0 and "already ended" in again.stderr
+
+
+def test_resumable_stream_has_no_gap_or_repeat(astack: Stack, tmp_path: Path) -> None:
+    from stigmer.client import Client
+    from stigmer.settings import resolve
+
+    script = [
+        {"tool": "shell", "args": {"command": "sleep 1; echo one"}},
+        {"tool": "shell", "args": {"command": "sleep 1; echo two"}},
+        {"answer": "done"},
+    ]
+    apply_text(astack, tmp_path, agent_yaml("two-steps", ["shell"], script))
+    settings = resolve(astack.home, env=astack.env)
+    with Client(settings) as client:
+        ex = client.run("two-steps", "go", {}, None)
+        first: list[dict[str, Any]] = []
+        for e in client.stream(ex["id"]):
+            first.append(e)
+            if len(first) == 4:
+                break  # the client goes away mid-run
+        rest = list(client.stream(ex["id"], after=first[-1]["seq"]))
+        full = client.events(ex["id"])
+    got = first + rest
+    assert [e["seq"] for e in got] == [e["seq"] for e in full]
+    assert [e["event_id"] for e in got] == [e["event_id"] for e in full]
+    assert got[-1]["payload"].get("phase") == "COMPLETED"
+
+
+def test_twenty_concurrent_runs_complete(astack: Stack, tmp_path: Path) -> None:
+    script = [{"tool": "shell", "args": {"command": "echo hi"}}, {"answer": "ok {{ message }}"}]
+    apply_text(astack, tmp_path, agent_yaml("quick", ["shell"], script))
+
+    def one(i: int) -> tuple[int, dict[str, Any]]:
+        return run_json(astack, "quick", f"n{i}", timeout=300)
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(one, range(20)))
+    assert [code for code, _ in results] == [0] * 20, results
+    assert sorted(r["output"] for _, r in results) == sorted(f"ok n{i}" for i in range(20))
+
+
+def test_shell_env_shows_no_secrets(astack: Stack, tmp_path: Path) -> None:
+    script = [{"tool": "shell", "args": {"command": "env"}}, {"answer": "{{ last }}"}]
+    apply_text(astack, tmp_path, agent_yaml("env-dump", ["shell"], script))
+    code, result = run_json(astack, "env-dump", "show env", "--env", "VISIBLE=yes")
+    assert code == 0, result
+    out = result["output"]
+    assert "PATH=" in out and "VISIBLE=yes" in out
+    token = (astack.home / "credentials" / "api-token").read_text().strip()
+    for secret in (FAKE_OPENAI, FAKE_ANTHROPIC, token):
+        assert secret not in out
+    for name in (
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "STIGMER_API_TOKEN",
+        "STIGMER_TEMPORAL_API_KEY",
+    ):
+        assert name not in out
+    # and the keys never reach the logs
+    logs = "".join(p.read_text(errors="replace") for p in (astack.home / "logs").glob("*.log*"))
+    for secret in (FAKE_OPENAI, FAKE_ANTHROPIC, token):
+        assert secret not in logs
+
+
+def test_path_escape_is_refused(astack: Stack, tmp_path: Path) -> None:
+    script = [
+        {"tool": "read_file", "args": {"path": "../../../etc/passwd"}},
+        {"answer": "{{ last }}"},
+    ]
+    apply_text(astack, tmp_path, agent_yaml("escaper", ["read_file"], script))
+    code, result = run_json(astack, "escaper", "read it")
+    assert code == 0, result
+    events = events_of(astack, result["id"])
+    failed = [e for e in events if e["type"] == "tool_call" and e["payload"]["status"] == "failed"]
+    assert failed and "outside the workspace" in failed[0]["payload"]["result"]
+    assert "root:" not in result["output"]
