@@ -6,6 +6,7 @@ recovers by design, and the later tests also prove that).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -83,10 +84,8 @@ def docker_labels_module(docker_client: Any) -> Iterator[str]:
 
     ident = uuid.uuid4().hex[:10]
     yield ident
-    try:
+    with contextlib.suppress(Exception):
         docker_client.containers.get(f"stigmer-agent-runner-{ident}").remove(force=True)
-    except Exception:
-        pass
 
 
 def apply_text(st: Stack, tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
