@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: install, bring the stack up, show it, take it down.
-# Uses a throwaway STIGMER_HOME unless you set one, and free ports unless you set them.
+# The main job on a fresh machine: install, bring the stack up, apply an example
+# agent, run it on real files, show the result, take the stack down.
+#
+# Uses a throwaway STIGMER_HOME and free ports unless you set them. The runner
+# runs in Docker when an engine answers (the image is built once if missing),
+# else as a local process; force one with STIGMER_RUNNER_MODE=docker|local.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,18 +15,49 @@ if ! command -v uv >/dev/null 2>&1; then
 fi
 echo "==> installing stigmer from the lock file"
 uv sync --frozen --quiet
+stigmer() { uv run --frozen --quiet stigmer "$@"; }
 
 export STIGMER_HOME="${STIGMER_HOME:-$(mktemp -d -t stigmer-demo.XXXXXX)}"
 free_port() { uv run --frozen python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 export STIGMER_SERVER_PORT="${STIGMER_SERVER_PORT:-$(free_port)}"
 export STIGMER_TEMPORAL_PORT="${STIGMER_TEMPORAL_PORT:-$(free_port)}"
 export STIGMER_TEMPORAL_UI_PORT="${STIGMER_TEMPORAL_UI_PORT:-$(free_port)}"
-stigmer() { uv run --frozen stigmer "$@"; }
+export STIGMER_RUNNER_MODE="${STIGMER_RUNNER_MODE:-auto}"
 
-trap 'echo "==> stopping"; stigmer server stop' EXIT
-echo "==> stigmer server start (home $STIGMER_HOME)"
-stigmer server start
-echo "==> stigmer server status"
-stigmer server status
-echo "==> stigmer server logs -c agent-runner -n 5"
-stigmer server logs -c agent-runner -n 5
+if [ "$STIGMER_RUNNER_MODE" != local ]; then
+  if docker info >/dev/null 2>&1; then
+    image="${STIGMER_RUNNER_IMAGE:-stigmer-agent-runner:local}"
+    # cached layers make this a few seconds when nothing changed
+    echo "==> make build-agent-runner-image ($image)"
+    if ! make build-agent-runner-image IMAGE="$image" >/tmp/stigmer-demo-build.log 2>&1; then
+      echo "    the build failed (see /tmp/stigmer-demo-build.log); using the local runner"
+      export STIGMER_RUNNER_MODE=local
+    fi
+  elif [ "$STIGMER_RUNNER_MODE" = auto ]; then
+    export STIGMER_RUNNER_MODE=local
+  fi
+fi
+
+trap 'echo "==> stigmer server stop"; stigmer server stop' EXIT
+echo "==> stigmer server start   (home $STIGMER_HOME, runner: $STIGMER_RUNNER_MODE)"
+stigmer server start --offline
+
+workspace="$STIGMER_HOME/data/workspace"
+mkdir -p "$workspace/notes"
+printf 'Temporal keeps the history of every workflow, so a crashed worker resumes where it stopped.\n' > "$workspace/notes/durability.txt"
+printf 'The agent-runner is a Temporal worker; it runs in a non-root container with a read-only root filesystem.\n' > "$workspace/notes/runner.txt"
+printf 'Events stream over SSE and resume from a sequence number, so nothing is missed or repeated.\n' > "$workspace/notes/events.txt"
+
+echo "==> stigmer apply -f examples/"
+stigmer apply -f examples/
+echo "==> stigmer run summarize-folder \"Summarize the notes folder\""
+stigmer run summarize-folder "Summarize the notes folder into reports/notes-summary.md"
+echo "==> the report the agent wrote: $workspace/reports/notes-summary.md"
+cat "$workspace/reports/notes-summary.md"
+cat <<'TXT'
+
+==> with a real model instead of the offline `test` model:
+    export ANTHROPIC_API_KEY=...     # or OPENAI_API_KEY=...
+    stigmer run summarize-folder "Summarize the notes folder" --model anthropic:claude-sonnet-4-5
+    (or set `model:` in examples/summarize-folder.yaml, or `stigmer config set default_model ...`)
+TXT

@@ -50,6 +50,8 @@ log = logging.getLogger("stigmer.server")
 #: workflow ended without publishing its final phase (a crash, a termination).
 RECONCILE_AFTER = 5.0
 KEEPALIVE = 15.0
+#: Workflow task attempts after which a stuck execution gets an error event.
+STUCK_ATTEMPTS = 3
 
 
 def _load_token() -> str:
@@ -250,6 +252,9 @@ def create_app(database_url: str | None = None, token: str | None = None) -> Fas
         except Exception:
             return ex
         status = desc.status.name if desc.status else "RUNNING"
+        if status == "RUNNING":
+            await _diagnose_stuck(ex, client, desc)
+            return ex
         phase = {
             "COMPLETED": "COMPLETED",
             "FAILED": "FAILED",
@@ -268,6 +273,40 @@ def create_app(database_url: str | None = None, token: str | None = None) -> Fas
         )
         await _notify(ex["id"])
         return store.get_execution(ex["id"]) or ex
+
+    async def _diagnose_stuck(ex: dict[str, Any], client: Any, desc: Any) -> None:
+        """A workflow task that keeps failing (say, a stale runner image) gets one error event."""
+        pending = desc.raw_description.pending_workflow_task
+        if pending.attempt < STUCK_ATTEMPTS:
+            return
+        reason = "the runner keeps failing to run this workflow"
+        try:
+            handle = client.get_workflow_handle(ex["workflow_id"])
+            async for event in handle.fetch_history_events():
+                if event.HasField("workflow_task_failed_event_attributes"):
+                    reason = event.workflow_task_failed_event_attributes.failure.message or reason
+        except Exception:
+            pass
+        fix = (
+            "the runner image is probably older than this CLI: rebuild it "
+            "(`make build-agent-runner-image`, or `stigmer server start --rebuild`)"
+            if "not registered" in reason
+            else "see `stigmer server logs -c agent-runner`"
+        )
+        store.append(
+            ex["id"],
+            [
+                {
+                    "event_id": f"{ex['id']}/diagnose/stuck",
+                    "type": "error",
+                    "payload": {
+                        "message": f"{reason} (attempt {pending.attempt}); {fix}",
+                        "kind": "WorkflowTaskFailing",
+                    },
+                }
+            ],
+        )
+        await _notify(ex["id"])
 
     @api.get("/executions/{execution_id}")
     async def get_execution(execution_id: str) -> dict[str, Any]:
