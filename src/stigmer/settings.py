@@ -158,6 +158,12 @@ KEYS: tuple[Key, ...] = (
         secret=True,
     ),
     Key("openai_api_key", str, None, "Key for openai: models (else OPENAI_API_KEY).", secret=True),
+    Key(
+        "workspace",
+        str,
+        None,
+        "Folder the agents' tools work in (mounted at /workspace); default data/workspace.",
+    ),
     Key("database_url", str, None, "SQLAlchemy URL of the store; default SQLite under data/."),
     Key("start_timeout", float, 90.0, "Seconds `server start` waits for readiness."),
     Key("stop_grace", float, 10.0, "Seconds a component gets to stop before it is killed."),
@@ -298,6 +304,12 @@ class Settings:
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.values['server_port']}"
+
+    @property
+    def workspace_dir(self) -> Path:
+        """The agents' workspace: the ``workspace`` setting, else ``data/workspace``."""
+        ws = self.values.get("workspace")
+        return Path(ws).expanduser().absolute() if ws else self.paths.workspace
 
     @property
     def database(self) -> str:

@@ -94,3 +94,20 @@ def test_commands_need_the_stack(stack: Stack) -> None:
     proc = stack.cli("agent", "list")
     assert proc.returncode != 0
     assert "stigmer server start" in proc.stderr
+
+
+def test_workspace_flag_chooses_the_folder(stack: Stack, tmp_path: Path) -> None:
+    ws = tmp_path / "my-workspace"
+    st = stack.start("--workspace", str(ws))
+    assert st["workspace"] == str(ws)
+    f = tmp_path / "w.yaml"
+    f.write_text(
+        GOOD.replace(
+            "  model: test\n",
+            "  model: test\n  tools: [write_file]\n  test_script:\n"
+            "    - {tool: write_file, args: {path: hello.txt, content: hi}}\n    - {answer: ok}\n",
+        )
+    )
+    stack.cli("apply", "-f", str(f), check=True)
+    stack.cli("run", "fine", "go", check=True)
+    assert (ws / "hello.txt").read_text() == "hi"

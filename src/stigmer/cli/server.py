@@ -59,6 +59,11 @@ def start(
     offline: bool = typer.Option(
         False, "--offline", help="Never pull the runner image [env STIGMER_OFFLINE]."
     ),
+    workspace: str | None = typer.Option(
+        None,
+        "--workspace",
+        help="Folder the agents work in [env STIGMER_WORKSPACE, default $STIGMER_HOME/data/workspace].",
+    ),
     rebuild: bool = typer.Option(
         False, "--rebuild", help="Rebuild the runner image from this checkout first."
     ),
@@ -80,6 +85,7 @@ def start(
         runner_mode=runner,
         start_timeout=timeout,
         offline=True if offline else None,
+        workspace=workspace,
     )
     _start(settings, json_out, rebuild)
 

@@ -172,6 +172,7 @@ def start(
 
     paths = settings.paths
     paths.ensure()
+    settings.workspace_dir.mkdir(parents=True, exist_ok=True)  # as the invoking user
     ensure_config_file(paths)
     ensure_api_token(paths)
     with stack_lock(paths, settings.start_timeout + 60, on_wait_lock):

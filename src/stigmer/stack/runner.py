@@ -94,7 +94,7 @@ class LocalRunner(RunnerReadiness, ProcessComponent):
     def environment(self) -> dict[str, str]:
         env = super().environment()
         env.update(
-            runner_environment(self.settings, self.new_identity(), str(self.paths.workspace))
+            runner_environment(self.settings, self.new_identity(), str(self.settings.workspace_dir))
         )
         env["STIGMER_RUNNER_HEARTBEAT_FILE"] = str(self.paths.run / "agent-runner.heartbeat")
         return env

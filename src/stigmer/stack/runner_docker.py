@@ -6,7 +6,8 @@ what differs is how it is launched:
 * name ``runner_container`` (``STIGMER_RUNNER_CONTAINER``, default
   ``stigmer-agent-runner``), labelled with the owning ``STIGMER_HOME``; a
   leftover of ours is replaced, a running one of another home is never touched;
-* ``STIGMER_HOME/data/workspace`` bind-mounted at ``/workspace``; the container
+* the workspace (``workspace`` setting, default ``STIGMER_HOME/data/workspace``)
+  bind-mounted at ``/workspace``; the container
   runs as the invoking uid:gid so files come out owned by the user, or as 1000
   when the user is root (the workspace is then handed to uid 1000);
 * host networking on Linux, ``host.docker.internal`` elsewhere, so Temporal and
@@ -175,7 +176,7 @@ class DockerRunner(RunnerReadiness, Component):
         return f"{uid}:{os.getgid()}"
 
     def _prepare_workspace(self) -> Path:
-        ws = self.paths.workspace
+        ws = self.settings.workspace_dir
         ws.mkdir(parents=True, exist_ok=True)
         if os.getuid() == 0:
             # root (CI): the container runs as 1000, so hand it the workspace

@@ -216,7 +216,7 @@ class Supervisor:
                 "namespace": s.temporal_namespace,
             },
             "data_dir": str(self.paths.data),
-            "workspace": str(self.paths.workspace),
+            "workspace": str(self.settings.workspace_dir),
         }
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
