@@ -156,7 +156,9 @@ def test_pull_from_registry_at_cli_version(
     docker_test_id: str,
 ) -> None:
     repo = f"{local_registry}/stigmer-test-{docker_test_id}/agent-runner"
-    tag = "v" + __version__.replace("+", "-")
+    from stigmer.images.resolve import registry_tag
+
+    tag, _ = registry_tag()  # v<version> for a release; test-<sha> for a dev build
     docker_client.images.get(runner_image).tag(repo, tag)
     for line in docker_client.api.push(repo, tag=tag, stream=True, decode=True):
         assert "error" not in line, line

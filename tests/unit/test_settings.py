@@ -83,3 +83,14 @@ def test_config_and_token_are_private(tmp_path: Path) -> None:
 def test_long_home_socket_falls_back(tmp_path: Path) -> None:
     s = resolve(tmp_path / ("x" * 120), env={})
     assert len(str(s.paths.control_socket)) < 100
+
+
+def test_registry_tag_follows_the_version() -> None:
+    from stigmer.images.resolve import registry_tag, split_ref
+
+    assert registry_tag("1.4.2") == ("v1.4.2", None)
+    tag, note = registry_tag("0.2.0.dev3+g1a2b3c4")
+    assert tag == "test-1a2b3c4" and note and "development build" in note
+    assert registry_tag("0.2.0.dev0")[0] == "v0.2.0.dev0"
+    assert split_ref("127.0.0.1:5000/x/agent-runner") == ("127.0.0.1:5000/x/agent-runner", "latest")
+    assert split_ref("127.0.0.1:5000/x/agent-runner:v1") == ("127.0.0.1:5000/x/agent-runner", "v1")
