@@ -377,6 +377,7 @@ def create_app(database_url: str | None = None, token: str | None = None) -> Fas
                 yield f"id: {e['seq']}\nevent: {e['type']}\ndata: {json.dumps(e)}\n\n".encode()
             ex = store.get_execution(execution_id)
             if ex and ex["phase"] in TERMINAL_PHASES and not store.events_after(execution_id, last):
+                waiters.pop(execution_id, None)
                 return
             if await request.is_disconnected():
                 return

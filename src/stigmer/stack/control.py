@@ -325,5 +325,7 @@ def stop(settings: Settings, on_wait_lock: Callable[[], None] | None = None) -> 
     Returns what was stopped (empty when nothing ran).
     """
     paths = settings.paths
+    if not paths.home.exists():
+        return []  # nothing was ever started here; do not create the home
     with stack_lock(paths, settings.start_timeout + 60, on_wait_lock):
         return _shutdown(paths, settings)
