@@ -72,7 +72,12 @@ class Stack:
         return proc
 
     def status(self) -> dict[str, Any]:
-        return json.loads(self.cli("server", "status", "--json", check=True).stdout)
+        """`server status --json` (its exit code says ready 0 / not ready 1 / stopped 3)."""
+        proc = self.cli("server", "status", "--json")
+        assert proc.returncode in (0, 1, 3), proc.stderr
+        st = json.loads(proc.stdout)
+        assert proc.returncode == (0 if st["ready"] else 1 if st["running"] else 3)
+        return st
 
     def component(self, name: str) -> dict[str, Any]:
         return next(c for c in self.status()["components"] if c["name"] == name)

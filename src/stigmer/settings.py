@@ -18,6 +18,7 @@ status`` must stay fast.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,6 +47,8 @@ class Key:
     help: str
     choices: tuple[str, ...] | None = None
     secret: bool = False
+    minimum: float | None = None
+    pattern: str | None = None
 
     @property
     def env(self) -> str:
@@ -58,7 +61,12 @@ class Key:
             ConfigError: the value does not fit the type or the choices.
         """
         if raw is None:
-            return None
+            if self.default is None:
+                return None
+            raise ConfigError(
+                f"{self.name} is empty (from {origin}).",
+                f"Give it a value, or remove it to use the default ({self.default}).",
+            )
         try:
             if self.type is bool:
                 if isinstance(raw, bool):
@@ -75,6 +83,8 @@ class Key:
                 value = int(str(raw).strip())
             elif self.type is float:
                 value = float(str(raw).strip())
+                if value != value or value in (float("inf"), float("-inf")):
+                    raise ValueError(raw)
             else:
                 value = str(raw)
         except ValueError:
@@ -87,6 +97,16 @@ class Key:
             raise ConfigError(
                 f"Invalid value {raw!r} for {self.name} (from {origin}).",
                 f"Use one of: {', '.join(self.choices)}.",
+            )
+        if self.minimum is not None and value < self.minimum:
+            raise ConfigError(
+                f"Invalid value {raw!r} for {self.name} (from {origin}): it must be at least {self.minimum:g}.",
+                f"Use a value of {self.minimum:g} or more (default {self.default}).",
+            )
+        if self.pattern and not re.fullmatch(self.pattern, str(value)):
+            raise ConfigError(
+                f"Invalid value {raw!r} for {self.name} (from {origin}).",
+                f"It must match {self.pattern} (default {self.default}).",
             )
         if self.type is int and self.name.endswith("_port") and not (0 < value < 65536):
             raise ConfigError(
@@ -124,6 +144,7 @@ KEYS: tuple[Key, ...] = (
         int,
         30,
         "How long the managed Temporal keeps closed executions (namespace retention).",
+        minimum=1,
     ),
     Key(
         "runner_mode",
@@ -132,7 +153,13 @@ KEYS: tuple[Key, ...] = (
         "How the agent-runner runs: docker, local (a host process), or auto.",
         choices=RUNNER_MODES,
     ),
-    Key("runner_image", str, "stigmer-agent-runner:local", "Local tag of the agent-runner image."),
+    Key(
+        "runner_image",
+        str,
+        "stigmer-agent-runner:local",
+        "Local tag of the agent-runner image.",
+        pattern=r"[a-z0-9][a-z0-9._/:@-]*",
+    ),
     Key(
         "runner_registry",
         str,
@@ -140,10 +167,22 @@ KEYS: tuple[Key, ...] = (
         "Registry repository the runner image is pulled from when it is not local.",
     ),
     Key("runner_tag", str, None, "Registry tag to pull; default v<CLI version>."),
-    Key("runner_container", str, "stigmer-agent-runner", "Name of the runner container."),
+    Key(
+        "runner_container",
+        str,
+        "stigmer-agent-runner",
+        "Name of the runner container.",
+        pattern=r"[a-zA-Z0-9][a-zA-Z0-9_.-]*",
+    ),
     Key("offline", bool, False, "Never pull images; use what is local."),
-    Key("runner_memory", str, "2g", "Memory limit of the runner container (docker syntax)."),
-    Key("runner_pids_limit", int, 512, "Process limit of the runner container."),
+    Key(
+        "runner_memory",
+        str,
+        "2g",
+        "Memory limit of the runner container (docker syntax: 512m, 2g).",
+        pattern=r"[0-9]+[bkmgBKMG]?",
+    ),
+    Key("runner_pids_limit", int, 512, "Process limit of the runner container.", minimum=16),
     Key(
         "default_model",
         str,
@@ -165,12 +204,30 @@ KEYS: tuple[Key, ...] = (
         "Folder the agents' tools work in (mounted at /workspace); default data/workspace.",
     ),
     Key("database_url", str, None, "SQLAlchemy URL of the store; default SQLite under data/."),
-    Key("start_timeout", float, 90.0, "Seconds `server start` waits for readiness."),
-    Key("stop_grace", float, 10.0, "Seconds a component gets to stop before it is killed."),
-    Key("restart_limit", int, 5, "Crash restarts allowed within restart_window before `failed`."),
-    Key("restart_window", float, 120.0, "Seconds over which restart_limit is counted."),
-    Key("log_max_bytes", int, 10 * 1024 * 1024, "Size at which a component log is rotated."),
-    Key("log_backups", int, 3, "Rotated log files kept per component stream."),
+    Key("start_timeout", float, 90.0, "Seconds `server start` waits for readiness.", minimum=1),
+    Key(
+        "stop_grace",
+        float,
+        10.0,
+        "Seconds a component gets to stop before it is killed.",
+        minimum=0,
+    ),
+    Key(
+        "restart_limit",
+        int,
+        5,
+        "Crash restarts allowed within restart_window before `failed`.",
+        minimum=1,
+    ),
+    Key("restart_window", float, 120.0, "Seconds over which restart_limit is counted.", minimum=1),
+    Key(
+        "log_max_bytes",
+        int,
+        10 * 1024 * 1024,
+        "Size at which a component log is rotated (0: never).",
+        minimum=0,
+    ),
+    Key("log_backups", int, 3, "Rotated log files kept per component stream.", minimum=0),
 )
 
 KEYS_BY_NAME: dict[str, Key] = {k.name: k for k in KEYS}
@@ -337,6 +394,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
         text = path.read_text()
     except FileNotFoundError:
         return {}
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"{path}: the config file is not UTF-8 text.", f"Fix or delete {path}."
+        ) from None
     import yaml
 
     try:
@@ -381,6 +442,11 @@ def resolve(
     """
     env = os.environ if env is None else env
     root = home_dir(home)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(
+            f"STIGMER_HOME {root} is a file, not a folder.",
+            "Point STIGMER_HOME (or --home) at a folder, or remove that file.",
+        )
     config = read_config_file(Paths(root).config)
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     values: dict[str, Any] = {}

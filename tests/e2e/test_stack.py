@@ -106,7 +106,7 @@ def test_runner_sigkill_is_restarted(stack: Stack) -> None:
     )
     new = next(c for c in st["components"] if c["name"] == "agent-runner")
     assert new["pid"] != runner["pid"]
-    assert "exited with code" in (new["last_error"] or "")
+    assert "killed by SIGKILL" in (new["last_error"] or "")
 
 
 def test_temporal_sigkill_is_restarted_and_runner_polls_again(stack: Stack) -> None:
@@ -323,3 +323,58 @@ def test_bad_flags_fail_clearly(stack: Stack, bad: str) -> None:
     assert proc.returncode != 0
     assert "Fix:" in proc.stderr or "Invalid" in proc.stderr
     assert stack.our_processes() == []
+
+
+def test_start_timeout_leaves_nothing_running(stack: Stack) -> None:
+    proc = stack.cli("server", "start", "--timeout", "1")
+    assert proc.returncode != 0 and "not ready within" in proc.stderr
+    time.sleep(3)
+    assert stack.our_processes() == []
+    assert stack.status()["running"] is False
+
+
+def test_start_reports_a_failed_component(stack: Stack) -> None:
+    stack.env["STIGMER_RESTART_LIMIT"] = "1"
+    stack.start()
+
+    def runner(s: dict) -> dict:
+        return next(c for c in s["components"] if c["name"] == "agent-runner")
+
+    for _ in range(2):
+        pid = runner(stack.status())["pid"]
+        os.kill(pid, signal.SIGKILL)
+        stack.wait_for(
+            lambda s, old=pid: (
+                runner(s)["pid"] not in (None, old) or runner(s)["state"] == "failed"
+            ),
+            what="runner restart or failure",
+        )
+    st = stack.wait_for(lambda s: runner(s)["state"] == "failed", what="runner marked failed")
+    assert "gave up" in runner(st)["last_error"]
+    proc = stack.cli("server", "start")
+    assert proc.returncode != 0
+    assert "agent-runner failed" in proc.stderr and "stigmer server restart" in proc.stderr
+    assert stack.cli("server", "status").returncode == 1
+
+
+def test_restart_refuses_bad_settings_before_stopping(stack: Stack) -> None:
+    stack.start()
+    proc = stack.cli("server", "restart", "--temporal-port", str(stack.ports["server"]))
+    assert proc.returncode != 0 and "configured for both" in proc.stderr
+    assert stack.status()["ready"] is True
+
+
+def test_usage_errors_are_short(stack: Stack) -> None:
+    proc = stack.cli("server", "stat")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "No such command 'stat'" in proc.stderr
+
+
+def test_logs_folder_removed_while_running_comes_back(stack: Stack) -> None:
+    import shutil
+
+    stack.start()
+    shutil.rmtree(stack.home / "logs")
+    os.kill(stack.component("agent-runner")["pid"], signal.SIGKILL)
+    stack.wait_for(lambda s: s["ready"] and s["components"][2]["restarts"] == 1, what="restart")
+    assert "Connected to Temporal server" in stack.log("agent-runner")

@@ -94,3 +94,37 @@ def test_registry_tag_follows_the_version() -> None:
     assert registry_tag("0.2.0.dev0")[0] == "v0.2.0.dev0"
     assert split_ref("127.0.0.1:5000/x/agent-runner") == ("127.0.0.1:5000/x/agent-runner", "latest")
     assert split_ref("127.0.0.1:5000/x/agent-runner:v1") == ("127.0.0.1:5000/x/agent-runner", "v1")
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"STIGMER_START_TIMEOUT": "nan"}, "start_timeout"),
+        ({"STIGMER_START_TIMEOUT": "0"}, "at least 1"),
+        ({"STIGMER_STOP_GRACE": "-3"}, "at least 0"),
+        ({"STIGMER_RESTART_LIMIT": "0"}, "at least 1"),
+        ({"STIGMER_RUNNER_CONTAINER": "bad name/x"}, "runner_container"),
+        ({"STIGMER_RUNNER_MEMORY": "lots"}, "runner_memory"),
+        ({"STIGMER_RUNNER_IMAGE": "Bad Name!!"}, "runner_image"),
+    ],
+)
+def test_values_are_checked_up_front(tmp_path: Path, env: dict[str, str], needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        resolve(tmp_path, env=env)
+    assert needle in err.value.message + (err.value.fix or "")
+
+
+def test_null_and_non_utf8_config(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("temporal_namespace: null\n")
+    with pytest.raises(ConfigError, match="empty"):
+        resolve(tmp_path, env={})
+    (tmp_path / "config.yaml").write_bytes(b"server_port: \xff\xfe\n")
+    with pytest.raises(ConfigError, match="UTF-8"):
+        resolve(tmp_path, env={})
+
+
+def test_home_that_is_a_file(tmp_path: Path) -> None:
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        resolve(f, env={})

@@ -64,30 +64,54 @@ def root(
 
 
 def main() -> None:
-    """Console-script entry point: run the app, turn StigmerError into output and exit code."""
+    """Console-script entry point: run the app, turn errors into output and an exit code.
+
+    Exit codes: 0 success; a StigmerError's own code (1-11, see stigmer.errors);
+    2 a usage error; 130 interrupted (Ctrl-C, SIGTERM, SIGHUP).
+    """
     if sys.argv[1:] in (["--version"], ["-V"]):  # fast path: no CLI framework needed
         print(__version__)
         return
+    import signal
+
     from stigmer.errors import StigmerError
 
+    def interrupted(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    # SIGTERM and SIGHUP take the same road as Ctrl-C, so a start that is
+    # interrupted tears down what it began
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGHUP, interrupted)
     try:
         rc = app(standalone_mode=False)
     except StigmerError as exc:
         print_error(exc)
         sys.exit(exc.exit_code)
-    except typer.Abort:
-        print("Aborted.", file=sys.stderr)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors come through here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
+        print("Interrupted.", file=sys.stderr)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(141)
+    except OSError as exc:  # a home that is a file, a read-only disk, ...
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"Error:{where}: {exc.strerror or exc}", file=sys.stderr)
+        print(
+            "Fix: check that STIGMER_HOME (or --home) is a folder you can write to, "
+            "and that the disk has space.",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+    except Exception as exc:
+        # usage errors: typer raises its bundled click's classes, so match by shape
+        show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            sys.exit(code)
         raise
     if isinstance(rc, int) and rc:
+        if rc == 130:
+            print("Interrupted.", file=sys.stderr)
         sys.exit(rc)

@@ -80,7 +80,7 @@ def prepare_runner(settings: Settings, *, rebuild: bool, quiet: bool) -> dict[st
         ImageError: the image is not local and could not be pulled (or built).
     """
     from stigmer.images.engine import DockerNotRunningError, connect
-    from stigmer.images.resolve import build, ensure_image
+    from stigmer.images.resolve import ImageError, build, build_fix, ensure_image
 
     mode = settings.runner_mode
     if mode == "local":
@@ -114,6 +114,17 @@ def prepare_runner(settings: Settings, *, rebuild: bool, quiet: bool) -> dict[st
             progress = PullProgress(enabled=not quiet)
             try:
                 report = ensure_image(client, settings, offline=settings.offline, on_pull=progress)
+            except ImageError as exc:
+                if mode != "auto":
+                    raise
+                # auto: a machine without the image still gets a working stack
+                warn(
+                    f"{exc.message} Using the local runner (a host process) instead; to run "
+                    f"agents in a container, build the image: {build_fix(settings.runner_image).splitlines()[1].strip()}"
+                )
+                settings.values["runner_mode"] = "local"
+                settings.sources["runner_mode"] += " (auto: no image)"
+                return None
             finally:
                 progress.close()
             if report.source == "pulled" and not quiet:
@@ -184,7 +195,7 @@ def pull(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> 
     client = connect()
     progress = PullProgress(enabled=not json_out)
     try:
-        do_pull(client, remote, progress, note)
+        do_pull(client, remote, progress, note, settings.runner_image)
         progress.close()
         repo, ltag = split_ref(settings.runner_image)
         client.images.get(remote).tag(repo, ltag)

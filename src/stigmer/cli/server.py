@@ -263,6 +263,15 @@ def stop(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> 
 
 @app.command()
 def restart(
+    server_port: int | None = typer.Option(
+        None, "--server-port", help="API port for the new start."
+    ),
+    temporal_port: int | None = typer.Option(
+        None, "--temporal-port", help="Temporal port for the new start."
+    ),
+    temporal_ui_port: int | None = typer.Option(
+        None, "--temporal-ui-port", help="Temporal UI port for the new start."
+    ),
     runner: str | None = typer.Option(None, "--runner", help="Runner mode for the new start."),
     timeout: float | None = typer.Option(None, "--timeout", help="Seconds to wait for readiness."),
     offline: bool = typer.Option(False, "--offline", help="Never pull the runner image."),
@@ -274,22 +283,37 @@ def restart(
 
     JSON_MODE["on"] = json_out
     settings = _settings(
-        runner_mode=runner, start_timeout=timeout, offline=True if offline else None
+        server_port=server_port,
+        temporal_port=temporal_port,
+        temporal_ui_port=temporal_ui_port,
+        runner_mode=runner,
+        start_timeout=timeout,
+        offline=True if offline else None,
     )
+    # settings that cannot work are refused before the running stack is stopped
+    from stigmer.stack.ports import check_port_settings
+
+    check_port_settings(control.port_needs(settings))
     control.stop(settings)
     _start(settings, json_out, rebuild)
 
 
 @app.command()
 def status(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Each component's state, pid or container, uptime, restarts, endpoint and last error."""
+    """Each component's state, pid or container, uptime, restarts, endpoint and last error.
+
+    Exit status: 0 when every component is running and ready; 1 when the stack
+    runs but is not ready (starting, restarting, a component failed); 3 when
+    it is stopped.
+    """
     from stigmer.stack import control
 
     JSON_MODE["on"] = json_out
     st = control.status(_settings())
+    code = 0 if st.get("ready") else (1 if st["running"] else 3)
     if json_out:
         print_json(st)
-        return
+        raise typer.Exit(code)
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -323,6 +347,12 @@ def status(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -
         console.print(f"[red]{name}[/]: last error: {escape(err)}", soft_wrap=True)
     if st.get("endpoints", {}).get("temporal_ui"):
         console.print(f"Temporal UI: {st['endpoints']['temporal_ui']}")
+    if any(c["state"] == "orphaned" for c in st["components"]):
+        console.print(
+            "[yellow]Processes of a supervisor that died are still running; "
+            "`stigmer server stop` cleans them up.[/]"
+        )
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -26,11 +26,17 @@ from stigmer.images import buildinfo
 
 BUILD_FIX = (
     "Build it from a checkout of the stigmer repository:\n"
-    "  make build-agent-runner-image\n"
+    "  make build-agent-runner-image{image_arg}\n"
     "or with plain docker:\n"
     "  docker build -t {local} .\n"
     "Or run without Docker: `stigmer server start --runner local`."
 )
+
+
+def build_fix(local: str) -> str:
+    """How to build ``local`` (the configured runner image)."""
+    default = "stigmer-agent-runner:local"
+    return BUILD_FIX.format(local=local, image_arg="" if local == default else f" IMAGE={local}")
 
 
 class ImageError(StigmerError):
@@ -101,6 +107,11 @@ def local_report(client: Any, settings: Any, source: str = "local") -> ImageRepo
         image = client.images.get(ref)
     except docker.errors.ImageNotFound:
         return None
+    except docker.errors.APIError as exc:
+        raise ImageError(
+            f"The engine refused the image reference {ref!r}: {exc.explanation}",
+            "Set runner_image (STIGMER_RUNNER_IMAGE) to a valid name:tag.",
+        ) from None
     labels = image.labels or {}
     tag, _ = registry_tag()
     report = ImageReport(
@@ -156,9 +167,9 @@ def ensure_image(
     if offline:
         raise ImageError(
             f"The runner image {local} is not present locally, and offline mode forbids pulling {remote}.",
-            BUILD_FIX.format(local=local) + "\nOr drop --offline / STIGMER_OFFLINE to pull it.",
+            build_fix(local) + "\nOr drop --offline / STIGMER_OFFLINE to pull it.",
         )
-    pull(client, remote, on_pull, note)
+    pull(client, remote, on_pull, note, local)
     repo, ltag = split_ref(local)
     client.images.get(remote).tag(repo, ltag)
     report = local_report(client, settings, source="pulled")
@@ -170,7 +181,11 @@ def ensure_image(
 
 
 def pull(
-    client: Any, remote: str, on_pull: Callable[[dict[str, Any]], None] | None, note: str | None
+    client: Any,
+    remote: str,
+    on_pull: Callable[[dict[str, Any]], None] | None,
+    note: str | None,
+    local: str = "stigmer-agent-runner:local",
 ) -> None:
     """Pull ``remote`` with per-layer progress events; classify every failure.
 
@@ -183,15 +198,15 @@ def pull(
     try:
         for event in client.api.pull(repo, tag=tag, stream=True, decode=True):
             if "error" in event:
-                raise _classify(client, remote, event.get("error") or "", note)
+                raise _classify(client, remote, event.get("error") or "", note, local)
             if on_pull:
                 on_pull(event)
     except ImageError:
         raise
     except docker.errors.APIError as exc:
-        raise _classify(client, remote, str(exc.explanation or exc), note) from None
+        raise _classify(client, remote, str(exc.explanation or exc), note, local) from None
     except Exception as exc:  # connection dropped mid-pull, and the like
-        raise _classify(client, remote, str(exc), note) from None
+        raise _classify(client, remote, str(exc), note, local) from None
 
 
 def _platform() -> str:
@@ -202,9 +217,9 @@ def _platform() -> str:
     return f"linux/{arch}"
 
 
-def _classify(client: Any, remote: str, message: str, note: str | None) -> ImageError:
+def _classify(client: Any, remote: str, message: str, note: str | None, local: str) -> ImageError:
     low = message.lower()
-    local_fix = BUILD_FIX.format(local="stigmer-agent-runner:local")
+    local_fix = build_fix(local)
     head = f"Could not pull the runner image {remote}"
     details = message.strip() + (f"\n({note})" if note else "")
     if "no matching manifest" in low or "no match for platform" in low:

@@ -15,17 +15,29 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL mode, a busy timeout and foreign keys."""
+    """An engine for ``url``; SQLite gets WAL mode, a busy timeout, foreign keys and real transactions.
+
+    pysqlite's own transaction handling commits before DDL, so a migration cut
+    short (a crash, a kill) could leave tables without their Alembic version.
+    SQLAlchemy's documented recipe is used instead: the driver's handling is
+    off and every transaction starts with an explicit ``BEGIN``, which makes a
+    migration all or nothing.
+    """
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False})
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=5000")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn):  # type: ignore[no-untyped-def]
+            conn.exec_driver_sql("BEGIN")
 
         return engine
     return create_engine(url, pool_pre_ping=True)

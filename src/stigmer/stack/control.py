@@ -11,6 +11,7 @@ give one stack.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -185,7 +186,7 @@ def start(
                     "Run `stigmer server stop` (it stops it), then start again.",
                 )
         if current is not None:
-            return current, False
+            return _already_running(settings, current, on_progress), False
         reap_leftovers(paths, settings.stop_grace)
         check_ports(port_needs(settings))
         image = before_spawn() if before_spawn else None
@@ -197,8 +198,29 @@ def start(
                 st["runner_image"] = image
             return st, True
         except BaseException:
-            _shutdown(paths, settings, proc.pid)
+            _shutdown(paths, settings, proc)
             raise
+
+
+def _already_running(
+    settings: Settings,
+    current: dict[str, Any],
+    on_progress: Callable[[dict[str, Any]], None] | None,
+) -> dict[str, Any]:
+    """``start`` on a live stack: fine if ready, wait if still starting, fail if a component failed."""
+    if current.get("ready"):
+        return current
+    failed = [c for c in current["components"] if c["state"] == "failed"]
+    if failed:
+        names = ", ".join(c["name"] for c in failed)
+        first = (failed[0].get("last_error") or "").splitlines()
+        raise StackStartError(
+            f"stigmer is running, but {names} failed" + (f": {first[0]}" if first else "."),
+            "Restart the stack: `stigmer server restart` (details: `stigmer server logs -c "
+            f"{failed[0]['name']}`).",
+            details=failed[0].get("last_error"),
+        )
+    return _wait_ready(settings, None, on_progress)
 
 
 def _spawn_supervisor(paths: Paths) -> subprocess.Popen[bytes]:
@@ -231,14 +253,21 @@ def _wait_for_answer(paths: Paths, timeout: float) -> dict[str, Any] | None:
 
 def _wait_ready(
     settings: Settings,
-    proc: subprocess.Popen[bytes],
+    proc: subprocess.Popen[bytes] | None,
     on_progress: Callable[[dict[str, Any]], None] | None,
 ) -> dict[str, Any]:
+    """Poll the supervisor until the stack is ready; ``proc`` is the supervisor we spawned, if any."""
     paths = settings.paths
     deadline = time.monotonic() + settings.start_timeout
     last: dict[str, Any] | None = None
+    silent_since = time.monotonic()
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if proc is None and time.monotonic() - silent_since > 15:
+            raise SupervisorError(
+                "The stigmer supervisor stopped answering while the stack was starting.",
+                "Run `stigmer server stop`, then start again; see `stigmer server logs -c supervisor`.",
+            )
+        if proc is not None and proc.poll() is not None:
             raise StackStartError(
                 f"The stigmer supervisor exited during start-up (code {proc.returncode}).",
                 f"See {paths.log_file('supervisor')} and {paths.log_file('supervisor', 'err')}.",
@@ -247,6 +276,7 @@ def _wait_ready(
             )
         st = rpc(paths, "status", timeout=2)
         if st is not None:
+            silent_since = time.monotonic()
             last = st
             if on_progress:
                 on_progress(st)
@@ -293,8 +323,14 @@ def _tail(path: Any, n: int) -> str | None:
     return "\n".join(lines) or None
 
 
-def _shutdown(paths: Paths, settings: Settings, pid: int | None = None) -> list[str]:
-    """Stop the supervisor (gracefully, then by force) and reap what is left."""
+def _shutdown(
+    paths: Paths, settings: Settings, proc: subprocess.Popen[bytes] | None = None
+) -> list[str]:
+    """Stop the supervisor (gracefully, then by force) and reap what is left.
+
+    ``proc`` is a supervisor this process just spawned: it is stopped by signal
+    even if it never got as far as its control socket or pid file.
+    """
     from stigmer.stack.pidfile import read_pid_file, terminate, wait_gone
     from stigmer.stack.supervisor import reap_leftovers
 
@@ -310,10 +346,22 @@ def _shutdown(paths: Paths, settings: Settings, pid: int | None = None) -> list[
             time.sleep(0.05)
     if supervisor_holds_lock(paths) and ident is not None:
         # wedged, or never answered: SIGTERM lets it stop its components
+        # (SIGCONT first, in case it was suspended)
+        proc_obj = ident.process()
+        if proc_obj is not None:
+            with contextlib.suppress(Exception):
+                proc_obj.resume()
         if terminate(ident, budget):
             stopped.append(f"supervisor (pid {ident.pid}, forced)")
     elif ident is not None and ident.alive():
         wait_gone(ident, 2)
+    if proc is not None and proc.poll() is None:
+        proc.terminate()  # its SIGTERM handler stops whatever it launched
+        try:
+            proc.wait(budget)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
     stopped += reap_leftovers(paths, grace)
     paths.pid_file("supervisor").unlink(missing_ok=True)
     return stopped

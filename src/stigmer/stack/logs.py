@@ -40,7 +40,14 @@ class RotatingLog:
         self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115
 
     def write(self, text: str) -> None:
-        """Write one line (without its newline), stamped now."""
+        """Write one line (without its newline), stamped now.
+
+        A file removed underneath (someone cleaned ``logs/``) is created again.
+        """
+        if not os.path.exists(self.path):
+            self._fh.close()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
         self._fh.write(f"{now_stamp()} {text.rstrip(chr(10))}\n")
         self._fh.flush()
         if self.max_bytes and self._fh.tell() >= self.max_bytes:

@@ -63,11 +63,11 @@ def port_holder(port: int) -> str | None:
     return None
 
 
-def check_ports(needs: list[PortNeed]) -> None:
-    """Fail fast if any needed port is taken or two needs share one port.
+def check_port_settings(needs: list[PortNeed]) -> None:
+    """Fail if two needs share one port (no binding is tried).
 
     Raises:
-        PortInUseError: naming the port, the setting, and the holder when known.
+        PortInUseError: naming both settings.
     """
     seen: dict[int, PortNeed] = {}
     for need in needs:
@@ -76,10 +76,20 @@ def check_ports(needs: list[PortNeed]) -> None:
             raise PortInUseError(
                 f"Port {need.port} is configured for both {other.what} ({other.key}) "
                 f"and {need.what} ({need.key}).",
-                f"Give one of them another port, for example `--{need.key.replace('_', '-')} "
-                f"{need.port + 1}` or STIGMER_{need.key.upper()}.",
+                f"Give one of them another port: `--{need.key.replace('_', '-')} PORT`, "
+                f"STIGMER_{need.key.upper()}=PORT or `stigmer config set {need.key} PORT`.",
             )
         seen[need.port] = need
+
+
+def check_ports(needs: list[PortNeed]) -> None:
+    """Fail fast if two needs share one port or any needed port is taken.
+
+    Raises:
+        PortInUseError: naming the port, the setting, and the holder when known.
+    """
+    check_port_settings(needs)
+    for need in needs:
         if not port_free(need.port):
             holder = port_holder(need.port)
             raise PortInUseError(

@@ -257,6 +257,10 @@ class DockerRunner(RunnerReadiness, Component):
         except docker.errors.APIError as exc:
             if exc.status_code == 409:  # name taken in a race: retried by the supervisor
                 raise RuntimeError(str(exc.explanation)) from None
+            if exc.status_code == 400:  # a bad setting: retrying will not fix it
+                raise FatalComponentError(
+                    f"Docker refused the container: {exc.explanation}"
+                ) from None
             raise
         self.container.reload()
         self._pid = self.container.attrs.get("State", {}).get("Pid") or None

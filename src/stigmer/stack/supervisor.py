@@ -75,7 +75,7 @@ class Supervised:
             except Exception as exc:
                 log.exception("%s failed to launch", self.comp.name)
                 code: int | None = None
-                self.last_error = f"failed to launch: {exc}"
+                self.comp.recent_errors.append(f"failed to launch: {exc}")
             else:
                 self.started_at = time.time()
                 log.info("%s launched (pid %s)", self.comp.name, self.comp.pid)
@@ -91,7 +91,7 @@ class Supervised:
             ran_for = time.time() - (self.started_at or time.time())
             self.last_exit_code = code
             tail = "\n".join(list(self.comp.recent_errors)[-5:])
-            self.last_error = f"exited with code {code}" + (f":\n{tail}" if tail else "")
+            self.last_error = _exit_text(code) + (f":\n{tail}" if tail else "")
             log.warning("%s exited with code %s after %.1fs", self.comp.name, code, ran_for)
             now = time.monotonic()
             self._crashes.append(now)
@@ -171,6 +171,20 @@ class Supervised:
             "last_exit_code": self.last_exit_code,
             **self.comp.extra_status(),
         }
+
+
+def _exit_text(code: int | None) -> str:
+    """``exited with code 3``, ``killed by SIGKILL``, or ``did not start``."""
+    if code is None:
+        return "did not start, or its end could not be observed"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    if code > 128 and code - 128 in (9, 15):  # a container's 137, 143
+        return f"exited with code {code} ({signal.Signals(code - 128).name})"
+    return f"exited with code {code}"
 
 
 def build_components(settings: Settings) -> list[Component]:
@@ -277,6 +291,9 @@ def reap_leftovers(paths: Paths, grace: float, names: tuple[str, ...] | None = N
         if ident is not None and terminate(ident, grace):
             stopped.append(f"{name} (pid {ident.pid})")
         pf.unlink(missing_ok=True)
+    # files a killed supervisor could not clean up (one holds the API token)
+    paths.control_socket.unlink(missing_ok=True)
+    (paths.run / "agent-runner.secrets.env").unlink(missing_ok=True)
     if docker_mode_recorded(paths):
         from stigmer.stack.runner_docker import reap_containers
 

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+from pathlib import Path
+
+from stigmer.server import db
+from stigmer.server.store import Store
+
+
+def test_interrupted_migration_leaves_nothing_half_done(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    pid = os.fork()
+    if pid == 0:  # the child dies right after the second CREATE TABLE
+        import sqlalchemy
+
+        orig = sqlalchemy.engine.Connection.execute
+        seen = {"n": 0}
+
+        def execute(self, *a, **k):  # type: ignore[no-untyped-def]
+            out = orig(self, *a, **k)
+            if "CREATE TABLE" in str(a[0]).upper():
+                seen["n"] += 1
+                if seen["n"] == 2:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return out
+
+        sqlalchemy.engine.Connection.execute = execute  # type: ignore[method-assign]
+        db.migrate(db.make_engine(f"sqlite:///{path}"))
+        os._exit(0)
+    os.waitpid(pid, 0)
+    with sqlite3.connect(path) as conn:
+        tables = [r[0] for r in conn.execute("select name from sqlite_master where type='table'")]
+    assert tables == []
+    engine = db.make_engine(f"sqlite:///{path}")
+    db.migrate(engine)
+    assert db.check(engine)
+
+
+def test_append_is_idempotent_and_ordered(tmp_path: Path) -> None:
+    engine = db.make_engine(f"sqlite:///{tmp_path / 's.db'}")
+    db.migrate(engine)
+    store = Store(engine)
+    store.put_agent("a", {"instructions": "x"})
+    ex = store.create_execution("a", {"message": "m"}, "ex-1")
+    assert ex["phase"] == "PENDING"
+    evs = [
+        {
+            "event_id": "r/1/0",
+            "type": "tool_call",
+            "payload": {"tool_call_id": "t", "name": "n", "status": "started"},
+            "at": "2026-01-01T00:00:00Z",
+        },
+        {
+            "event_id": "r/2/0",
+            "type": "tool_call",
+            "payload": {"tool_call_id": "t", "name": "n", "status": "completed"},
+            "at": "2026-01-01T00:00:01.5Z",
+        },
+    ]
+    assert store.append("ex-1", evs) == [2, 3]
+    assert store.append("ex-1", evs) == [2, 3]  # a retried publisher adds nothing
+    store.append(
+        "ex-1",
+        [{"event_id": "done", "type": "phase", "payload": {"phase": "COMPLETED", "output": "ok"}}],
+    )
+    store.append("ex-1", [{"event_id": "late", "type": "phase", "payload": {"phase": "RUNNING"}}])
+    got = store.events_after("ex-1")
+    assert [e["seq"] for e in got] == [1, 2, 3, 4]
+    assert got[2]["payload"]["duration_ms"] == 1500
+    assert store.get_execution("ex-1")["phase"] == "COMPLETED"
+    assert store.put_agent("a", {"instructions": "x"})[0] == "unchanged"
+    assert store.put_agent("a", {"instructions": "y"})[0] == "updated"
