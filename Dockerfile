@@ -18,7 +18,10 @@ ENV UV_PROJECT_ENVIRONMENT=/opt/venv \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /build
-# strip (binutils) to drop debug symbols from the wheels' shared objects
+# strip (binutils) to drop debug symbols from the wheels' shared objects. Not
+# pinned: a pin breaks with every Debian point release of the base image, and
+# binutils only strips files in this throwaway builder stage.
+# hadolint ignore=DL3008
 RUN apt-get update -qq \
  && apt-get install -y -qq --no-install-recommends binutils >/dev/null \
  && rm -rf /var/lib/apt/lists/*
@@ -70,6 +73,8 @@ ARG REVISION=unknown
 ARG CREATED=unknown
 ARG SOURCE=https://github.com/stigmer/stigmer
 ARG SOURCE_DIGEST=unknown
+# The runner reports the version the image was built for (stigmer._version).
+ENV STIGMER_BUILD_VERSION="${VERSION}"
 LABEL org.opencontainers.image.title="stigmer agent-runner" \
       org.opencontainers.image.description="Temporal worker that runs stigmer agents" \
       org.opencontainers.image.version="${VERSION}" \

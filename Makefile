@@ -13,10 +13,11 @@ install: ## Create .venv with the locked dependencies
 test: install ## Run the test suite (needs dockerd and the local registry for the docker tests)
 	$(UV) run --frozen pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
-lint: install ## ruff and mypy
+lint: install ## ruff, mypy, hadolint, actionlint, shellcheck
 	$(UV) run --frozen ruff check src tests
 	$(UV) run --frozen ruff format --check src tests
 	$(UV) run --frozen mypy
+	$(MAKE) --no-print-directory lint-release
 
 IMAGE ?= stigmer-agent-runner:local
 PYTHON_IMAGE ?= python:3.11-slim
@@ -32,3 +33,26 @@ release-local: ## Install the CLI from this checkout for your user (uv tool)
 	$(UV) tool install --force --reinstall --from . stigmer
 
 release-local-full: release-local build-agent-runner-image ## The CLI and the runner image
+
+# ---------------------------------------------------------------- release ---
+# `make release bump=patch|minor|major [DRY_RUN=1]`: next version from the
+# highest vX.Y.Z tag (first: v0.1.0), written to src/stigmer/_version.py,
+# committed, tagged and pushed; the tag push runs .github/workflows/release.yml.
+RELEASE_PYTHON ?= python3
+RELEASE_REMOTE ?= origin
+RELEASE_BRANCH ?= main
+bump ?=
+DRY_RUN ?=
+
+.PHONY: release lint-release
+
+release: ## Cut a release: make release bump=patch|minor|major [DRY_RUN=1]
+	@RELEASE_REMOTE="$(RELEASE_REMOTE)" RELEASE_BRANCH="$(RELEASE_BRANCH)" $(RELEASE_PYTHON) scripts/release.py \
+		--bump "$(bump)" $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run,)
+
+lint-release: install ## hadolint (Dockerfile), actionlint (workflows), shellcheck and ruff (release scripts)
+	$(UV) run --frozen ruff check scripts
+	$(UV) run --frozen ruff format --check scripts
+	$(UV) run --frozen hadolint Dockerfile
+	$(UV) run --frozen actionlint
+	$(UV) run --frozen shellcheck scripts/install.sh scripts/release-arm64-check.sh

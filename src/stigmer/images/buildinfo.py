@@ -2,7 +2,10 @@
 
 ``python -m stigmer.images.buildinfo build-args`` prints the ``--build-arg``
 flags the Makefile passes to ``docker build`` (version, revision, created,
-source digest); ``digest`` prints the source digest alone.
+source digest); ``build-args --lines`` prints them as ``KEY=VALUE`` lines (the
+form of docker/build-push-action's ``build-args``); ``digest`` prints the
+source digest alone; ``version`` prints the version an image built from this
+checkout carries, which is the CLI's version (see ``stigmer._version``).
 
 The source digest is a SHA-256 over the lock file, the Dockerfile and every
 file of the package that goes into the image. An image whose
@@ -12,12 +15,13 @@ file of the package that goes into the image. An image whose
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from stigmer import __version__
+from stigmer import __version__, _version
 
 #: Package folders that stay out of the runner image (mirrored in .dockerignore).
 NOT_IN_IMAGE = ("cli", "stack", "server", "images")
@@ -80,13 +84,29 @@ def git_revision(root: Path) -> str:
         return "unknown"
 
 
+def build_version(root: Path) -> str:
+    """The version an image built from ``root`` carries: what ``stigmer --version`` prints there.
+
+    Computed from ``root``'s git state (release on the commit tagged
+    ``v<BASE_VERSION>``, else ``<dev>+g<sha7>``); the running package's
+    version when ``root`` is not a git work tree.
+    """
+    return _version.version_from_git(root) or __version__
+
+
+def source_url() -> str:
+    """The repository URL for the source label: the GitHub Actions repository when run there."""
+    server, repo = os.environ.get("GITHUB_SERVER_URL"), os.environ.get("GITHUB_REPOSITORY")
+    return f"{server.rstrip('/')}/{repo}" if server and repo else SOURCE_URL
+
+
 def build_args(root: Path) -> dict[str, str]:
     """The ``--build-arg`` values for ``docker build`` of the runner image."""
     return {
-        "VERSION": __version__,
+        "VERSION": build_version(root),
         "REVISION": git_revision(root),
         "CREATED": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "SOURCE": SOURCE_URL,
+        "SOURCE": source_url(),
         "SOURCE_DIGEST": source_digest(root),
     }
 
@@ -99,10 +119,17 @@ def main(argv: list[str]) -> int:
     cmd = argv[0] if argv else "build-args"
     if cmd == "digest":
         print(source_digest(root))
-    elif cmd == "build-args":
+    elif cmd == "version":
+        print(build_version(root))
+    elif cmd == "build-args" and argv[1:] == ["--lines"]:
+        print("\n".join(f"{k}={v}" for k, v in build_args(root).items()))
+    elif cmd == "build-args" and not argv[1:]:
         print(" ".join(f"--build-arg {k}={v}" for k, v in build_args(root).items()))
     else:
-        print(f"unknown command {cmd!r}: use build-args or digest", file=sys.stderr)
+        print(
+            f"unknown command {' '.join(argv)!r}: use build-args [--lines], digest or version",
+            file=sys.stderr,
+        )
         return 2
     return 0
 

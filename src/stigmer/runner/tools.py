@@ -20,6 +20,7 @@ import os
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic_ai import ModelRetry, RunContext
 
@@ -174,7 +175,8 @@ async def shell(
     return f"exit code {proc.returncode}\n{text}"
 
 
-ALL_TOOLS = {
+#: The built-in tools by name (``spec.tools`` picks among them).
+ALL_TOOLS: dict[str, Any] = {
     "list_files": list_files,
     "read_file": read_file,
     "write_file": write_file,

@@ -126,7 +126,7 @@ class AgentExecutionWorkflow(PydanticAIWorkflow):
 
 def _describe(exc: BaseException) -> str:
     """The innermost useful message of an exception chain (activity errors wrap the cause)."""
-    parts = []
+    parts: list[str] = []
     cur: BaseException | None = exc
     while cur is not None and len(parts) < 5:
         text = str(cur).strip()
