@@ -58,3 +58,12 @@ def test_version_and_status_when_stopped(tmp_path: Path) -> None:
     assert logs.returncode == 0
     bad = run(tmp_path, "server", "logs", "-c", "nope")
     assert bad.returncode != 0 and "Unknown component" in bad.stderr
+
+
+def test_missing_provider_key_without_terminal_names_the_env_var(tmp_path: Path) -> None:
+    proc = run(
+        tmp_path, "server", "start", env={"STIGMER_DEFAULT_MODEL": "anthropic:claude-sonnet-4-5"}
+    )
+    assert proc.returncode != 0
+    assert "ANTHROPIC_API_KEY" in proc.stderr and "default_model" in proc.stderr
+    assert not (tmp_path / "run" / "supervisor.pid").exists()

@@ -1,0 +1,96 @@
+"""A real model path: the openai provider against an OpenAI-compatible server on 127.0.0.1.
+
+The server is a small stand-in written here (public LLM APIs cannot be reached);
+it speaks the chat-completions streaming protocol the openai SDK uses.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+from tests.conftest import Stack
+
+SECRET = "sk-local-compatible-key-777"
+
+
+class FakeOpenAI(BaseHTTPRequestHandler):
+    requests: ClassVar[list[dict[str, Any]]] = []
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        FakeOpenAI.requests.append(
+            {"path": self.path, "auth": self.headers.get("Authorization"), "body": body}
+        )
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        base = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": body["model"]}
+        chunks = [
+            {
+                **base,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"role": "assistant", "content": "Hello from "},
+                        "finish_reason": None,
+                    }
+                ],
+            },
+            {
+                **base,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"content": "a compatible server."},
+                        "finish_reason": None,
+                    }
+                ],
+            },
+            {
+                **base,
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+            },
+        ]
+        for c in chunks:
+            self.wfile.write(f"data: {json.dumps(c)}\n\n".encode())
+        self.wfile.write(b"data: [DONE]\n\n")
+
+
+def test_agent_on_an_openai_compatible_server(stack: Stack, tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        stack.env["MY_LLM_KEY"] = SECRET
+        stack.start()
+        f = tmp_path / "a.yaml"
+        f.write_text(
+            "apiVersion: stigmer.ai/v1\nkind: Agent\nmetadata: {name: compat}\nspec:\n"
+            "  instructions: Be brief.\n  model: openai:my-local-model\n"
+            f"  base_url: http://127.0.0.1:{server.server_port}/v1\n"
+            "  api_key: {secret: MY_LLM_KEY}\n  model_settings: {temperature: 0.1}\n"
+        )
+        stack.cli("apply", "-f", str(f), check=True)
+        proc = stack.cli("run", "compat", "say hello", "--output", "json")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        result = json.loads(proc.stdout)
+        assert result["phase"] == "COMPLETED"
+        assert result["output"] == "Hello from a compatible server."
+        req = FakeOpenAI.requests[-1]
+        assert req["path"] == "/v1/chat/completions"
+        assert req["auth"] == f"Bearer {SECRET}"
+        assert req["body"]["model"] == "my-local-model" and req["body"]["temperature"] == 0.1
+        assert any(m.get("content") == "say hello" for m in req["body"]["messages"])
+        spec = json.loads(
+            stack.cli("agent", "get", "compat", "--output", "json", check=True).stdout
+        )
+        assert SECRET not in json.dumps(spec)  # only the reference is stored
+    finally:
+        server.shutdown()
