@@ -19,6 +19,7 @@ import json
 import os
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic_ai.messages import (
@@ -41,14 +42,21 @@ PROVIDER_KEYS = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
 TEMPLATE = re.compile(r"\{\{\s*([a-z]+)(?:\.(\d+))?\s*\}\}")
 
 
-def _results(messages: list[ModelMessage]) -> list[str]:
-    out = []
+def _calls(messages: list[ModelMessage]) -> list[tuple[str, dict[str, Any], str]]:
+    """Every tool result so far, in order, as (tool name, call args, result text)."""
+    args: dict[str, dict[str, Any]] = {}
+    out: list[tuple[str, dict[str, Any], str]] = []
     for m in messages:
-        if isinstance(m, ModelRequest):
+        if isinstance(m, ModelResponse):
+            for call in m.parts:
+                if isinstance(call, ToolCallPart):
+                    args[call.tool_call_id] = call.args_as_dict()
+        elif isinstance(m, ModelRequest):
             for part in m.parts:
                 if isinstance(part, ToolReturnPart):
                     c = part.content
-                    out.append(c if isinstance(c, str) else json.dumps(c, default=str))
+                    text = c if isinstance(c, str) else json.dumps(c, default=str)
+                    out.append((part.tool_name, args.get(part.tool_call_id, {}), text))
     return out
 
 
@@ -66,14 +74,35 @@ def _strip_tool_result(text: str) -> str:
     return text.split("\n", 1)[1] if text.startswith("exit code ") and "\n" in text else text
 
 
-def render(value: Any, results: list[str], prompt: str, item: str | None = None) -> Any:
-    """Fill ``{{ last }}``, ``{{ result.N }}``, ``{{ all }}``, ``{{ item }}``, ``{{ message }}``."""
+@dataclass(frozen=True)
+class Turn:
+    """What a template can see: the tool results so far, the files read, the user's message."""
+
+    results: list[str]
+    reads: list[tuple[str, str]]
+    prompt: str
+
+    @classmethod
+    def of(cls, messages: list[ModelMessage]) -> Turn:
+        calls = _calls(messages)
+        return cls(
+            results=[text for _, _, text in calls],
+            reads=[
+                (str(a.get("path", "?")), text) for name, a, text in calls if name == "read_file"
+            ],
+            prompt=_prompt(messages),
+        )
+
+
+def render(value: Any, turn: Turn, item: str | None = None) -> Any:
+    """Fill ``{{ last }}``, ``{{ result.N }}``, ``{{ all }}``, ``{{ reads }}``, ``{{ item }}``, ``{{ message }}``."""
     if isinstance(value, dict):
-        return {k: render(v, results, prompt, item) for k, v in value.items()}
+        return {k: render(v, turn, item) for k, v in value.items()}
     if isinstance(value, list):
-        return [render(v, results, prompt, item) for v in value]
+        return [render(v, turn, item) for v in value]
     if not isinstance(value, str):
         return value
+    results = turn.results
 
     def sub(m: re.Match[str]) -> str:
         name, idx = m.group(1), m.group(2)
@@ -86,10 +115,12 @@ def render(value: Any, results: list[str], prompt: str, item: str | None = None)
             return "\n\n".join(
                 f"## Result {i + 1}\n{_strip_tool_result(r)}" for i, r in enumerate(results)
             )
+        if name == "reads":
+            return "\n\n".join(f"## {path}\n\n{text.strip()}" for path, text in turn.reads)
         if name == "item":
             return item or ""
         if name == "message":
-            return prompt
+            return turn.prompt
         return m.group(0)
 
     return TEMPLATE.sub(sub, value)
@@ -100,33 +131,30 @@ def script_model(script: list[dict[str, Any]] | None) -> FunctionModel:
     steps = list(script or [])
 
     def play(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-        turn = sum(1 for m in messages if isinstance(m, ModelResponse))
-        results = _results(messages)
-        prompt = _prompt(messages)
-        if turn >= len(steps):
-            text = "Done." if steps else f"(test model) You said: {prompt}"
+        n = sum(1 for m in messages if isinstance(m, ModelResponse))
+        turn = Turn.of(messages)
+        if n >= len(steps):
+            text = "Done." if steps else f"(test model) You said: {turn.prompt}"
             return ModelResponse(parts=[TextPart(text)], model_name="test")
-        step = steps[turn]
+        step = steps[n]
         if step.get("answer") is not None:
-            return ModelResponse(
-                parts=[TextPart(render(step["answer"], results, prompt))], model_name="test"
-            )
+            return ModelResponse(parts=[TextPart(render(step["answer"], turn))], model_name="test")
         tool, args = step["tool"], step.get("args") or {}
         if step.get("each"):
             items = [
                 line.strip().rstrip("/")
-                for line in render(step["each"], results, prompt).splitlines()
+                for line in render(step["each"], turn).splitlines()
                 if line.strip() and not line.strip().endswith("/")
             ]
             parts = [
-                ToolCallPart(tool, render(args, results, prompt, item), tool_call_id=f"t{turn}_{i}")
+                ToolCallPart(tool, render(args, turn, item), tool_call_id=f"t{n}_{i}")
                 for i, item in enumerate(items)
             ]
             if not parts:
                 return ModelResponse(parts=[TextPart("Nothing to do.")], model_name="test")
             return ModelResponse(parts=parts, model_name="test")
         return ModelResponse(
-            parts=[ToolCallPart(tool, render(args, results, prompt), tool_call_id=f"t{turn}")],
+            parts=[ToolCallPart(tool, render(args, turn), tool_call_id=f"t{n}")],
             model_name="test",
         )
 

@@ -64,7 +64,8 @@ class TestStep(_Strict):
 
     * ``tool`` + ``args``: call a tool. String values may use ``{{ last }}`` (the
       previous tool result), ``{{ result.N }}`` (the N-th result, from 0),
-      ``{{ all }}`` (every result so far, with headers) and, with ``each``,
+      ``{{ all }}`` (every result so far, with headers), ``{{ reads }}`` (every
+      file read so far, under its path), ``{{ message }}`` and, with ``each``,
       ``{{ item }}``;
     * ``each``: with ``tool``, call it once per non-empty line of the rendered
       ``each`` (for example ``"{{ last }}"``), all in one turn;
