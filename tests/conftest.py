@@ -119,25 +119,35 @@ class Stack:
             return ""
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    """A fresh home on free ports; stopped and swept afterwards."""
-    home = tmp_path / "home"
+def new_stack(home: Path, mode: str = "local", **extra_env: str) -> Stack:
+    """A Stack for ``home`` on free ports, with our env vars cleared and the runner mode set."""
     server, temporal, ui = free_ports(3)
     env = {k: v for k, v in os.environ.items() if not k.startswith("STIGMER_")} | {
         "STIGMER_HOME": str(home),
         "STIGMER_SERVER_PORT": str(server),
         "STIGMER_TEMPORAL_PORT": str(temporal),
         "STIGMER_TEMPORAL_UI_PORT": str(ui),
-        "STIGMER_RUNNER_MODE": "local",
+        "STIGMER_RUNNER_MODE": mode,
         "STIGMER_STOP_GRACE": "5",
+        **extra_env,
     }
-    st = Stack(home, {"server": server, "temporal": temporal, "ui": ui}, env)
-    yield st
+    return Stack(home, {"server": server, "temporal": temporal, "ui": ui}, env)
+
+
+def tear_down(st: Stack) -> None:
+    """Stop the stack, then kill anything whose environment still names its home."""
     st.cli("server", "stop", timeout=90)
     for p in st.our_processes():
         with contextlib.suppress(psutil.Error):
             p.send_signal(signal.SIGKILL)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    """A fresh home on free ports; stopped and swept afterwards."""
+    st = new_stack(tmp_path / "home")
+    yield st
+    tear_down(st)
 
 
 def pid_alive(pid: int) -> bool:

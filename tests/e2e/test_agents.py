@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import STIGMER, Stack, free_ports
+from tests.conftest import STIGMER, Stack, new_stack, tear_down
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE_OPENAI = "sk-test-openai-do-not-leak-4242"
@@ -50,32 +50,19 @@ def astack(
 ) -> Iterator[Stack]:
     mode = request.param
     home = tmp_path_factory.mktemp(f"agents-{mode}") / "home"
-    server, temporal, ui = free_ports(3)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STIGMER_")} | {
-        "STIGMER_HOME": str(home),
-        "STIGMER_SERVER_PORT": str(server),
-        "STIGMER_TEMPORAL_PORT": str(temporal),
-        "STIGMER_TEMPORAL_UI_PORT": str(ui),
-        "STIGMER_RUNNER_MODE": mode,
-        "STIGMER_STOP_GRACE": "5",
-        "OPENAI_API_KEY": FAKE_OPENAI,
-        "ANTHROPIC_API_KEY": FAKE_ANTHROPIC,
-    }
+    st = new_stack(home, mode, OPENAI_API_KEY=FAKE_OPENAI, ANTHROPIC_API_KEY=FAKE_ANTHROPIC)
     if mode == "docker":
         image = request.getfixturevalue("runner_image")
         labels = request.getfixturevalue("docker_labels_module")
-        env |= {
+        st.env |= {
             "STIGMER_RUNNER_IMAGE": image,
             "STIGMER_RUNNER_CONTAINER": f"stigmer-agent-runner-{labels}",
             "STIGMER_OFFLINE": "1",
         }
-    st = Stack(home, {"server": server, "temporal": temporal, "ui": ui}, env)
     st.mode = mode  # type: ignore[attr-defined]
     st.start()
     yield st
-    st.cli("server", "stop", timeout=90)
-    for p in st.our_processes():
-        p.send_signal(signal.SIGKILL)
+    tear_down(st)
 
 
 @pytest.fixture(scope="module")
