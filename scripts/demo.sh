@@ -17,7 +17,11 @@ echo "==> installing stigmer from the lock file"
 uv sync --frozen --quiet
 stigmer() { uv run --frozen --quiet stigmer "$@"; }
 
-export STIGMER_HOME="${STIGMER_HOME:-$(mktemp -d -t stigmer-demo.XXXXXX)}"
+if [ -z "${STIGMER_HOME:-}" ]; then
+  STIGMER_HOME="$(mktemp -d -t stigmer-demo.XXXXXX)"
+  demo_home_is_ours=1
+fi
+export STIGMER_HOME
 free_port() { uv run --frozen python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 export STIGMER_SERVER_PORT="${STIGMER_SERVER_PORT:-$(free_port)}"
 export STIGMER_TEMPORAL_PORT="${STIGMER_TEMPORAL_PORT:-$(free_port)}"
@@ -38,7 +42,14 @@ if [ "$STIGMER_RUNNER_MODE" != local ]; then
   fi
 fi
 
-trap 'echo "==> stigmer server stop"; stigmer server stop' EXIT
+cleanup() {
+  echo "==> stigmer server stop"
+  stigmer server stop
+  if [ -n "${demo_home_is_ours:-}" ]; then
+    rm -rf "$STIGMER_HOME" 2>/dev/null || true
+  fi
+}
+trap cleanup EXIT
 echo "==> stigmer server start   (home $STIGMER_HOME, runner: $STIGMER_RUNNER_MODE)"
 stigmer server start --offline
 
@@ -52,7 +63,7 @@ echo "==> stigmer apply -f examples/"
 stigmer apply -f examples/
 echo "==> stigmer run summarize-folder \"Summarize the notes folder\""
 stigmer run summarize-folder "Summarize the notes folder into reports/notes-summary.md"
-echo "==> the report the agent wrote: $workspace/reports/notes-summary.md"
+echo "==> the report the agent wrote ($workspace/reports/notes-summary.md):"
 cat "$workspace/reports/notes-summary.md"
 cat <<'TXT'
 

@@ -388,6 +388,12 @@ def logs(
         )
     settings = _settings()
     names = [component] if component else list(LOG_SOURCES)
+    if not settings.paths.logs.is_dir() and not follow:
+        print(
+            f"No logs yet in {settings.paths.logs}: the stack has not run in this home.",
+            file=sys.stderr,
+        )
+        return
     width = max(len(n) for n in names)
     color = sys.stdout.isatty()
     try:

@@ -87,19 +87,26 @@ def stopped_status(settings: Settings) -> dict[str, Any]:
                 "name": name,
                 "state": "orphaned" if orphan else "stopped",
                 "ready": False,
+                "managed": True,
                 "pid": ident.pid if orphan and ident else None,
                 "container_id": None,
                 "restarts": 0,
+                "started_at": None,
                 "uptime_s": None,
+                "ready_in_s": None,
                 "endpoint": None,
+                "last_exit_code": None,
                 "last_error": "left running by a supervisor that died; `stigmer server stop` cleans up"
                 if orphan
                 else None,
             }
         )
+    from stigmer import __version__
+
     return {
         "running": False,
         "ready": False,
+        "version": __version__,
         "home": str(settings.home),
         "supervisor": None,
         "components": comps,
