@@ -102,7 +102,17 @@ def stopped_status(settings: Settings) -> dict[str, Any]:
             }
         )
     from stigmer import __version__
+    from stigmer.stack.supervisor import docker_mode_recorded
 
+    if docker_mode_recorded(settings.paths):
+        container = _leftover_container(settings)
+        if container is not None:
+            runner = comps[-1]
+            runner.update(
+                state="orphaned",
+                container_id=container,
+                last_error="left running by a supervisor that died; `stigmer server stop` cleans up",
+            )
     return {
         "running": False,
         "ready": False,
@@ -111,6 +121,24 @@ def stopped_status(settings: Settings) -> dict[str, Any]:
         "supervisor": None,
         "components": comps,
     }
+
+
+def _leftover_container(settings: Settings) -> str | None:
+    """Short id of a running container labelled with this home, if the engine answers."""
+    try:
+        from stigmer.images.engine import connect
+        from stigmer.stack.runner_docker import LABEL_HOME
+
+        client = connect(timeout=2)
+    except Exception:
+        return None
+    try:
+        found = client.containers.list(filters={"label": f"{LABEL_HOME}={settings.home}"})
+        return found[0].short_id if found else None
+    except Exception:
+        return None
+    finally:
+        client.close()
 
 
 def status(settings: Settings) -> dict[str, Any]:
