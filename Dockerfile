@@ -31,7 +31,7 @@ RUN python3 -m venv /opt/uv && /opt/uv/bin/python -m pip install --quiet "uv==${
 # precompiled for everything but the two large provider SDKs (openai,
 # anthropic; about 30 MB of .pyc), which keeps the image under 250 MB; those
 # compile in memory when a run first uses them.
-COPY pyproject.toml uv.lock README.md ./
+COPY pyproject.toml uv.lock ./
 RUN /opt/uv/bin/uv venv --python "$(command -v python3)" /opt/venv \
  && /opt/uv/bin/uv sync --frozen --only-group runner --no-install-project \
  && find /opt/venv -name '*.pyi' -delete \

@@ -56,3 +56,18 @@ lint-release: install ## hadolint (Dockerfile), actionlint (workflows), shellche
 	$(UV) run --frozen hadolint Dockerfile
 	$(UV) run --frozen actionlint
 	$(UV) run --frozen shellcheck scripts/install.sh scripts/release-arm64-check.sh
+
+# ------------------------------------------------------------------ bench ---
+# `make bench`: every figure of docs/performance.md side by side with its floor
+# (bench/run.py; BENCH_* knobs documented there); prints the table and writes
+# bench/results/<date>.json and docs/performance.md. About 10 minutes; needs
+# dockerd and $(PYTHON_IMAGE). `make bench-smoke`: tiny counts, writes nothing
+# in the tree (tests/bench runs the same thing inside `make test`).
+.PHONY: bench bench-smoke
+
+bench: install ## Benchmarks: one table, bench/results/<date>.json, docs/performance.md
+	PYTHON_IMAGE="$(PYTHON_IMAGE)" UV="$(UV)" $(UV) run --frozen python bench/run.py
+
+bench-smoke: install ## The benchmark once with tiny counts (results under TMPDIR only)
+	BENCH_SMOKE=1 BENCH_RESULTS_DIR="$${TMPDIR:-/tmp}/stigmer-bench-smoke" BENCH_DOCS= \
+		PYTHON_IMAGE="$(PYTHON_IMAGE)" UV="$(UV)" $(UV) run --frozen python bench/run.py

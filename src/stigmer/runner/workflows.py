@@ -74,7 +74,9 @@ class AgentExecutionWorkflow(PydanticAIWorkflow):
 
     __pydantic_ai_agents__ = (agent,)
 
-    async def _publish(self, inp: ExecutionInput, key: str, type_: str, **payload: Any) -> None:
+    async def _publish(self, inp: ExecutionInput, *events: tuple[str, str, dict[str, Any]]) -> None:
+        """Append ``(key, type, payload)`` events in one activity; ids are stable per key."""
+        at = workflow.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         await workflow.execute_activity(
             publish_events,
             args=[
@@ -84,8 +86,9 @@ class AgentExecutionWorkflow(PydanticAIWorkflow):
                         "event_id": f"{inp.execution_id}/wf/{key}",
                         "type": type_,
                         "payload": payload,
-                        "at": workflow.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                        "at": at,
                     }
+                    for key, type_, payload in events
                 ],
             ],
             **PUBLISH_OPTS,
@@ -93,8 +96,11 @@ class AgentExecutionWorkflow(PydanticAIWorkflow):
 
     @workflow.run
     async def run(self, inp: ExecutionInput) -> dict[str, Any]:
-        await self._publish(inp, "running", "phase", phase="RUNNING")
-        await self._publish(inp, "human", "message", role="human", content=inp.message)
+        await self._publish(
+            inp,
+            ("running", "phase", {"phase": "RUNNING"}),
+            ("human", "message", {"role": "human", "content": inp.message}),
+        )
         model = inp.model or inp.spec.get("model") or "test"
         try:
             result = await agent.run(
@@ -104,12 +110,15 @@ class AgentExecutionWorkflow(PydanticAIWorkflow):
                 model_settings=model_settings(inp.spec) or None,  # type: ignore[arg-type]
             )
         except asyncio.CancelledError:
-            await self._publish(inp, "cancelled", "phase", phase="CANCELLED")
+            await self._publish(inp, ("cancelled", "phase", {"phase": "CANCELLED"}))
             raise
         except Exception as exc:
             message = _describe(exc)
-            await self._publish(inp, "error", "error", message=message, kind=type(exc).__name__)
-            await self._publish(inp, "failed", "phase", phase="FAILED", error=message)
+            await self._publish(
+                inp,
+                ("error", "error", {"message": message, "kind": type(exc).__name__}),
+                ("failed", "phase", {"phase": "FAILED", "error": message}),
+            )
             raise ApplicationError(message, type=type(exc).__name__, non_retryable=True) from exc
         usage = result.usage()
         usage_payload = {
@@ -119,8 +128,11 @@ class AgentExecutionWorkflow(PydanticAIWorkflow):
             "tool_calls": usage.tool_calls,
         }
         output = str(result.output)
-        await self._publish(inp, "usage", "usage", **usage_payload)
-        await self._publish(inp, "completed", "phase", phase="COMPLETED", output=output)
+        await self._publish(
+            inp,
+            ("usage", "usage", usage_payload),
+            ("completed", "phase", {"phase": "COMPLETED", "output": output}),
+        )
         return {"output": output, "usage": usage_payload}
 
 
