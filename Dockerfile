@@ -29,14 +29,17 @@ RUN apt-get update -qq \
 RUN python3 -m venv /opt/uv && /opt/uv/bin/python -m pip install --quiet "uv==${UV_VERSION}"
 # Dependency layer: changes only when the lock file does. Bytecode is
 # precompiled for everything but the two large provider SDKs (openai,
-# anthropic; about 30 MB of .pyc), which keeps the image under 250 MB; those
-# compile in memory when a run first uses them.
+# anthropic; about 30 MB of .pyc, removed even if pyproject's
+# `compile-bytecode` made uv write them), which keeps the image under 250 MB;
+# those compile in memory when a run first uses them.
 COPY pyproject.toml uv.lock ./
 RUN /opt/uv/bin/uv venv --python "$(command -v python3)" /opt/venv \
  && /opt/uv/bin/uv sync --frozen --only-group runner --no-install-project \
  && find /opt/venv -name '*.pyi' -delete \
  && rm -rf /opt/venv/lib/python3*/site-packages/google/protobuf/testdata \
  && find /opt/venv -name '*.so' -exec strip --strip-unneeded {} + \
+ && find /opt/venv/lib/python3*/site-packages/openai /opt/venv/lib/python3*/site-packages/anthropic \
+        -name __pycache__ -type d -prune -exec rm -rf {} + \
  && /opt/venv/bin/python -m compileall -q -j 0 -x '/site-packages/(openai|anthropic)/' /opt/venv/lib
 
 FROM ${PYTHON_IMAGE}
