@@ -32,30 +32,17 @@ async def main() -> None:
     os.environ["STIGMER_WORKSPACE"] = args.workspace
 
     t0 = time.perf_counter()
-    from pydantic_ai import Agent, RunContext
+    from pydantic_ai import Agent
     from pydantic_ai.capabilities import PrepareTools
-    from pydantic_ai.tools import ToolDefinition
-    from pydantic_ai.toolsets import FunctionToolset
 
+    # the runner's own tools, instructions and tool filter; only Temporal is left out
+    from stigmer.runner.agent import instructions, only_spec_tools, workspace_tools
     from stigmer.runner.models import script_model
-    from stigmer.runner.tools import ALL_TOOLS, RunDeps
+    from stigmer.runner.tools import RunDeps
 
     import_s = time.perf_counter() - t0
     script = json.loads(args.script)
     tools = args.tools.split(",")
-
-    toolset: FunctionToolset[RunDeps] = FunctionToolset(id="workspace", max_retries=2)
-    for fn in ALL_TOOLS.values():
-        toolset.add_function(fn)
-
-    def instructions(ctx: RunContext[RunDeps]) -> str:
-        return ctx.deps.instructions
-
-    async def only_spec_tools(
-        ctx: RunContext[RunDeps], tool_defs: list[ToolDefinition]
-    ) -> list[ToolDefinition]:
-        allowed = set(ctx.deps.tools)
-        return [t for t in tool_defs if t.name in allowed]
 
     async def consume(ctx: Any, events: Any) -> None:
         async for _ in events:
@@ -65,7 +52,7 @@ async def main() -> None:
         script_model(script),
         deps_type=RunDeps,
         instructions=instructions,
-        toolsets=[toolset],
+        toolsets=[workspace_tools],
         capabilities=[PrepareTools(only_spec_tools)],
     )
 
