@@ -91,6 +91,24 @@ def events_of(st: Stack, execution_id: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
+def activity_types(st: Stack, workflow_id: str) -> list[str]:
+    """The activity types scheduled by a workflow, from its Temporal history."""
+    import asyncio
+
+    from temporalio.client import Client
+
+    async def fetch() -> list[str]:
+        client = await Client.connect(f"127.0.0.1:{st.ports['temporal']}")
+        history = await client.get_workflow_handle(workflow_id).fetch_history()
+        return [
+            e.activity_task_scheduled_event_attributes.activity_type.name
+            for e in history.events
+            if e.HasField("activity_task_scheduled_event_attributes")
+        ]
+
+    return asyncio.run(fetch())
+
+
 def assert_clean_log(events: list[dict[str, Any]]) -> None:
     seqs = [e["seq"] for e in events]
     assert seqs == sorted(set(seqs)), f"sequence numbers not strictly increasing: {seqs}"
@@ -122,7 +140,15 @@ def test_example_run_writes_the_report(astack: Stack, tmp_path: Path) -> None:
     started = [
         e for e in events if e["type"] == "tool_call" and e["payload"]["status"] == "started"
     ]
-    assert started[0]["payload"]["args"] == {"path": "notes"}
+    # the arguments the tool ran with (defaults filled in)
+    assert started[0]["payload"]["args"] == {"path": "notes", "recursive": True}
+    # one activity per model request and per tool call: the tool activities publish
+    # their own events (no event-handler activity per tool event); the workflow's
+    # own events go out in local activities
+    kinds = activity_types(astack, result["workflow_id"])
+    tool_kind = "agent__stigmer_agent__toolset__workspace__call_tool"
+    assert set(kinds) == {"agent__stigmer_agent__model_request_stream", tool_kind}, kinds
+    assert kinds.count(tool_kind) == len(done), kinds
     phases = [e["payload"]["phase"] for e in events if e["type"] == "phase"]
     assert phases == ["PENDING", "RUNNING", "COMPLETED"]
     assert any(e["type"] == "usage" for e in events)
@@ -290,3 +316,26 @@ def test_path_escape_is_refused(astack: Stack, tmp_path: Path) -> None:
     failed = [e for e in events if e["type"] == "tool_call" and e["payload"]["status"] == "failed"]
     assert failed and "outside the workspace" in failed[0]["payload"]["result"]
     assert "root:" not in result["output"]
+
+
+def test_calls_refused_before_a_tool_runs_are_logged(astack: Stack, tmp_path: Path) -> None:
+    """A call with invalid arguments never reaches a tool activity; the log still shows it."""
+    script = [
+        {"tool": "read_file", "args": {"wrong": "x"}},
+        {"tool": "read_file", "args": {"path": "missing.txt"}},
+        {"answer": "gave up"},
+    ]
+    applied = apply_text(astack, tmp_path, agent_yaml("fumbler", ["read_file"], script))
+    assert applied.returncode == 0, applied.stderr
+    code, result = run_json(astack, "fumbler", "try")
+    assert code == 0, result
+    events = events_of(astack, result["id"])
+    assert_clean_log(events)
+    failed = [e for e in events if e["type"] == "tool_call" and e["payload"]["status"] == "failed"]
+    assert [e["payload"]["name"] for e in failed] == ["read_file", "read_file"], failed
+    assert "path" in failed[0]["payload"]["result"]  # the validation error names the field
+    assert "does not exist" in failed[1]["payload"]["result"] or "not a file" in failed[1][
+        "payload"
+    ]["result"]
+    tool_messages = [e for e in events if e["type"] == "message" and e["payload"]["role"] == "tool"]
+    assert len(tool_messages) == 2

@@ -230,6 +230,7 @@ def _follow(
                 for k in (
                     "id",
                     "agent",
+                    "workflow_id",
                     "phase",
                     "output",
                     "error",

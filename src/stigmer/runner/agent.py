@@ -9,7 +9,13 @@ agents by name when the worker starts. So there is one agent named
   ``spec.tools`` by a ``PrepareTools`` capability;
 * model: chosen per run and built on the worker by ``ResolveModelId``.
 
-Each model request and each tool call is its own activity. Tool activities
+Each model request and each tool call is its own activity, and each publishes
+its own events: the model-request activity streams into ``handle_stream``
+(``ai`` messages), a tool activity sends its ``tool_call`` and ``tool``
+message events around the call (:class:`WorkspaceToolset`). The workflow does
+not schedule an extra event-handler activity per tool event
+(:class:`StigmerDurability`): that used to double the activities of a run.
+Tool activities
 heartbeat on a timer (pydantic-ai beats in the background at a fraction of
 ``heartbeat_timeout``), so a long shell command is not mistaken for a dead
 worker, while a worker that really dies is noticed within that timeout.
@@ -20,18 +26,23 @@ renaming them breaks replay of running executions.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable
 from datetime import timedelta
+from typing import Any
 
-from pydantic_ai import Agent, RunContext
+from pydantic_ai import Agent, ModelRetry, RunContext, ToolsetTool
 from pydantic_ai.capabilities import PrepareTools, ResolveModelId
 from pydantic_ai.durable_exec.temporal import TemporalDurability
+from pydantic_ai.exceptions import ToolFailed
+from pydantic_ai.messages import AgentStreamEvent, FunctionToolResultEvent
 from pydantic_ai.tools import ToolDefinition
 from pydantic_ai.toolsets import FunctionToolset
+from temporalio import activity
 from temporalio.common import RetryPolicy
 from temporalio.workflow import ActivityConfig
 
 from stigmer.runner.models import resolve_model
-from stigmer.runner.publish import handle_stream
+from stigmer.runner.publish import ToolCallEvents, handle_stream, tool_ran
 from stigmer.runner.tools import ALL_TOOLS, RunDeps
 
 AGENT_NAME = "stigmer_agent"
@@ -40,7 +51,72 @@ TOOLSET_ID = "workspace"
 #: A dead worker's tool call is retried elsewhere after this long without a heartbeat.
 TOOL_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 
-workspace_tools: FunctionToolset[RunDeps] = FunctionToolset(id=TOOLSET_ID, max_retries=2)
+
+class WorkspaceToolset(FunctionToolset[RunDeps]):
+    """The built-in tools; inside a tool activity each call publishes its own events.
+
+    ``tool_call`` started goes out when the activity starts; ``tool_call``
+    completed or failed (``ModelRetry``/``ToolFailed``: the model sees the
+    error) and the ``tool`` message when it ends. Any other exception fails the
+    attempt and Temporal retries it, so nothing is published for it. Outside an
+    activity (an agent run without Temporal) nothing is published.
+    """
+
+    async def call_tool(
+        self,
+        name: str,
+        tool_args: dict[str, Any],
+        ctx: RunContext[RunDeps],
+        tool: ToolsetTool[RunDeps],
+    ) -> Any:
+        if not activity.in_activity():
+            return await super().call_tool(name, tool_args, ctx, tool)
+        events = ToolCallEvents(ctx.deps.execution_id, ctx.tool_call_id, name)
+        events.started(tool_args)
+        try:
+            result = await super().call_tool(name, tool_args, ctx, tool)
+        except (ModelRetry, ToolFailed) as exc:
+            await events.finished(failed=True, result=exc.message)
+            raise
+        except BaseException:
+            await events.abandon()
+            raise
+        await events.finished(failed=False, result=result)
+        return result
+
+
+class StigmerDurability(TemporalDurability[RunDeps]):
+    """``TemporalDurability`` without an event-handler activity for each tool event.
+
+    The base class hands every tool event the workflow sees to the event stream
+    handler in an activity of its own (two per tool call). Our tool activities
+    publish those events themselves, so only a result no tool activity saw (the
+    model called an unknown tool or passed invalid arguments) still goes to
+    the handler that way.
+    """
+
+    async def wrap_run_event_stream(
+        self,
+        ctx: RunContext[RunDeps],
+        *,
+        stream: AsyncIterable[AgentStreamEvent],
+    ) -> AsyncIterable[AgentStreamEvent]:
+        if not self.in_durable_context:
+            async for ev in super().wrap_run_event_stream(ctx, stream=stream):
+                yield ev
+            return
+        try:
+            async for ev in stream:
+                if isinstance(ev, FunctionToolResultEvent) and not tool_ran(ev.part):
+                    await self._dispatch_event_stream_event(ctx, ev)
+                yield ev
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+workspace_tools: WorkspaceToolset = WorkspaceToolset(id=TOOLSET_ID, max_retries=2)
 for _fn in ALL_TOOLS.values():
     workspace_tools.add_function(_fn)
 
@@ -65,7 +141,7 @@ agent: Agent[RunDeps, str] = Agent(
     capabilities=[
         ResolveModelId(resolve_model),
         PrepareTools(only_spec_tools),
-        TemporalDurability(
+        StigmerDurability(
             event_stream_handler=handle_stream,
             activity_config=ActivityConfig(
                 start_to_close_timeout=timedelta(minutes=10),

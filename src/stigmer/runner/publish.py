@@ -9,6 +9,9 @@ A failed publish raises, so the activity retries: events are not lost.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import os
 import uuid
 from collections.abc import AsyncIterable
@@ -81,20 +84,89 @@ def _args(part: Any) -> Any:
 def _content(content: Any) -> str:
     if isinstance(content, str):
         return content
-    import json
-
     try:
         return json.dumps(content, default=str)
     except (TypeError, ValueError):
         return str(content)
 
 
+def tool_result_events(
+    add: Any, tool_call_id: str | None, name: str, *, failed: bool, text: str
+) -> None:
+    """The two events of a finished tool call: ``tool_call`` (completed or failed), then its ``message``."""
+    add(
+        "tool_call",
+        tool_call_id=tool_call_id,
+        name=name,
+        status="failed" if failed else "completed",
+        result=text,
+    )
+    add("message", role="tool", content=text, tool_name=name, tool_call_id=tool_call_id)
+
+
+class ToolCallEvents:
+    """Events of one tool call, published from inside its tool activity.
+
+    ``started`` is sent in the background while the tool runs; ``finished``
+    waits for it, then sends the result, so the log keeps their order. Event
+    ids are ``<workflow run id>/<activity id>/<n>``: a retried attempt sends
+    the same ids and the server drops the repeats.
+    """
+
+    def __init__(self, execution_id: str, tool_call_id: str | None, name: str) -> None:
+        self.execution_id = execution_id
+        self.tool_call_id = tool_call_id
+        self.name = name
+        self._prefix = activity_event_prefix()
+        self._started: asyncio.Task[None] | None = None
+
+    def started(self, args: dict[str, Any]) -> None:
+        ev = event(
+            f"{self._prefix}/0",
+            "tool_call",
+            tool_call_id=self.tool_call_id,
+            name=self.name,
+            status="started",
+            args=_jsonable(args),
+        )
+        self._started = asyncio.ensure_future(post_events(self.execution_id, [ev]))
+
+    async def finished(self, *, failed: bool, result: Any) -> None:
+        """Send the result (after ``started`` went through). Raises what ``post_events`` raises."""
+        if self._started is not None:
+            await self._started
+        out: list[dict[str, Any]] = []
+
+        def add(type_: str, **payload: Any) -> None:
+            out.append(event(f"{self._prefix}/{len(out) + 1}", type_, **payload))
+
+        tool_result_events(
+            add, self.tool_call_id, self.name, failed=failed, text=clip(_content(result))
+        )
+        await post_events(self.execution_id, out)
+
+    async def abandon(self) -> None:
+        """The tool raised (the activity will retry): wait for ``started``, send nothing else."""
+        if self._started is not None:
+            with contextlib.suppress(Exception):
+                await self._started
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        return json.loads(json.dumps(value, default=str))
+    except (TypeError, ValueError):
+        return {"raw": clip(str(value), 2000)}
+
+
 async def handle_stream(ctx: Any, events: AsyncIterable[Any]) -> None:
     """The agent's event stream handler: turn pydantic-ai events into execution events.
 
-    Model responses become ``message`` (role ``ai``) events when a text part ends;
-    tool calls become ``tool_call`` events (started, then completed or failed) and
-    their returns ``message`` (role ``tool``) events.
+    It runs inside the model-request activity, where model responses become
+    ``message`` (role ``ai``) events when a text part ends. Tool calls publish
+    their own events from their activities (:class:`ToolCallEvents`); the
+    workflow sends this handler only the tool results no tool activity saw (a
+    call the model got wrong: unknown tool, invalid arguments).
     """
     from pydantic_ai.messages import (
         FunctionToolCallEvent,
@@ -106,12 +178,9 @@ async def handle_stream(ctx: Any, events: AsyncIterable[Any]) -> None:
     prefix = activity_event_prefix()
     execution_id = ctx.deps.execution_id
     out: list[dict[str, Any]] = []
-    n = 0
 
     def add(type_: str, **payload: Any) -> None:
-        nonlocal n
-        out.append(event(f"{prefix}/{n}", type_, **payload))
-        n += 1
+        out.append(event(f"{prefix}/{len(out)}", type_, **payload))
 
     async for ev in events:
         if (
@@ -130,23 +199,32 @@ async def handle_stream(ctx: Any, events: AsyncIterable[Any]) -> None:
             )
         elif isinstance(ev, FunctionToolResultEvent):
             part = ev.part
-            failed = (
-                getattr(part, "outcome", "success") not in ("success",)
-                or type(part).__name__ == "RetryPromptPart"
-            )
-            text = clip(_content(part.content))
-            add(
-                "tool_call",
-                tool_call_id=part.tool_call_id,
-                name=part.tool_name,
-                status="failed" if failed else "completed",
-                result=text,
-            )
-            add(
-                "message",
-                role="tool",
-                content=text,
-                tool_name=part.tool_name,
-                tool_call_id=part.tool_call_id,
+            tool_result_events(
+                add,
+                part.tool_call_id,
+                part.tool_name,
+                failed=not tool_succeeded(part),
+                text=clip(_content(part.content)),
             )
     await post_events(execution_id, out)
+
+
+def tool_succeeded(part: Any) -> bool:
+    """Whether a tool result part is a success (not a retry prompt, failure or denial)."""
+    return (
+        getattr(part, "outcome", "success") == "success"
+        and type(part).__name__ != "RetryPromptPart"
+    )
+
+
+def tool_ran(part: Any) -> bool:
+    """Whether the tool itself ran for this result, so its activity published the events.
+
+    False for calls refused before any tool ran: unknown or unavailable tool,
+    arguments that failed validation, a denied or interrupted call.
+    """
+    outcome = getattr(part, "outcome", None)
+    if outcome in ("success", "failed"):
+        return True
+    retry = getattr(part, "retry", None)
+    return outcome == "retried" and getattr(retry, "cause", None) == "model_retry"

@@ -75,9 +75,14 @@ class AgentExecutionWorkflow(PydanticAIWorkflow):
     __pydantic_ai_agents__ = (agent,)
 
     async def _publish(self, inp: ExecutionInput, *events: tuple[str, str, dict[str, Any]]) -> None:
-        """Append ``(key, type, payload)`` events in one activity; ids are stable per key."""
+        """Append ``(key, type, payload)`` events in one local activity; ids are stable per key.
+
+        A local activity runs in this worker within the workflow task: no round
+        trip through the Temporal server to schedule it, and it is retried (same
+        ids, so the server drops repeats) if the worker dies before it is recorded.
+        """
         at = workflow.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        await workflow.execute_activity(
+        await workflow.execute_local_activity(
             publish_events,
             args=[
                 inp.execution_id,
