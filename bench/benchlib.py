@@ -36,7 +36,9 @@ MB = 1_000_000  # docker's "MB" (what `docker images` prints)
 
 
 def log(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+    """A progress line on stderr; a closed stderr (``| head``) must not stop the cleanup."""
+    with contextlib.suppress(OSError, ValueError):
+        print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------- stats ---

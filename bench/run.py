@@ -1094,6 +1094,7 @@ class Bench:
             with contextlib.suppress(Exception):
                 self.stop_stack()
             self.cleanup.run()
+            bl.log("cleaned up")
         took = time.monotonic() - self.t0
         data: dict[str, Any] = {
             "bench_id": self.id,
@@ -1171,6 +1172,10 @@ def supervisor_timeline(home: Path, since: float) -> dict[str, float]:
 
 
 def main() -> int:
+    if len(sys.argv) > 1:
+        # knobs are environment variables; any argument gets the usage, not a 15-minute run
+        print(__doc__)
+        return 0 if sys.argv[1] in ("-h", "--help") else 2
     bench = Bench()
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -6,12 +6,12 @@ becomes a :class:`~stigmer.errors.StigmerError` that says what to do.
 
 from __future__ import annotations
 
-import json
+import http.client
+import json as _json
 import time
 from collections.abc import Iterator
 from typing import Any
-
-import httpx
+from urllib.parse import urlencode, urlsplit
 
 from stigmer.errors import StackNotRunningError, StigmerError
 from stigmer.settings import Settings, read_api_token
@@ -28,18 +28,32 @@ class NotFoundError(ApiError):
 
 
 class Client:
+    """Calls to the stigmer API, over plain HTTP to the loopback address of ``settings.api_url``.
+
+    Built on the standard library's ``http.client``: the CLI makes a handful of
+    requests per command, and this keeps its start-up (``stigmer run``) short.
+    ``timeout`` (seconds) bounds connecting and each read, except while
+    following an event stream, which waits as long as the execution runs.
+    """
+
     def __init__(self, settings: Settings, timeout: float = 30.0) -> None:
         self.settings = settings
         self.base = settings.api_url
+        url = urlsplit(self.base)
+        if url.scheme != "http" or not url.hostname:
+            raise StigmerError(
+                f"The stigmer API URL {self.base!r} is not an http:// URL.",
+                "The API listens on loopback over plain HTTP; check `stigmer config get`.",
+            )
+        self._host = url.hostname
+        self._port = url.port or 80
+        self._prefix = url.path.rstrip("/")
+        self.timeout = timeout
         token = read_api_token(settings.paths)
-        self.http = httpx.Client(
-            base_url=self.base,
-            timeout=timeout,
-            headers={"Authorization": f"Bearer {token}"} if token else {},
-        )
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def close(self) -> None:
-        self.http.close()
+        """Nothing to release: each request uses its own connection."""
 
     def __enter__(self) -> Client:
         return self
@@ -53,41 +67,83 @@ class Client:
             "Start the stack: `stigmer server start` (and check `stigmer server status`).",
         )
 
-    def request(self, method: str, path: str, **kw: Any) -> Any:
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json_body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """Send one request on a new connection; the caller reads and closes.
+
+        Raises:
+            OSError: could not connect or send (refused, reset, timed out).
+        """
+        target = self._prefix + path + (f"?{urlencode(params)}" if params else "")
+        body = None if json_body is None else _json.dumps(json_body).encode()
+        hdrs = dict(self._headers)
+        if body is not None:
+            hdrs["Content-Type"] = "application/json"
+        hdrs.update(headers or {})
+        conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
         try:
-            resp = self.http.request(method, path, **kw)
-        except httpx.ConnectError:
-            raise self._not_running() from None
-        except httpx.TimeoutException:
+            conn.request(method, target, body=body, headers=hdrs)
+            return conn, conn.getresponse()
+        except BaseException:
+            conn.close()
+            raise
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+    ) -> Any:
+        """``method path`` and its decoded JSON body (None when empty).
+
+        Raises:
+            StackNotRunningError: nothing answers at the API address.
+            NotFoundError: 404. ApiError: any other error status, or a timeout.
+        """
+        try:
+            conn, resp = self._send(method, path, params=params, json_body=json)
+            try:
+                data = resp.read()
+            finally:
+                conn.close()
+        except TimeoutError:
             raise ApiError(
                 f"The stigmer API at {self.base} timed out on {method} {path}.",
                 "Retry; see `stigmer server logs -c stigmer-server`.",
             ) from None
-        return self._check(resp)
+        except (OSError, http.client.HTTPException):
+            raise self._not_running() from None
+        return self._check(method, path, resp.status, data)
 
-    def _check(self, resp: httpx.Response) -> Any:
-        if resp.status_code < 400:
-            return resp.json() if resp.content else None
+    def _check(self, method: str, path: str, status: int, data: bytes) -> Any:
+        if status < 400:
+            return _json.loads(data) if data else None
         try:
-            detail = resp.json().get("detail")
-        except ValueError:
-            detail = resp.text
-        if resp.status_code == 401:
+            detail = _json.loads(data).get("detail")
+        except (ValueError, AttributeError):
+            detail = data.decode("utf-8", errors="replace")
+        if status == 401:
             raise ApiError(
                 "The stigmer API refused the token.",
                 f"The token in {self.settings.paths.api_token} does not match the running server; "
                 "restart it: `stigmer server restart`.",
             )
-        if resp.status_code == 404:
+        if status == 404:
             raise NotFoundError(str(detail), None)
         if isinstance(detail, list):
             detail = "; ".join(
                 f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}" for d in detail
             )
-        raise ApiError(
-            f"{resp.request.method} {resp.request.url.path} failed ({resp.status_code}): {detail}",
-            None,
-        )
+        raise ApiError(f"{method} {path} failed ({status}): {detail}", None)
 
     # -- agents -------------------------------------------------------------
 
@@ -161,36 +217,46 @@ class Client:
 
         Reconnects from the last seen sequence number when the connection drops,
         so no event is missed or repeated.
+
+        Raises:
+            StackNotRunningError: the API stayed unreachable for ``retries`` attempts.
+            NotFoundError, ApiError: the API refused the request.
         """
         last = after
         failures = 0
+        path = f"/v1/executions/{execution_id}/events"
         while True:
+            conn: http.client.HTTPConnection | None = None
             try:
-                with self.http.stream(
+                conn, resp = self._send(
                     "GET",
-                    f"/v1/executions/{execution_id}/events",
+                    path,
                     params={"after": last, "stream": 1},
                     headers={"Accept": "text/event-stream"},
-                    timeout=httpx.Timeout(10.0, read=None),
-                ) as resp:
-                    if resp.status_code >= 400:
-                        resp.read()
-                        self._check(resp)
-                    data: list[str] = []
-                    for line in resp.iter_lines():
-                        if line.startswith("data:"):
-                            data.append(line[5:].strip())
-                        elif line == "" and data:
-                            event = json.loads("\n".join(data))
-                            data = []
-                            if event["seq"] <= last:
-                                continue
-                            last = event["seq"]
-                            failures = 0
-                            yield event
-                    return  # the server ends the stream after the final phase
-            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
+                )
+                if resp.status >= 400:
+                    self._check("GET", path, resp.status, resp.read())
+                if conn.sock is not None:
+                    conn.sock.settimeout(None)  # an execution may run for hours
+                data: list[str] = []
+                for raw in resp:
+                    line = raw.decode("utf-8").rstrip("\r\n")
+                    if line.startswith("data:"):
+                        data.append(line[5:].strip())
+                    elif line == "" and data:
+                        event = _json.loads("\n".join(data))
+                        data = []
+                        if event["seq"] <= last:
+                            continue
+                        last = event["seq"]
+                        failures = 0
+                        yield event
+                return  # the server ends the stream after the final phase
+            except (OSError, http.client.HTTPException):
                 failures += 1
                 if failures > retries:
                     raise self._not_running() from None
                 time.sleep(min(0.2 * failures, 2.0))
+            finally:
+                if conn is not None:
+                    conn.close()

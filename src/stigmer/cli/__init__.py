@@ -1,66 +1,13 @@
-"""The ``stigmer`` command line.
+"""The ``stigmer`` command line (entry point :func:`main`).
 
-Each command group has its own module (``server``, ``config``); heavy libraries
-(docker, temporalio, fastapi, sqlalchemy) are imported only inside the commands
-that need them. Errors are printed in one place, :func:`main`.
+The Typer app is in :mod:`stigmer.cli.app`, one module per command group.
+This module stays light so ``stigmer --version`` answers without loading the
+CLI framework. Errors are printed in one place, :func:`main`.
 """
 
 from __future__ import annotations
 
-import os
 import sys
-
-import typer
-
-from stigmer import __version__
-from stigmer.cli import agents as agents_cmd
-from stigmer.cli import config as config_cmd
-from stigmer.cli import image as image_cmd
-from stigmer.cli import server as server_cmd
-from stigmer.cli._output import print_error
-
-app = typer.Typer(
-    name="stigmer",
-    help="Run AI agents durably, on your laptop or a cluster.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-app.command("apply")(agents_cmd.apply)
-app.command("run")(agents_cmd.run)
-app.add_typer(agents_cmd.agent_app, name="agent")
-app.add_typer(agents_cmd.execution_app, name="execution")
-app.add_typer(server_cmd.app, name="server")
-app.add_typer(config_cmd.app, name="config")
-app.add_typer(image_cmd.app, name="image")
-
-
-def _version(value: bool) -> None:
-    if value:
-        print(__version__)
-        raise typer.Exit()
-
-
-@app.callback()
-def root(
-    version: bool = typer.Option(
-        False,
-        "--version",
-        "-V",
-        help="Print the version and exit.",
-        callback=_version,
-        is_eager=True,
-    ),
-    home: str | None = typer.Option(
-        None,
-        "--home",
-        help="Stack home (config, data, logs). Default: $STIGMER_HOME or ~/.stigmer.",
-        show_default=False,
-    ),
-) -> None:
-    if home:
-        os.environ["STIGMER_HOME"] = os.path.abspath(os.path.expanduser(home))
 
 
 def main() -> None:
@@ -70,10 +17,16 @@ def main() -> None:
     2 a usage error; 130 interrupted (Ctrl-C, SIGTERM, SIGHUP).
     """
     if sys.argv[1:] in (["--version"], ["-V"]):  # fast path: no CLI framework needed
+        from stigmer import __version__
+
         print(__version__)
         return
     import signal
 
+    import typer
+
+    from stigmer.cli._output import print_error
+    from stigmer.cli.app import app
     from stigmer.errors import StigmerError
 
     def interrupted(signum: int, _frame: object) -> None:

@@ -119,7 +119,8 @@ def create_app(database_url: str | None = None, token: str | None = None) -> Fas
     db.migrate(engine)
     store = Store(engine)
     temporal = Temporal()
-    waiters: dict[str, asyncio.Condition] = {}
+    #: per execution, one wake-up flag per open event stream (set on every append)
+    waiters: dict[str, set[asyncio.Event]] = {}
 
     app = FastAPI(
         title="stigmer", version=__version__, docs_url=None, redoc_url=None, openapi_url=None
@@ -331,10 +332,8 @@ def create_app(database_url: str | None = None, token: str | None = None) -> Fas
     # -- events ---------------------------------------------------------------
 
     async def _notify(execution_id: str) -> None:
-        cond = waiters.get(execution_id)
-        if cond is not None:
-            async with cond:
-                cond.notify_all()
+        for flag in waiters.get(execution_id, ()):
+            flag.set()
 
     @api.post("/executions/{execution_id}/events")
     async def post_events(execution_id: str, body: EventsPost) -> dict[str, Any]:
@@ -367,36 +366,50 @@ def create_app(database_url: str | None = None, token: str | None = None) -> Fas
         )
 
     async def _sse(request: Request, execution_id: str, after: int) -> AsyncIterator[bytes]:
-        cond = waiters.setdefault(execution_id, asyncio.Condition())
+        # The flag is cleared before each read of the store and set by every append:
+        # an append that lands while this stream is busy (sending, checking the
+        # connection) is never missed, so no event waits for the 1 s timeout.
+        flag = asyncio.Event()
+        waiters.setdefault(execution_id, set()).add(flag)
         last = after
         quiet = 0.0
-        while True:
-            batch = store.events_after(execution_id, last)
-            for e in batch:
-                last = e["seq"]
-                yield f"id: {e['seq']}\nevent: {e['type']}\ndata: {json.dumps(e)}\n\n".encode()
-            ex = store.get_execution(execution_id)
-            if ex and ex["phase"] in TERMINAL_PHASES and not store.events_after(execution_id, last):
-                waiters.pop(execution_id, None)
-                return
-            if await request.is_disconnected():
-                return
-            if batch:
-                quiet = 0.0
-            try:
-                async with cond:
-                    await asyncio.wait_for(cond.wait(), timeout=1.0)
-                quiet = 0.0
-            except TimeoutError:
-                quiet += 1.0
+        try:
+            while True:
+                flag.clear()
+                batch = store.events_after(execution_id, last)
+                for e in batch:
+                    last = e["seq"]
+                    yield f"id: {e['seq']}\nevent: {e['type']}\ndata: {json.dumps(e)}\n\n".encode()
+                ex = store.get_execution(execution_id)
                 if (
-                    quiet >= RECONCILE_AFTER
-                    and ex is not None
-                    and int(quiet) % int(RECONCILE_AFTER) == 0
+                    ex
+                    and ex["phase"] in TERMINAL_PHASES
+                    and not store.events_after(execution_id, last)
                 ):
-                    await _reconcile(ex)
-                if quiet % KEEPALIVE == 0:
-                    yield b": keepalive\n\n"
+                    return
+                if await request.is_disconnected():
+                    return
+                if batch:
+                    quiet = 0.0
+                try:
+                    await asyncio.wait_for(flag.wait(), timeout=1.0)
+                    quiet = 0.0
+                except TimeoutError:
+                    quiet += 1.0
+                    if (
+                        quiet >= RECONCILE_AFTER
+                        and ex is not None
+                        and int(quiet) % int(RECONCILE_AFTER) == 0
+                    ):
+                        await _reconcile(ex)
+                    if quiet % KEEPALIVE == 0:
+                        yield b": keepalive\n\n"
+        finally:
+            flags = waiters.get(execution_id)
+            if flags is not None:
+                flags.discard(flag)
+                if not flags:
+                    waiters.pop(execution_id, None)
 
     app.include_router(api)
     return app

@@ -1,0 +1,62 @@
+"""The ``stigmer`` Typer app: the root options and the command groups.
+
+Each command group has its own module (``server``, ``config``, ...); heavy
+libraries (docker, temporalio, fastapi, sqlalchemy) are imported only inside
+the commands that need them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from stigmer.cli import agents as agents_cmd
+from stigmer.cli import config as config_cmd
+from stigmer.cli import image as image_cmd
+from stigmer.cli import server as server_cmd
+
+app = typer.Typer(
+    name="stigmer",
+    help="Run AI agents durably, on your laptop or a cluster.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("apply")(agents_cmd.apply)
+app.command("run")(agents_cmd.run)
+app.add_typer(agents_cmd.agent_app, name="agent")
+app.add_typer(agents_cmd.execution_app, name="execution")
+app.add_typer(server_cmd.app, name="server")
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(image_cmd.app, name="image")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from stigmer import __version__
+
+        print(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        "-V",
+        help="Print the version and exit.",
+        callback=_version,
+        is_eager=True,
+    ),
+    home: str | None = typer.Option(
+        None,
+        "--home",
+        help="Stack home (config, data, logs). Default: $STIGMER_HOME or ~/.stigmer.",
+        show_default=False,
+    ),
+) -> None:
+    if home:
+        os.environ["STIGMER_HOME"] = os.path.abspath(os.path.expanduser(home))
