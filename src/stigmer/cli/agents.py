@@ -192,9 +192,11 @@ def _follow(
     header: str | None = None,
     after: int = 0,
 ) -> None:
-    from stigmer.cli.render import Renderer
+    renderer = None
+    if not as_json:
+        from stigmer.cli.render import Renderer
 
-    renderer = None if as_json else Renderer()
+        renderer = Renderer()
     if renderer and header:
         renderer.header(header)
     last = after
