@@ -51,6 +51,9 @@ def astack(
     mode = request.param
     home = tmp_path_factory.mktemp(f"agents-{mode}") / "home"
     st = new_stack(home, mode, OPENAI_API_KEY=FAKE_OPENAI, ANTHROPIC_API_KEY=FAKE_ANTHROPIC)
+    # local mode runs the workflows in Temporal's sandbox (off by default, for speed):
+    # a non-deterministic call in workflow code fails these tests at run time
+    st.env["STIGMER_WORKFLOW_SANDBOX"] = "1" if mode == "local" else "0"
     if mode == "docker":
         image = request.getfixturevalue("runner_image")
         labels = request.getfixturevalue("docker_labels_module")
@@ -109,6 +112,35 @@ def activity_types(st: Stack, workflow_id: str) -> list[str]:
     return asyncio.run(fetch())
 
 
+def replay_in_sandbox(st: Stack, workflow_id: str) -> None:
+    """Replay a workflow's history with the sandboxed runner; raises on non-determinism."""
+    import asyncio
+
+    from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
+    from temporalio.client import Client
+    from temporalio.worker import Replayer
+    from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+    from stigmer.runner.workflows import AgentExecutionWorkflow
+
+    async def replay() -> None:
+        client = await Client.connect(f"127.0.0.1:{st.ports['temporal']}")
+        history = await client.get_workflow_handle(workflow_id).fetch_history()
+        replayer = Replayer(
+            workflows=[AgentExecutionWorkflow],
+            plugins=[PydanticAIPlugin()],
+            workflow_runner=SandboxedWorkflowRunner(
+                restrictions=SandboxRestrictions.default.with_passthrough_modules(
+                    "stigmer._version"
+                )
+            ),
+        )
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
+        assert result.replay_failure is None, result.replay_failure
+
+    asyncio.run(replay())
+
+
 def assert_clean_log(events: list[dict[str, Any]]) -> None:
     seqs = [e["seq"] for e in events]
     assert seqs == sorted(set(seqs)), f"sequence numbers not strictly increasing: {seqs}"
@@ -149,6 +181,13 @@ def test_example_run_writes_the_report(astack: Stack, tmp_path: Path) -> None:
     tool_kind = "agent__stigmer_agent__toolset__workspace__call_tool"
     assert set(kinds) == {"agent__stigmer_agent__model_request_stream", tool_kind}, kinds
     assert kinds.count(tool_kind) == len(done), kinds
+    # the history replays in the workflow sandbox, whichever runner recorded it
+    replay_in_sandbox(astack, result["workflow_id"])
+    runner_log = "".join(
+        p.read_text(errors="replace") for p in (astack.home / "logs").glob("agent-runner*.log*")
+    )
+    sandbox = "on" if astack.mode == "local" else "off"  # type: ignore[attr-defined]
+    assert f"(workflow sandbox {sandbox})" in runner_log
     phases = [e["payload"]["phase"] for e in events if e["type"] == "phase"]
     assert phases == ["PENDING", "RUNNING", "COMPLETED"]
     assert any(e["type"] == "usage" for e in events)

@@ -104,13 +104,18 @@ def tool_result_events(
     add("message", role="tool", content=text, tool_name=name, tool_call_id=tool_call_id)
 
 
+#: A tool call that ends within this many seconds sends ``started`` together with its result.
+STARTED_GRACE_S = 0.25
+
+
 class ToolCallEvents:
     """Events of one tool call, published from inside its tool activity.
 
-    ``started`` is sent in the background while the tool runs; ``finished``
-    waits for it, then sends the result, so the log keeps their order. Event
-    ids are ``<workflow run id>/<activity id>/<n>``: a retried attempt sends
-    the same ids and the server drops the repeats.
+    ``started`` goes out once the tool has run for :data:`STARTED_GRACE_S`
+    (a quick call sends it together with its result: one request instead of
+    two); ``finished`` sends the result after ``started``, so the log keeps
+    their order. Event ids are ``<workflow run id>/<activity id>/<n>``: a
+    retried attempt sends the same ids and the server drops the repeats.
     """
 
     def __init__(self, execution_id: str, tool_call_id: str | None, name: str) -> None:
@@ -118,10 +123,11 @@ class ToolCallEvents:
         self.tool_call_id = tool_call_id
         self.name = name
         self._prefix = activity_event_prefix()
+        self._started_event: dict[str, Any] | None = None
         self._started: asyncio.Task[None] | None = None
 
     def started(self, args: dict[str, Any]) -> None:
-        ev = event(
+        self._started_event = event(
             f"{self._prefix}/0",
             "tool_call",
             tool_call_id=self.tool_call_id,
@@ -129,27 +135,46 @@ class ToolCallEvents:
             status="started",
             args=_jsonable(args),
         )
-        self._started = asyncio.ensure_future(post_events(self.execution_id, [ev]))
+        self._started = asyncio.ensure_future(self._send_started_later())
+
+    async def _send_started_later(self) -> None:
+        await asyncio.sleep(STARTED_GRACE_S)
+        assert self._started_event is not None
+        await post_events(self.execution_id, [self._started_event])
+
+    async def _settle_started(self) -> list[dict[str, Any]]:
+        """Cancel a pending ``started`` (returned, to send now) or wait until it was sent."""
+        task, self._started = self._started, None
+        if task is None or self._started_event is None:
+            return []
+        if not task.done() and task.cancel():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            if task.cancelled():
+                return [self._started_event]
+        await task  # it was being sent: let it finish (or raise: the activity retries)
+        return []
 
     async def finished(self, *, failed: bool, result: Any) -> None:
-        """Send the result (after ``started`` went through). Raises what ``post_events`` raises."""
-        if self._started is not None:
-            await self._started
-        out: list[dict[str, Any]] = []
+        """Send the result (with ``started`` if not sent yet). Raises what ``post_events`` raises."""
+        out = await self._settle_started()
+        result_events: list[dict[str, Any]] = []
 
-        def add(type_: str, **payload: Any) -> None:
-            out.append(event(f"{self._prefix}/{len(out) + 1}", type_, **payload))
+        def add(type_: str, **payload: Any) -> None:  # ids 1 and 2 (0 is started)
+            result_events.append(
+                event(f"{self._prefix}/{len(result_events) + 1}", type_, **payload)
+            )
 
         tool_result_events(
             add, self.tool_call_id, self.name, failed=failed, text=clip(_content(result))
         )
-        await post_events(self.execution_id, out)
+        await post_events(self.execution_id, out + result_events)
 
     async def abandon(self) -> None:
-        """The tool raised (the activity will retry): wait for ``started``, send nothing else."""
-        if self._started is not None:
-            with contextlib.suppress(Exception):
-                await self._started
+        """The tool raised (the activity will retry): send ``started`` alone, nothing else."""
+        with contextlib.suppress(Exception):
+            pending = await self._settle_started()
+            await post_events(self.execution_id, pending)
 
 
 def _jsonable(value: Any) -> Any:

@@ -49,6 +49,7 @@ class RunnerConfig:
     heartbeat_file: Path | None
     api_url: str | None = None
     api_token: str | None = None
+    sandbox: bool = False
 
     @classmethod
     def from_env(cls, env: Any = None) -> RunnerConfig:
@@ -69,6 +70,7 @@ class RunnerConfig:
             heartbeat_file=Path(hb) if hb else None,
             api_url=env.get("STIGMER_API_URL"),
             api_token=env.get("STIGMER_API_TOKEN"),
+            sandbox=env.get("STIGMER_WORKFLOW_SANDBOX", "0") in ("1", "true"),
         )
 
     def tls_arg(self) -> Any:
@@ -162,7 +164,7 @@ async def heartbeat(client: Any, path: Path) -> None:
 
 
 async def run(cfg: RunnerConfig) -> int:
-    from temporalio.worker import Worker
+    from temporalio.worker import UnsandboxedWorkflowRunner, Worker
     from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
     from stigmer.runner import publish
@@ -184,11 +186,21 @@ async def run(cfg: RunnerConfig) -> int:
     if client is None:
         log.info("stopped before connecting")
         return 0
-    # stigmer._version may look at the checkout on import (a development run);
-    # the host's module is used as is inside the workflow sandbox.
-    runner = SandboxedWorkflowRunner(
-        restrictions=SandboxRestrictions.default.with_passthrough_modules("stigmer._version")
-    )
+    # Workflows run unsandboxed by default. The sandbox re-imports the workflow
+    # module for every execution and hops into it for every payload it
+    # converts: ~40 ms of a 300 ms run (docs/performance.md). pydantic-ai
+    # supports both runners; tests run the agents with the sandbox on in local
+    # mode and replay docker-mode histories in it, so a non-deterministic call
+    # in workflow code still fails a test. STIGMER_WORKFLOW_SANDBOX=1 turns it on.
+    runner: Any
+    if cfg.sandbox:
+        # stigmer._version may look at the checkout on import (a development run);
+        # the host's module is used as is inside the workflow sandbox.
+        runner = SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules("stigmer._version")
+        )
+    else:
+        runner = UnsandboxedWorkflowRunner()
     worker = Worker(
         client,
         workflow_runner=runner,
@@ -202,7 +214,9 @@ async def run(cfg: RunnerConfig) -> int:
     if cfg.heartbeat_file:
         tasks.append(asyncio.create_task(heartbeat(client, cfg.heartbeat_file), name="heartbeat"))
     stopper = asyncio.create_task(stop.wait(), name="stop")
-    log.info("Polling task queue %s", cfg.task_queue)
+    log.info(
+        "Polling task queue %s (workflow sandbox %s)", cfg.task_queue, "on" if cfg.sandbox else "off"
+    )
     done, _ = await asyncio.wait([tasks[0], stopper], return_when=asyncio.FIRST_COMPLETED)
     code = 0
     if stopper in done:

@@ -125,7 +125,7 @@ class AgentExecutionWorkflow(PydanticAIWorkflow):
                 ("failed", "phase", {"phase": "FAILED", "error": message}),
             )
             raise ApplicationError(message, type=type(exc).__name__, non_retryable=True) from exc
-        usage = result.usage()
+        usage = result.usage
         usage_payload = {
             "input_tokens": usage.input_tokens,
             "output_tokens": usage.output_tokens,

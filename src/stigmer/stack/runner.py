@@ -38,6 +38,7 @@ def runner_environment(settings: Settings, identity: str, workspace: str) -> dic
         "STIGMER_WORKSPACE": workspace,
         "STIGMER_STOP_GRACE": str(s.stop_grace),
         "STIGMER_TEMPORAL_TLS": "1" if s.temporal_tls else "0",
+        "STIGMER_WORKFLOW_SANDBOX": "1" if s.values.get("workflow_sandbox") else "0",
     }
     token = read_api_token(s.paths)
     if token:

@@ -243,6 +243,10 @@ class ManagedTemporal(ProcessComponent):
             "json",
             "--log-level",
             "warn",
+            # an activity the workflow schedules on the runner's own task queue is
+            # handed back with the workflow task's completion (one round trip less)
+            "--dynamic-config-value",
+            "system.enableActivityEagerExecution=true",
         ]
         if s.temporal_namespace != "default":
             argv += ["--namespace", s.temporal_namespace]
