@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from stigmer.errors import StackNotRunningError, StigmerError
+from stigmer.phases import TERMINAL_PHASES
 from stigmer.settings import Settings, read_api_token
 
 
@@ -215,8 +216,10 @@ class Client:
     ) -> Iterator[dict[str, Any]]:
         """Events after ``after`` as they come (SSE), until the final phase.
 
-        Reconnects from the last seen sequence number when the connection drops,
-        so no event is missed or repeated.
+        Reconnects from the last seen sequence number when the connection drops
+        (the API server restarted: a cut stream can also end like a complete
+        one), so no event is missed or repeated. The stream is over when a
+        final-phase event arrived, or when it ends and the execution has ended.
 
         Raises:
             StackNotRunningError: the API stayed unreachable for ``retries`` attempts.
@@ -251,12 +254,24 @@ class Client:
                         last = event["seq"]
                         failures = 0
                         yield event
-                return  # the server ends the stream after the final phase
-            except (OSError, http.client.HTTPException):
+                        if _is_final(event):
+                            return
+                conn.close()
+                conn = None
+                # ended without a final phase: over only if the execution has ended
+                # (a stream resumed after the final event); else the server was cut off
+                if self.get_execution(execution_id).get("phase") in TERMINAL_PHASES:
+                    return
                 failures += 1
-                if failures > retries:
-                    raise self._not_running() from None
-                time.sleep(min(0.2 * failures, 2.0))
+            except (OSError, http.client.HTTPException, StackNotRunningError):
+                failures += 1
             finally:
                 if conn is not None:
                     conn.close()
+            if failures > retries:
+                raise self._not_running()
+            time.sleep(min(0.2 * failures, 2.0))
+
+
+def _is_final(event: dict[str, Any]) -> bool:
+    return event.get("type") == "phase" and event.get("payload", {}).get("phase") in TERMINAL_PHASES

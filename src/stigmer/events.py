@@ -21,8 +21,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-PHASES = ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED")
-TERMINAL_PHASES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+from stigmer.phases import PHASES, TERMINAL_PHASES
+
+__all__ = ["PHASES", "TERMINAL_PHASES", "Event", "EventType", "NewEvent", "clip"]
 EventType = Literal["phase", "message", "tool_call", "usage", "error"]
 
 #: Longest text kept in one event (bytes of UTF-8, roughly); the rest is cut with a note.

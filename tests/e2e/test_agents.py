@@ -246,7 +246,13 @@ def test_runner_crash_mid_tool_completes_without_duplicates(astack: Stack, tmp_p
 
 
 def test_cancel_gives_cancelled_and_nonzero_exit(astack: Stack, tmp_path: Path) -> None:
-    script = [{"tool": "shell", "args": {"command": "sleep 120"}}, {"answer": "never"}]
+    import uuid
+
+    marker = f"cancel-marker-{uuid.uuid4().hex[:10]}"
+    script = [
+        {"tool": "shell", "args": {"command": f"sleep 120; echo {marker}"}},
+        {"answer": "never"},
+    ]
     apply_text(astack, tmp_path, agent_yaml("long-sleeper", ["shell"], script))
     proc = subprocess.Popen(
         [STIGMER, "run", "long-sleeper", "zzz", "--output", "json"],
@@ -275,8 +281,18 @@ def test_cancel_gives_cancelled_and_nonzero_exit(astack: Stack, tmp_path: Path) 
         proc.kill()
     assert proc.returncode == 3, out + err
     assert json.loads(out)["phase"] == "CANCELLED"
-    phases = [e["payload"]["phase"] for e in events_of(astack, ex_id) if e["type"] == "phase"]
-    assert phases[-1] == "CANCELLED"
+    # the execution ends after its tool stopped: the shell is gone, not left running
+    alive = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True)
+    assert alive.returncode == 1, f"the cancelled tool still runs: {alive.stdout}"
+    events = events_of(astack, ex_id)
+    assert_clean_log(events)
+    assert events[-1]["type"] == "phase" and events[-1]["payload"]["phase"] == "CANCELLED"
+    ends = [e for e in events if e["type"] == "tool_call" and e["payload"]["status"] != "started"]
+    assert [e["payload"]["status"] for e in ends] == ["failed"], ends
+    assert "cancelled" in ends[0]["payload"]["result"]
+    # nothing is appended after the final phase, even by a late publisher
+    time.sleep(1)
+    assert events_of(astack, ex_id) == events
     again = astack.cli("execution", "cancel", ex_id)
     assert again.returncode != 0 and "already ended" in again.stderr
 
@@ -373,8 +389,51 @@ def test_calls_refused_before_a_tool_runs_are_logged(astack: Stack, tmp_path: Pa
     failed = [e for e in events if e["type"] == "tool_call" and e["payload"]["status"] == "failed"]
     assert [e["payload"]["name"] for e in failed] == ["read_file", "read_file"], failed
     assert "path" in failed[0]["payload"]["result"]  # the validation error names the field
-    assert "does not exist" in failed[1]["payload"]["result"] or "not a file" in failed[1][
-        "payload"
-    ]["result"]
+    assert (
+        "does not exist" in failed[1]["payload"]["result"]
+        or "not a file" in failed[1]["payload"]["result"]
+    )
     tool_messages = [e for e in events if e["type"] == "message" and e["payload"]["role"] == "tool"]
     assert len(tool_messages) == 2
+
+
+def test_api_server_killed_mid_run(astack: Stack, tmp_path: Path) -> None:
+    """The API dies while a tool runs: the tool runs once, no event is lost or repeated,
+    and `stigmer run` follows the run to its end once the supervisor restarted the API."""
+    import uuid
+
+    ws = astack.home / "data" / "workspace"
+    ws.mkdir(parents=True, exist_ok=True)
+    log = f"side-effect-{uuid.uuid4().hex[:8]}.log"
+    script = [
+        {"tool": "shell", "args": {"command": f"date >> {log}; sleep 3; echo ran"}},
+        {"answer": "{{ last }}"},
+    ]
+    apply_text(astack, tmp_path, agent_yaml("api-outage", ["shell"], script))
+    server = next(c for c in astack.status()["components"] if c["name"] == "stigmer-server")
+    proc = subprocess.Popen(
+        [STIGMER, "run", "api-outage", "go", "--output", "json"],
+        env=astack.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (ws / log).exists():
+            assert time.monotonic() < deadline, "the tool never started"
+            time.sleep(0.1)
+        os.kill(server["pid"], signal.SIGKILL)  # the supervisor restarts it
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out + err
+    result = json.loads(out)
+    assert result["phase"] == "COMPLETED", result
+    assert len((ws / log).read_text().splitlines()) == 1, "the tool ran more than once"
+    events = events_of(astack, result["id"])
+    assert_clean_log(events)
+    statuses = [e["payload"]["status"] for e in events if e["type"] == "tool_call"]
+    assert statuses == ["started", "completed"], statuses
+    restarted = next(c for c in astack.status()["components"] if c["name"] == "stigmer-server")
+    assert restarted["pid"] != server["pid"]

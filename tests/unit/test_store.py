@@ -66,6 +66,13 @@ def test_append_is_idempotent_and_ordered(tmp_path: Path) -> None:
         [{"event_id": "done", "type": "phase", "payload": {"phase": "COMPLETED", "output": "ok"}}],
     )
     store.append("ex-1", [{"event_id": "late", "type": "phase", "payload": {"phase": "RUNNING"}}])
+    late_tool = {
+        "event_id": "r/3/1",
+        "type": "message",
+        "payload": {"role": "tool", "content": "x"},
+    }
+    assert store.append("ex-1", [late_tool]) == []  # after the final phase: dropped
+    assert store.append("ex-1", evs) == [2, 3]  # repeats still get their seq
     got = store.events_after("ex-1")
     assert [e["seq"] for e in got] == [1, 2, 3, 4]
     assert got[2]["payload"]["duration_ms"] == 1500

@@ -169,7 +169,7 @@ def run(
     if on_interrupt not in ("ask", "detach", "cancel"):
         raise ConfigError(f"--on-interrupt {on_interrupt!r}", "Use ask, detach or cancel.")
     if message == "-":
-        message = sys.stdin.read()
+        message = sys.stdin.read().rstrip("\n")
     with _client() as client:
         ex = client.run(agent, message, _parse_env(env), model)
         if detach:

@@ -26,6 +26,7 @@ renaming them breaks replay of running executions.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable
 from datetime import timedelta
 from typing import Any
@@ -39,7 +40,7 @@ from pydantic_ai.tools import ToolDefinition
 from pydantic_ai.toolsets import FunctionToolset
 from temporalio import activity
 from temporalio.common import RetryPolicy
-from temporalio.workflow import ActivityConfig
+from temporalio.workflow import ActivityCancellationType, ActivityConfig
 
 from stigmer.runner.models import resolve_model
 from stigmer.runner.publish import ToolCallEvents, handle_stream, tool_ran
@@ -77,6 +78,14 @@ class WorkspaceToolset(FunctionToolset[RunDeps]):
             result = await super().call_tool(name, tool_args, ctx, tool)
         except (ModelRetry, ToolFailed) as exc:
             await events.finished(failed=True, result=exc.message)
+            raise
+        except asyncio.CancelledError:
+            details = activity.cancellation_details()
+            if details is not None and details.cancel_requested:
+                # the execution was cancelled: this call ends here, for good
+                await events.finished(failed=True, result="cancelled with the execution")
+            else:  # worker shutdown, timeout: another attempt will report the result
+                await events.abandon()
             raise
         except BaseException:
             await events.abandon()
@@ -155,6 +164,9 @@ agent: Agent[RunDeps, str] = Agent(
                 TOOLSET_ID: ActivityConfig(
                     start_to_close_timeout=timedelta(minutes=16),
                     heartbeat_timeout=TOOL_HEARTBEAT_TIMEOUT,
+                    # a cancelled execution ends after its running tool stopped (its
+                    # process group killed at the next heartbeat, within 5 s)
+                    cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                     retry_policy=RetryPolicy(
                         maximum_attempts=3, initial_interval=timedelta(seconds=1)
                     ),

@@ -4,7 +4,12 @@
 Each event's ``event_id`` is derived from the activity's identity (workflow
 run id, activity id, position in the activity), which is the same on every
 attempt of that activity, so the server drops what a retry sends again.
-A failed publish raises, so the activity retries: events are not lost.
+
+An API server that is down or restarting delays events, it does not fail the
+activity: a publish is retried (connection errors, 5xx, 429) with backoff for
+up to :data:`PUBLISH_PATIENCE_S`, so a tool with side effects is not run again
+because the API was restarted. Only then does the publish raise, and the
+activity retries: events are not lost.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ from typing import Any
 import httpx
 
 from stigmer.events import clip
+
+#: How long (s) a publish keeps retrying an API that does not answer before it raises.
+PUBLISH_PATIENCE_S = 300.0
 
 _config: dict[str, str | None] = {"url": None, "token": None}
 _client: httpx.AsyncClient | None = None
@@ -50,8 +58,13 @@ def activity_event_prefix() -> str:
 async def post_events(execution_id: str, events: list[dict[str, Any]]) -> None:
     """Append ``events`` (dicts with event_id, type, payload, at) to the execution's log.
 
+    ``POST {STIGMER_API_URL}/v1/executions/{execution_id}/events``, retried with
+    backoff (0.2 s doubling to 5 s) while the API is unreachable or answers
+    5xx/429, for up to :data:`PUBLISH_PATIENCE_S` seconds.
+
     Raises:
-        httpx.HTTPError: the server did not take them (the activity then retries).
+        httpx.HTTPError: the server refused them (4xx) or stayed unreachable (the
+            activity then retries).
     """
     global _client
     if not events:
@@ -62,12 +75,36 @@ async def post_events(execution_id: str, events: list[dict[str, Any]]) -> None:
         raise RuntimeError("STIGMER_API_URL is not set: the runner cannot publish events")
     if _client is None:
         _client = httpx.AsyncClient(timeout=15.0)
-    resp = await _client.post(
-        f"{url}/v1/executions/{execution_id}/events",
-        json={"events": events},
-        headers={"Authorization": f"Bearer {token}"} if token else {},
+    client = _client
+    from tenacity import (
+        AsyncRetrying,
+        retry_if_exception,
+        stop_after_delay,
+        wait_exponential,
     )
-    resp.raise_for_status()
+
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception(_transient),
+        wait=wait_exponential(multiplier=0.2, max=5.0),
+        stop=stop_after_delay(PUBLISH_PATIENCE_S),
+        reraise=True,
+    ):
+        with attempt:
+            resp = await client.post(
+                f"{url}/v1/executions/{execution_id}/events",
+                json={"events": events},
+                headers={"Authorization": f"Bearer {token}"} if token else {},
+            )
+            resp.raise_for_status()
+
+
+def _transient(exc: BaseException) -> bool:
+    """An error worth retrying: the API is unreachable, restarting or overloaded."""
+    if isinstance(exc, httpx.TransportError):
+        return True
+    if isinstance(exc, httpx.HTTPStatusError):
+        return exc.response.status_code >= 500 or exc.response.status_code == 429
+    return False
 
 
 def event(event_id: str, type_: str, **payload: Any) -> dict[str, Any]:
@@ -171,7 +208,7 @@ class ToolCallEvents:
         await post_events(self.execution_id, out + result_events)
 
     async def abandon(self) -> None:
-        """The tool raised (the activity will retry): send ``started`` alone, nothing else."""
+        """The attempt ends without a result (it will be retried): send ``started`` alone."""
         with contextlib.suppress(Exception):
             pending = await self._settle_started()
             await post_events(self.execution_id, pending)

@@ -215,7 +215,9 @@ async def run(cfg: RunnerConfig) -> int:
         tasks.append(asyncio.create_task(heartbeat(client, cfg.heartbeat_file), name="heartbeat"))
     stopper = asyncio.create_task(stop.wait(), name="stop")
     log.info(
-        "Polling task queue %s (workflow sandbox %s)", cfg.task_queue, "on" if cfg.sandbox else "off"
+        "Polling task queue %s (workflow sandbox %s)",
+        cfg.task_queue,
+        "on" if cfg.sandbox else "off",
     )
     done, _ = await asyncio.wait([tasks[0], stopper], return_when=asyncio.FIRST_COMPLETED)
     code = 0

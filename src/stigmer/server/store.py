@@ -210,9 +210,9 @@ class Store:
     def append(self, execution_id: str, new: list[dict[str, Any]]) -> list[int]:
         """Append events idempotently; returns each event's seq (existing seq for a repeat).
 
-        A ``phase`` event also updates the execution's phase (never out of a
-        terminal phase), ``output`` and ``error``; a ``tool_call`` that ends gets
-        ``duration_ms`` from its start event.
+        A ``phase`` event also updates the execution's phase, ``output`` and
+        ``error``; events that arrive after a terminal phase are dropped (no
+        seq); a ``tool_call`` that ends gets ``duration_ms`` from its start event.
         """
         seqs: list[int] = []
         with self._append_lock, self.engine.begin() as conn:
@@ -237,6 +237,11 @@ class Store:
                 if existing is not None:
                     seqs.append(existing)
                     continue
+                if phase in TERMINAL_PHASES:
+                    # the log ends with the final phase: what a late publisher sends
+                    # after it (an activity still running when the run was cancelled)
+                    # is dropped, so followers and last_seq see the whole log
+                    continue
                 payload = dict(e["payload"])
                 created = _parse_at(e.get("at")) or now()
                 if e["type"] == "tool_call" and payload.get("status") in ("completed", "failed"):
@@ -246,8 +251,6 @@ class Store:
                             0, int((created - started).total_seconds() * 1000)
                         )
                 if e["type"] == "phase":
-                    if phase in TERMINAL_PHASES:
-                        continue  # a phase after the end (a late or repeated publisher) is dropped
                     phase = payload["phase"]
                     values: dict[str, Any] = {"phase": phase, "updated_at": now()}
                     if "output" in payload:

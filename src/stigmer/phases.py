@@ -1,0 +1,7 @@
+"""Execution phases (no dependencies: the CLI imports this on its hot path)."""
+
+from __future__ import annotations
+
+PHASES = ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED")
+#: Phases after which an execution's event log is complete.
+TERMINAL_PHASES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
