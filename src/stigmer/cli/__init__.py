@@ -8,6 +8,10 @@ CLI framework. Errors are printed in one place, :func:`main`.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from stigmer.cli.running import RunArgs
 
 
 def main() -> None:
@@ -16,17 +20,14 @@ def main() -> None:
     Exit codes: 0 success; a StigmerError's own code (1-11, see stigmer.errors);
     2 a usage error; 130 interrupted (Ctrl-C, SIGTERM, SIGHUP).
     """
-    if sys.argv[1:] in (["--version"], ["-V"]):  # fast path: no CLI framework needed
+    argv = sys.argv[1:]
+    if argv in (["--version"], ["-V"]):  # fast path: no CLI framework needed
         from stigmer import __version__
 
         print(__version__)
         return
     import signal
 
-    import typer
-
-    from stigmer.cli._output import print_error
-    from stigmer.cli.app import app
     from stigmer.errors import StigmerError
 
     def interrupted(signum: int, _frame: object) -> None:
@@ -37,13 +38,19 @@ def main() -> None:
     signal.signal(signal.SIGTERM, interrupted)
     signal.signal(signal.SIGHUP, interrupted)
     try:
-        rc = app(standalone_mode=False)
+        plain_run = plain_run_args(argv)
+        if plain_run is not None:
+            from stigmer.cli.running import run_agent
+
+            rc: object = run_agent(**plain_run)
+        else:
+            rc = _run_app()
     except StigmerError as exc:
+        from stigmer.cli._output import print_error
+
         print_error(exc)
         sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except (KeyboardInterrupt, typer.Abort):
+    except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         sys.exit(130)
     except BrokenPipeError:
@@ -68,3 +75,59 @@ def main() -> None:
         if rc == 130:
             print("Interrupted.", file=sys.stderr)
         sys.exit(rc)
+
+
+def _run_app() -> object:
+    """The Typer app (every command); returns its exit status."""
+    import typer
+
+    from stigmer.cli.app import app
+
+    try:
+        return app(standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        raise KeyboardInterrupt from None
+
+
+def plain_run_args(argv: list[str]) -> RunArgs | None:
+    """``stigmer run``'s arguments when ``argv`` is a plain run, else None.
+
+    Plain: ``run AGENT MESSAGE`` with at most ``-o/--output text|json`` and
+    ``-d/--detach``, in any order. Such a run is started without loading Typer
+    (about 50 ms of the command's start-up; docs/performance.md); anything else
+    (other options, ``--help``, a message that starts with ``-``, stdin) goes
+    through the Typer app, which parses the same command the same way
+    (tests/unit/test_cli_fast_path.py checks that).
+    """
+    if not argv or argv[0] != "run":
+        return None
+    positional: list[str] = []
+    output, detach = "text", False
+    rest = argv[1:]
+    i = 0
+    while i < len(rest):
+        arg = rest[i]
+        if arg in ("-o", "--output") and i + 1 < len(rest):
+            output, i = rest[i + 1], i + 2
+        elif arg.startswith("--output="):
+            output, i = arg.partition("=")[2], i + 1
+        elif arg in ("-d", "--detach"):
+            detach, i = True, i + 1
+        elif arg.startswith("-"):
+            return None
+        else:
+            positional.append(arg)
+            i += 1
+    if len(positional) != 2 or output not in ("text", "json"):
+        return None
+    return {
+        "agent": positional[0],
+        "message": positional[1],
+        "env": [],
+        "model": None,
+        "detach": detach,
+        "on_interrupt": "ask",
+        "output": output,
+    }

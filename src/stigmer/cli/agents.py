@@ -3,42 +3,20 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
-from typing import Any
 
 import typer
 
-from stigmer.cli._output import JSON_MODE, print_json
-from stigmer.errors import ConfigError, StigmerError
-from stigmer.settings import resolve
+from stigmer.cli import running
+from stigmer.cli._output import print_json
 
 agent_app = typer.Typer(help="List, show and delete agents.", no_args_is_help=True)
 execution_app = typer.Typer(
     help="List, inspect, follow and cancel executions.", no_args_is_help=True
 )
 
-#: Exit status of `run` and `execution logs -f` by final phase.
-EXIT_BY_PHASE = {"COMPLETED": 0, "FAILED": 1, "CANCELLED": 3}
-
-
-class ExecutionEnded(StigmerError):
-    pass
-
-
-def _client() -> Any:
-    from stigmer.client import Client
-
-    return Client(resolve())
-
-
-def _output_json(output: str) -> bool:
-    if output not in ("text", "json"):
-        raise ConfigError(
-            f"Unknown output format {output!r}.", "Use --output text or --output json."
-        )
-    JSON_MODE["on"] = output == "json"
-    return output == "json"
+_client = running.client
+_output_json = running.output_json
 
 
 def apply(
@@ -132,16 +110,6 @@ def agent_delete(name: str, output: str = typer.Option("text", "--output", "-o")
         print(f"agent/{name} deleted")
 
 
-def _parse_env(pairs: list[str]) -> dict[str, str]:
-    env = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--env {pair!r} is not KEY=VALUE.", "Write it as --env NAME=value.")
-        env[key] = value
-    return env
-
-
 def run(
     agent: str = typer.Argument(..., help="The agent's name (see `stigmer agent list`)."),
     message: str = typer.Argument("", help="The message for the agent; read from stdin when '-'."),
@@ -165,96 +133,9 @@ def run(
 
     Exit status: 0 COMPLETED, 1 FAILED, 3 CANCELLED.
     """
-    as_json = _output_json(output)
-    if on_interrupt not in ("ask", "detach", "cancel"):
-        raise ConfigError(f"--on-interrupt {on_interrupt!r}", "Use ask, detach or cancel.")
-    if message == "-":
-        message = sys.stdin.read().rstrip("\n")
-    with _client() as client:
-        ex = client.run(agent, message, _parse_env(env), model)
-        if detach:
-            if as_json:
-                print_json(ex)
-            else:
-                print(ex["id"])
-                print(f"follow it: stigmer execution logs -f {ex['id']}", file=sys.stderr)
-            return
-        _follow(
-            client, ex["id"], as_json, on_interrupt, header=f"execution {ex['id']} of agent {agent}"
-        )
-
-
-def _follow(
-    client: Any,
-    execution_id: str,
-    as_json: bool,
-    on_interrupt: str,
-    header: str | None = None,
-    after: int = 0,
-) -> None:
-    renderer = None
-    if not as_json:
-        from stigmer.cli.render import Renderer
-
-        renderer = Renderer()
-    if renderer and header:
-        renderer.header(header)
-    last = after
-    final: dict[str, Any] | None = None
-    while True:
-        try:
-            for event in client.stream(execution_id, after=last):
-                last = event["seq"]
-                if renderer:
-                    renderer.event(event)
-            break
-        except KeyboardInterrupt:
-            action = on_interrupt
-            if action == "ask":
-                action = _ask() if sys.stdin.isatty() else "detach"
-            if action == "detach":
-                if renderer:
-                    renderer.note(
-                        f"detached; the execution goes on. Follow it: stigmer execution logs -f {execution_id}"
-                    )
-                if as_json:
-                    print_json(client.get_execution(execution_id) | {"detached": True})
-                raise typer.Exit(0) from None
-            client.cancel(execution_id)
-            if renderer:
-                renderer.note("cancel requested; waiting for the execution to stop...")
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-    final = client.get_execution(execution_id)
-    if as_json:
-        print_json(
-            {
-                k: final.get(k)
-                for k in (
-                    "id",
-                    "agent",
-                    "workflow_id",
-                    "phase",
-                    "output",
-                    "error",
-                    "created_at",
-                    "updated_at",
-                    "last_seq",
-                )
-            }
-        )
-    elif renderer:
-        renderer.done(final)
-    code = EXIT_BY_PHASE.get(final["phase"], 1)
+    code = running.run_agent(agent, message, env, model, detach, on_interrupt, output)
     if code:
         raise typer.Exit(code)
-
-
-def _ask() -> str:
-    try:
-        answer = input("\nDetach (the execution goes on) or cancel it? [d/c] ").strip().lower()
-    except (EOFError, KeyboardInterrupt):
-        return "detach"
-    return "cancel" if answer.startswith("c") else "detach"
 
 
 @execution_app.command("list")
@@ -315,7 +196,9 @@ def execution_logs(
     with _client() as client:
         client.get_execution(execution_id)
         if follow and not as_json:
-            _follow(client, execution_id, False, "detach", after=after)
+            code = running.follow(client, execution_id, False, "detach", after=after)
+            if code:
+                raise typer.Exit(code)
             return
         events = (
             list(client.stream(execution_id, after=after))

@@ -1,0 +1,166 @@
+"""``stigmer run`` and following an execution, without the CLI framework.
+
+:func:`run_agent` is the whole of ``stigmer run``; the Typer command in
+:mod:`stigmer.cli.agents` and the fast path in :func:`stigmer.cli.main` (plain
+``stigmer run AGENT MESSAGE [-o json] [-d]``, which does not need to load Typer)
+both call it. Functions return the process exit status instead of raising.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Any, TypedDict
+
+from stigmer.cli._output import JSON_MODE, print_json
+from stigmer.errors import ConfigError
+
+#: Exit status of `run` and `execution logs -f` by final phase.
+EXIT_BY_PHASE = {"COMPLETED": 0, "FAILED": 1, "CANCELLED": 3}
+ON_INTERRUPT = ("ask", "detach", "cancel")
+
+
+class RunArgs(TypedDict):
+    """The arguments of :func:`run_agent` (``stigmer run``'s parameters)."""
+
+    agent: str
+    message: str
+    env: list[str]
+    model: str | None
+    detach: bool
+    on_interrupt: str
+    output: str
+
+
+def client() -> Any:
+    """A :class:`stigmer.client.Client` for the resolved settings (flag > env > config)."""
+    from stigmer.client import Client
+    from stigmer.settings import resolve
+
+    return Client(resolve())
+
+
+def output_json(output: str) -> bool:
+    """Whether ``--output`` asks for JSON; also switches errors to JSON. Raises ConfigError."""
+    if output not in ("text", "json"):
+        raise ConfigError(
+            f"Unknown output format {output!r}.", "Use --output text or --output json."
+        )
+    JSON_MODE["on"] = output == "json"
+    return output == "json"
+
+
+def parse_env(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--env {pair!r} is not KEY=VALUE.", "Write it as --env NAME=value.")
+        env[key] = value
+    return env
+
+
+def run_agent(
+    agent: str,
+    message: str,
+    env: list[str],
+    model: str | None,
+    detach: bool,
+    on_interrupt: str,
+    output: str,
+) -> int:
+    """Start an execution of ``agent`` with ``message`` and follow it; returns the exit status.
+
+    ``env``: ``KEY=VALUE`` strings; ``message`` ``-`` reads stdin. Exit status:
+    0 COMPLETED (or detached), 1 FAILED, 3 CANCELLED. Raises StigmerError
+    (bad input, unknown agent, API not running).
+    """
+    as_json = output_json(output)
+    if on_interrupt not in ON_INTERRUPT:
+        raise ConfigError(f"--on-interrupt {on_interrupt!r}", "Use ask, detach or cancel.")
+    if message == "-":
+        message = sys.stdin.read().rstrip("\n")
+    with client() as api:
+        ex = api.run(agent, message, parse_env(env), model)
+        if detach:
+            if as_json:
+                print_json(ex)
+            else:
+                print(ex["id"])
+                print(f"follow it: stigmer execution logs -f {ex['id']}", file=sys.stderr)
+            return 0
+        return follow(
+            api, ex["id"], as_json, on_interrupt, header=f"execution {ex['id']} of agent {agent}"
+        )
+
+
+def follow(
+    client: Any,
+    execution_id: str,
+    as_json: bool,
+    on_interrupt: str,
+    header: str | None = None,
+    after: int = 0,
+) -> int:
+    """Print the execution's events until it ends; returns the exit status by final phase."""
+    renderer = None
+    if not as_json:
+        from stigmer.cli.render import Renderer
+
+        renderer = Renderer()
+    if renderer and header:
+        renderer.header(header)
+    last = after
+    final: dict[str, Any] | None = None
+    while True:
+        try:
+            for event in client.stream(execution_id, after=last):
+                last = event["seq"]
+                if renderer:
+                    renderer.event(event)
+            break
+        except KeyboardInterrupt:
+            action = on_interrupt
+            if action == "ask":
+                action = _ask() if sys.stdin.isatty() else "detach"
+            if action == "detach":
+                if renderer:
+                    renderer.note(
+                        f"detached; the execution goes on. Follow it: stigmer execution logs -f {execution_id}"
+                    )
+                if as_json:
+                    print_json(client.get_execution(execution_id) | {"detached": True})
+                return 0
+            client.cancel(execution_id)
+            if renderer:
+                renderer.note("cancel requested; waiting for the execution to stop...")
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    final = client.get_execution(execution_id)
+    if as_json:
+        print_json(
+            {
+                k: final.get(k)
+                for k in (
+                    "id",
+                    "agent",
+                    "workflow_id",
+                    "phase",
+                    "output",
+                    "error",
+                    "created_at",
+                    "updated_at",
+                    "last_seq",
+                )
+            }
+        )
+    elif renderer:
+        renderer.done(final)
+    return EXIT_BY_PHASE.get(final["phase"], 1)
+
+
+def _ask() -> str:
+    try:
+        answer = input("\nDetach (the execution goes on) or cancel it? [d/c] ").strip().lower()
+    except (EOFError, KeyboardInterrupt):
+        return "detach"
+    return "cancel" if answer.startswith("c") else "detach"
