@@ -128,3 +128,17 @@ def test_home_that_is_a_file(tmp_path: Path) -> None:
     f.write_text("x")
     with pytest.raises(ConfigError, match="is a file"):
         resolve(f, env={})
+
+
+def test_managed_temporal_listens_on_loopback_with_low_latency_settings(tmp_path: Path) -> None:
+    from stigmer.stack.temporal import ManagedTemporal
+
+    settings = resolve(tmp_path / "home", env={})
+    argv = ManagedTemporal(settings, probe=None).command()  # type: ignore[arg-type]
+    assert argv[argv.index("--ip") + 1] == "127.0.0.1"
+    assert argv[argv.index("--ui-ip") + 1] == "127.0.0.1"
+    dynamic = {argv[i + 1] for i, a in enumerate(argv) if a == "--dynamic-config-value"}
+    assert dynamic == {
+        "system.enableActivityEagerExecution=true",
+        "history.transferProcessorMaxPollRPS=1000",
+    }

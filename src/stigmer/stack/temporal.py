@@ -247,6 +247,12 @@ class ManagedTemporal(ProcessComponent):
             # handed back with the workflow task's completion (one round trip less)
             "--dynamic-config-value",
             "system.enableActivityEagerExecution=true",
+            # the dev server has one history shard, and its transfer queue (which
+            # hands new workflow tasks to matching) polls at most 20 times a second
+            # by default: after a few seconds of back-to-back runs every workflow
+            # task waited ~20 ms more for it (docs/performance.md)
+            "--dynamic-config-value",
+            "history.transferProcessorMaxPollRPS=1000",
         ]
         if s.temporal_namespace != "default":
             argv += ["--namespace", s.temporal_namespace]
