@@ -15,10 +15,10 @@ its own events: the model-request activity streams into ``handle_stream``
 message events around the call (:class:`WorkspaceToolset`). The workflow does
 not schedule an extra event-handler activity per tool event
 (:class:`StigmerDurability`): that used to double the activities of a run.
-Tool activities
-heartbeat on a timer (pydantic-ai beats in the background at a fraction of
-``heartbeat_timeout``), so a long shell command is not mistaken for a dead
-worker, while a worker that really dies is noticed within that timeout.
+
+Tool activities heartbeat on a timer (pydantic-ai beats in the background at a
+fraction of ``heartbeat_timeout``), so a long shell command is not mistaken for
+a dead worker, while a worker that really dies is noticed within that timeout.
 
 The agent name and toolset id are part of activity names in workflow history:
 renaming them breaks replay of running executions.
@@ -56,11 +56,13 @@ TOOL_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 class WorkspaceToolset(FunctionToolset[RunDeps]):
     """The built-in tools; inside a tool activity each call publishes its own events.
 
-    ``tool_call`` started goes out when the activity starts; ``tool_call``
-    completed or failed (``ModelRetry``/``ToolFailed``: the model sees the
-    error) and the ``tool`` message when it ends. Any other exception fails the
-    attempt and Temporal retries it, so nothing is published for it. Outside an
-    activity (an agent run without Temporal) nothing is published.
+    ``tool_call`` started (after 0.25 s, or with the result for a quicker call),
+    then ``tool_call`` completed or failed (``ModelRetry``/``ToolFailed``: the
+    model sees the error; or the execution was cancelled) and the ``tool``
+    message. Any other exception, a worker shutdown or a timeout ends the
+    attempt with only ``started`` sent: Temporal retries it, and the retry
+    reports the result under the same event ids. Outside an activity (an agent
+    run without Temporal) nothing is published.
     """
 
     async def call_tool(
