@@ -133,6 +133,11 @@ class Client:
         except (ValueError, AttributeError):
             detail = data.decode("utf-8", errors="replace")
         if status == 401:
+            if not self._headers:
+                raise ApiError(
+                    f"There is no API token in {self.settings.paths.api_token}.",
+                    "The server writes it when it starts: `stigmer server restart`.",
+                )
             raise ApiError(
                 "The stigmer API refused the token.",
                 f"The token in {self.settings.paths.api_token} does not match the running server; "

@@ -111,3 +111,33 @@ def test_workspace_flag_chooses_the_folder(stack: Stack, tmp_path: Path) -> None
     stack.cli("apply", "-f", str(f), check=True)
     stack.cli("run", "fine", "go", check=True)
     assert (ws / "hello.txt").read_text() == "hi"
+
+
+def test_text_that_is_not_utf8_is_refused_and_nothing_is_stored(up: Stack, tmp_path: Path) -> None:
+    import http.client
+
+    f = tmp_path / "a.yaml"
+    f.write_text(GOOD)
+    up.cli("apply", "-f", str(f), check=True)
+    # argv bytes 0xff 0xfe: Python sees lone surrogates
+    for argv in (
+        ("run", "fine", "\udcff\udcfe bad"),
+        ("run", "fine", "hi", "-e", "K=\udcff"),
+        ("run", "fi\udcffne", "hi"),
+    ):
+        r = up.cli(*argv)
+        assert r.returncode != 0 and "not valid UTF-8" in r.stderr, (argv, r.stderr)
+    # the API refuses it too, before storing anything
+    token = (up.home / "credentials" / "api-token").read_text().strip()
+    conn = http.client.HTTPConnection("127.0.0.1", up.ports["server"], timeout=10)
+    conn.request(
+        "POST",
+        "/v1/executions",
+        body=b'{"agent": "fine", "message": "\\udcff bad"}',
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    resp = conn.getresponse()
+    assert resp.status == 422, resp.read()
+    conn.close()
+    listing = json.loads(up.cli("execution", "list", "--output", "json", check=True).stdout)
+    assert listing["executions"] == []

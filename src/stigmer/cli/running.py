@@ -80,6 +80,15 @@ def run_agent(
         raise ConfigError(f"--on-interrupt {on_interrupt!r}", "Use ask, detach or cancel.")
     if message == "-":
         message = sys.stdin.read().rstrip("\n")
+    for what, text in (("agent name", agent), ("message", message), *(("--env", e) for e in env)):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError(
+                f"The {what} is not valid UTF-8 text.",
+                "Check the terminal's encoding (LANG/LC_ALL) or pass the text from a UTF-8 file "
+                "with `stigmer run AGENT - < FILE`.",
+            ) from None
     with client() as api:
         ex = api.run(agent, message, parse_env(env), model)
         if detach:

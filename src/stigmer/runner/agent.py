@@ -166,8 +166,9 @@ agent: Agent[RunDeps, str] = Agent(
                 TOOLSET_ID: ActivityConfig(
                     start_to_close_timeout=timedelta(minutes=16),
                     heartbeat_timeout=TOOL_HEARTBEAT_TIMEOUT,
-                    # a cancelled execution ends after its running tool stopped (its
-                    # process group killed at the next heartbeat, within 5 s)
+                    # a cancelled execution ends after its running tool stopped: its
+                    # process group is killed when the cancel reaches the activity, at
+                    # its next heartbeat (the SDK sends one every 0.8 x the timeout: 8 s)
                     cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                     retry_policy=RetryPolicy(
                         maximum_attempts=3, initial_interval=timedelta(seconds=1)

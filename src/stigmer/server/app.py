@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, ValidationError
 
 from stigmer import __version__
 from stigmer.events import TERMINAL_PHASES, NewEvent
@@ -64,15 +65,37 @@ def _load_token() -> str:
     return token
 
 
+def _utf8(value: Any) -> Any:
+    """``value`` unchanged if every string in it is valid UTF-8 text; else ValueError.
+
+    JSON can carry lone surrogates (``\\udcff``, what Python makes of bytes that
+    are not UTF-8); they cannot be stored or sent to Temporal, so they are
+    refused with a 422 before anything is stored.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("not valid UTF-8 text") from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _utf8(k)
+            _utf8(v)
+    elif isinstance(value, list):
+        for v in value:
+            _utf8(v)
+    return value
+
+
 class AgentPut(BaseModel):
-    spec: dict[str, Any]
+    spec: Annotated[dict[str, Any], AfterValidator(_utf8)]
 
 
 class ExecutionCreate(BaseModel):
-    agent: str
-    message: str = ""
-    env: dict[str, str] = Field(default_factory=dict)
-    model: str | None = None
+    agent: Annotated[str, AfterValidator(_utf8)]
+    message: Annotated[str, AfterValidator(_utf8)] = ""
+    env: Annotated[dict[str, str], AfterValidator(_utf8)] = Field(default_factory=dict)
+    model: Annotated[str | None, AfterValidator(_utf8)] = None
 
 
 class EventsPost(BaseModel):
@@ -127,6 +150,14 @@ def create_app(database_url: str | None = None, token: str | None = None) -> Fas
     )
     app.state.engine = engine
     app.state.store = store
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default echoes each bad value back ("input"): that can hold an
+        # env value (a secret) or text JSON cannot encode. Field and reason only.
+        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        return JSONResponse(status_code=422, content={"detail": detail})
+
     bearer = HTTPBearer(auto_error=False)
 
     def require_token(
