@@ -24,9 +24,21 @@ def _short(value: Any, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """The reader went away (``| head``): stop quietly with 141, like ``main`` does.
+
+        Rich's default exits 1, which ``stigmer run`` uses for a FAILED execution.
+        """
+        try:
+            super().on_broken_pipe()
+        except SystemExit:
+            raise SystemExit(141) from None
+
+
 class Renderer:
     def __init__(self) -> None:
-        self.console = Console(
+        self.console = _Console(
             highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120
         )
 
