@@ -163,10 +163,7 @@ class Client:
         try:
             return self.request("GET", f"/v1/agents/{name}")
         except NotFoundError:
-            raise NotFoundError(
-                f"There is no agent named {name!r}.",
-                "List them with `stigmer agent list`; create one with `stigmer apply -f FILE`.",
-            ) from None
+            raise _no_such_agent(name) from None
 
     def delete_agent(self, name: str) -> None:
         try:
@@ -188,10 +185,7 @@ class Client:
                 json={"agent": agent, "message": message, "env": env, "model": model},
             )
         except NotFoundError:
-            raise NotFoundError(
-                f"There is no agent named {agent!r}.",
-                "List them with `stigmer agent list`; create one with `stigmer apply -f FILE`.",
-            ) from None
+            raise _no_such_agent(agent) from None
 
     def get_execution(self, execution_id: str) -> dict[str, Any]:
         try:
@@ -276,6 +270,13 @@ class Client:
             if failures > retries:
                 raise self._not_running()
             time.sleep(min(0.2 * failures, 2.0))
+
+
+def _no_such_agent(name: str) -> NotFoundError:
+    return NotFoundError(
+        f"There is no agent named {name!r}.",
+        "List them with `stigmer agent list`; create one with `stigmer apply -f FILE`.",
+    )
 
 
 def _is_final(event: dict[str, Any]) -> bool:

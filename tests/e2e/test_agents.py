@@ -89,6 +89,17 @@ def run_json(st: Stack, *args: str, timeout: float = 180) -> tuple[int, dict[str
     return proc.returncode, json.loads(proc.stdout)
 
 
+def start_run_json(st: Stack, agent: str, message: str) -> subprocess.Popen[str]:
+    """`stigmer run AGENT MESSAGE --output json` in the background (communicate() for its end)."""
+    return subprocess.Popen(
+        [STIGMER, "run", agent, message, "--output", "json"],
+        env=st.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def events_of(st: Stack, execution_id: str) -> list[dict[str, Any]]:
     out = st.cli("execution", "logs", execution_id, "--output", "json", check=True).stdout
     return [json.loads(line) for line in out.splitlines() if line.strip()]
@@ -254,13 +265,7 @@ def test_cancel_gives_cancelled_and_nonzero_exit(astack: Stack, tmp_path: Path) 
         {"answer": "never"},
     ]
     apply_text(astack, tmp_path, agent_yaml("long-sleeper", ["shell"], script))
-    proc = subprocess.Popen(
-        [STIGMER, "run", "long-sleeper", "zzz", "--output", "json"],
-        env=astack.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_run_json(astack, "long-sleeper", "zzz")
     try:
         deadline = time.monotonic() + 60
         ex_id = None
@@ -411,13 +416,7 @@ def test_api_server_killed_mid_run(astack: Stack, tmp_path: Path) -> None:
     ]
     apply_text(astack, tmp_path, agent_yaml("api-outage", ["shell"], script))
     server = next(c for c in astack.status()["components"] if c["name"] == "stigmer-server")
-    proc = subprocess.Popen(
-        [STIGMER, "run", "api-outage", "go", "--output", "json"],
-        env=astack.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_run_json(astack, "api-outage", "go")
     try:
         deadline = time.monotonic() + 60
         while not (ws / log).exists():

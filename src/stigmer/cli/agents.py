@@ -15,9 +15,6 @@ execution_app = typer.Typer(
     help="List, inspect, follow and cancel executions.", no_args_is_help=True
 )
 
-_client = running.client
-_output_json = running.output_json
-
 
 def apply(
     file: str = typer.Option(..., "-f", "--file", help="An agent YAML file, or a folder of them."),
@@ -26,10 +23,10 @@ def apply(
     """Create or update agents from YAML. Everything is validated before anything is stored."""
     from stigmer.spec.loader import load_path
 
-    as_json = _output_json(output)
+    as_json = running.output_json(output)
     agents = load_path(file)
     results = []
-    with _client() as client:
+    with running.client() as client:
         for loaded in agents:
             spec = loaded.doc.spec.model_dump(mode="json", exclude_none=True)
             res = client.put_agent(loaded.doc.name, spec)
@@ -47,8 +44,8 @@ def apply(
 @agent_app.command("list")
 def agent_list(output: str = typer.Option("text", "--output", "-o", help="text or json.")) -> None:
     """All agents."""
-    as_json = _output_json(output)
-    with _client() as client:
+    as_json = running.output_json(output)
+    with running.client() as client:
         agents = client.list_agents()
     if as_json:
         print_json({"agents": agents})
@@ -81,8 +78,8 @@ def agent_get(
     output: str = typer.Option("text", "--output", "-o", help="text or json (text prints YAML)."),
 ) -> None:
     """One agent, as YAML (or JSON)."""
-    as_json = _output_json(output)
-    with _client() as client:
+    as_json = running.output_json(output)
+    with running.client() as client:
         agent = client.get_agent(name)
     if as_json:
         print_json(agent)
@@ -101,8 +98,8 @@ def agent_get(
 @agent_app.command("delete")
 def agent_delete(name: str, output: str = typer.Option("text", "--output", "-o")) -> None:
     """Delete an agent (its executions stay)."""
-    as_json = _output_json(output)
-    with _client() as client:
+    as_json = running.output_json(output)
+    with running.client() as client:
         client.delete_agent(name)
     if as_json:
         print_json({"deleted": name})
@@ -145,8 +142,8 @@ def execution_list(
     output: str = typer.Option("text", "--output", "-o", help="text or json."),
 ) -> None:
     """Recent executions, newest first."""
-    as_json = _output_json(output)
-    with _client() as client:
+    as_json = running.output_json(output)
+    with running.client() as client:
         items = client.list_executions(agent, limit)
     if as_json:
         print_json({"executions": items})
@@ -170,8 +167,8 @@ def execution_list(
 @execution_app.command("get")
 def execution_get(execution_id: str, output: str = typer.Option("text", "--output", "-o")) -> None:
     """One execution: phase, output, error."""
-    as_json = _output_json(output)
-    with _client() as client:
+    as_json = running.output_json(output)
+    with running.client() as client:
         ex = client.get_execution(execution_id)
     if as_json:
         print_json(ex)
@@ -192,8 +189,8 @@ def execution_logs(
     output: str = typer.Option("text", "--output", "-o", help="text or json (one event per line)."),
 ) -> None:
     """The execution's events; with -f, live until it ends (exit status by final phase)."""
-    as_json = _output_json(output)
-    with _client() as client:
+    as_json = running.output_json(output)
+    with running.client() as client:
         client.get_execution(execution_id)
         if follow and not as_json:
             code = running.follow(client, execution_id, False, "detach", after=after)
@@ -221,10 +218,10 @@ def execution_cancel(
     execution_id: str, output: str = typer.Option("text", "--output", "-o")
 ) -> None:
     """Ask a running execution to stop; it ends CANCELLED."""
-    as_json = _output_json(output)
+    as_json = running.output_json(output)
     from stigmer.client import ApiError
 
-    with _client() as client:
+    with running.client() as client:
         try:
             res = client.cancel(execution_id)
         except ApiError as exc:

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from stigmer.events import clip
 
@@ -76,13 +77,6 @@ async def post_events(execution_id: str, events: list[dict[str, Any]]) -> None:
     if _client is None:
         _client = httpx.AsyncClient(timeout=15.0)
     client = _client
-    from tenacity import (
-        AsyncRetrying,
-        retry_if_exception,
-        stop_after_delay,
-        wait_exponential,
-    )
-
     async for attempt in AsyncRetrying(
         retry=retry_if_exception(_transient),
         wait=wait_exponential(multiplier=0.2, max=5.0),
@@ -109,13 +103,6 @@ def _transient(exc: BaseException) -> bool:
 
 def event(event_id: str, type_: str, **payload: Any) -> dict[str, Any]:
     return {"event_id": event_id, "type": type_, "payload": payload, "at": _now()}
-
-
-def _args(part: Any) -> Any:
-    try:
-        return part.args_as_dict()
-    except Exception:
-        return {"raw": clip(str(part.args), 2000)}
 
 
 def _content(content: Any) -> str:
@@ -231,7 +218,6 @@ async def handle_stream(ctx: Any, events: AsyncIterable[Any]) -> None:
     call the model got wrong: unknown tool, invalid arguments).
     """
     from pydantic_ai.messages import (
-        FunctionToolCallEvent,
         FunctionToolResultEvent,
         PartEndEvent,
         TextPart,
@@ -251,14 +237,6 @@ async def handle_stream(ctx: Any, events: AsyncIterable[Any]) -> None:
             and ev.part.content.strip()
         ):
             add("message", role="ai", content=clip(ev.part.content))
-        elif isinstance(ev, FunctionToolCallEvent):
-            add(
-                "tool_call",
-                tool_call_id=ev.part.tool_call_id,
-                name=ev.part.tool_name,
-                status="started",
-                args=_args(ev.part),
-            )
         elif isinstance(ev, FunctionToolResultEvent):
             part = ev.part
             tool_result_events(
