@@ -2,14 +2,15 @@
 
 Run in the runner image (same base, same Python, same temporalio) as
 ``python /opt/bench/bare_worker.py`` (bind-mounted read-only: the workflow sandbox
-needs a module file); configured by the runner's own env
-vars (``STIGMER_TEMPORAL_ADDRESS``, ``STIGMER_TEMPORAL_NAMESPACE``,
-``STIGMER_TASK_QUEUE``, ``STIGMER_RUNNER_IDENTITY``). One trivial workflow and
+needs a module file); configured by the runner's own configuration file
+(``STIGMER_CONFIG``: Temporal's address and namespace, the task queue and the
+worker identity), read as plain JSON. One trivial workflow and
 one trivial activity, the default (sandboxed) workflow runner: what any worker
 needs at the least.
 """
 
 import asyncio
+import json
 import os
 import signal
 
@@ -31,17 +32,20 @@ class BenchNoopWorkflow:
 
 
 async def main() -> None:
+    with open(os.environ["STIGMER_CONFIG"]) as fh:
+        cfg = json.load(fh)
+    os.unlink(os.environ["STIGMER_CONFIG"])
     client = await Client.connect(
-        os.environ["STIGMER_TEMPORAL_ADDRESS"],
-        namespace=os.environ.get("STIGMER_TEMPORAL_NAMESPACE", "default"),
-        identity=os.environ["STIGMER_RUNNER_IDENTITY"],
+        cfg["temporal"]["address"],
+        namespace=cfg["temporal"]["namespace"],
+        identity=cfg["runner"]["identity"],
     )
     worker = Worker(
         client,
-        task_queue=os.environ["STIGMER_TASK_QUEUE"],
+        task_queue=cfg["runner"]["task_queue"],
         workflows=[BenchNoopWorkflow],
         activities=[bench_noop_activity],
-        identity=os.environ["STIGMER_RUNNER_IDENTITY"],
+        identity=cfg["runner"]["identity"],
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

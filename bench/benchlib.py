@@ -294,25 +294,58 @@ def container_vmrss(container_id: str) -> int | None:
     return total if found else None
 
 
+def runner_config_dir(
+    home: Path, env: dict[str, str], folder: Path, identity: str, task_queue: str
+) -> Path:
+    """A runner configuration like the stack's own, for another identity and task queue.
+
+    Built by the supervisor's own code (``stigmer.stack.handover.runner_config``)
+    from the stack's settings, written into ``folder`` (0700, owned by the
+    container's user, as the supervisor does); the container reads and deletes it.
+    """
+    from stigmer.contract.config import write_runtime_config
+    from stigmer.settings import resolve
+    from stigmer.stack.agent_runner_docker import CONTAINER_UID, HEARTBEAT_IN_CONTAINER
+    from stigmer.stack.handover import runner_config
+
+    settings = resolve(home, env=env)
+    settings.set("runner_mode", "docker", "bench")
+    cfg = runner_config(
+        settings,
+        identity=identity,
+        task_queue=task_queue,
+        workspace="/workspace",
+        heartbeat_file=HEARTBEAT_IN_CONTAINER,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    write_runtime_config(folder / "config.json", cfg)
+    if os.getuid() == 0:
+        os.chown(folder, CONTAINER_UID, CONTAINER_UID)
+        os.chown(folder / "config.json", CONTAINER_UID, CONTAINER_UID)
+    return folder
+
+
 def clone_kwargs(
-    stack_container: Any, name: str, env_over: dict[str, str], labels: dict[str, str]
+    stack_container: Any, name: str, config_dir: Path, labels: dict[str, str]
 ) -> dict[str, Any]:
     """``containers.run`` kwargs that reproduce the stack's runner container.
 
-    Same image, env (secrets file included), user, mounts, network, limits and
-    hardening, read from ``docker inspect`` of the container the supervisor
-    started; ``env_over`` replaces some variables (identity, task queue).
+    Same image, env, user, mounts, network, limits and hardening, read from
+    ``docker inspect`` of the container the supervisor started; its
+    configuration comes from ``config_dir`` (see :func:`runner_config_dir`).
     """
     from docker.types import Mount
+
+    from stigmer.stack.agent_runner_docker import CONFIG_DIR_IN_CONTAINER
 
     attrs = stack_container.attrs
     cfg, host = attrs["Config"], attrs["HostConfig"]
     env = dict(e.split("=", 1) for e in cfg.get("Env") or [])
-    env.update(env_over)
     mounts = [
         Mount(
             m["Target"],
-            m["Source"],
+            str(config_dir) if m["Target"] == CONFIG_DIR_IN_CONTAINER else m["Source"],
             type=m.get("Type", "bind"),
             read_only=bool(m.get("ReadOnly")),
         )

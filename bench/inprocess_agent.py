@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import time
 from typing import Any
 
@@ -29,7 +28,6 @@ async def main() -> None:
     parser.add_argument("--tools", default="list_files,read_file")
     parser.add_argument("--message", default="bench")
     args = parser.parse_args()
-    os.environ["STIGMER_WORKSPACE"] = args.workspace
 
     t0 = time.perf_counter()
     from pydantic_ai import Agent
@@ -38,9 +36,11 @@ async def main() -> None:
     # the runner's own tools, instructions and tool filter; only Temporal is left out
     from stigmer.runner.agent import instructions, only_spec_tools, workspace_tools
     from stigmer.runner.models import script_model
+    from stigmer.runner.runtime import configure_local
     from stigmer.runner.tools import RunDeps
 
     import_s = time.perf_counter() - t0
+    configure_local(args.workspace)
     script = json.loads(args.script)
     tools = args.tools.split(",")
 

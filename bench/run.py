@@ -608,13 +608,18 @@ class Bench:
     def clone(
         self,
         suffix: str,
-        env_over: dict[str, str],
+        identity: str,
+        task_queue: str = "agent_execution_runner",
         command: list[str] | None = None,
         mounts: list[Any] | None = None,
     ) -> tuple[Any, float]:
         """Start a container like the stack's runner; (container, perf_counter before create)."""
+        assert self.stack_env and self.stack_home
         name = f"stigmer-bench-{self.id}-{suffix}"
-        kwargs = bl.clone_kwargs(self.stack_container(), name, env_over, self.labels)
+        config_dir = bl.runner_config_dir(
+            self.stack_home, self.stack_env, self.work / f"config-{suffix}", identity, task_queue
+        )
+        kwargs = bl.clone_kwargs(self.stack_container(), name, config_dir, self.labels)
         if command:
             kwargs["command"] = command
         if mounts:
@@ -645,9 +650,7 @@ class Bench:
         times, api = [], []
         for i in range(REPS):
             ident = f"bench-{self.id}-start-{i}"
-            c, t0 = self.clone(
-                f"start-{i}", {"STIGMER_RUNNER_IDENTITY": ident, "STIGMER_TASK_QUEUE": tq}
-            )
+            c, t0 = self.clone(f"start-{i}", ident, tq)
             t_api = time.perf_counter()
             try:
                 seen = self.wait_polling(c, tq, ident, timeout=90)
@@ -688,7 +691,8 @@ class Bench:
                 bare = kind == "bare"
                 c, _ = self.clone(
                     f"mem-{kind}-{i}",
-                    {"STIGMER_RUNNER_IDENTITY": ident, "STIGMER_TASK_QUEUE": tq},
+                    ident,
+                    tq,
                     ["python", "/opt/bench/bare_worker.py"] if bare else None,
                     [script] if bare else None,
                 )
@@ -1000,7 +1004,7 @@ class Bench:
                     )
                 for i in range(SCALE - 1):
                     ident = f"bench-{self.id}-tput-{i}"
-                    c, _ = self.clone(f"tput-{i}", {"STIGMER_RUNNER_IDENTITY": ident})
+                    c, _ = self.clone(f"tput-{i}", ident)
                     clones.append((c, ident))
                 for c, ident in clones:
                     self.wait_polling(c, "agent_execution_runner", ident)

@@ -72,11 +72,11 @@ class Stack:
         return proc
 
     def status(self) -> dict[str, Any]:
-        """`server status --json` (its exit code says ready 0 / not ready 1 / stopped 3)."""
+        """`server status --json` (its exit code says ready 0 / not ready 12 / stopped 5)."""
         proc = self.cli("server", "status", "--json")
-        assert proc.returncode in (0, 1, 3), proc.stderr
+        assert proc.returncode in (0, 12, 5), proc.stderr
         st = json.loads(proc.stdout)
-        assert proc.returncode == (0 if st["ready"] else 1 if st["running"] else 3)
+        assert proc.returncode == (0 if st["ready"] else 12 if st["running"] else 5)
         return st
 
     def component(self, name: str) -> dict[str, Any]:

@@ -13,19 +13,16 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from stigmer.errors import StackNotRunningError, StigmerError
-from stigmer.phases import TERMINAL_PHASES
+from stigmer.contract.phases import TERMINAL_PHASES
+from stigmer.errors import (
+    ApiError,
+    AuthError,
+    ConflictError,
+    NotFoundError,
+    StackNotRunningError,
+    StigmerError,
+)
 from stigmer.settings import Settings, read_api_token
-
-
-class ApiError(StigmerError):
-    """The API answered with an error."""
-
-    exit_code = 1
-
-
-class NotFoundError(ApiError):
-    exit_code = 4
 
 
 class Client:
@@ -36,6 +33,13 @@ class Client:
     ``timeout`` (seconds) bounds connecting and each read, except while
     following an event stream, which waits as long as the execution runs.
     """
+
+    @classmethod
+    def resolved(cls) -> Client:
+        """A client for the settings in effect (flag > env > config file > default)."""
+        from stigmer.settings import resolve
+
+        return cls(resolve())
 
     def __init__(self, settings: Settings, timeout: float = 30.0) -> None:
         self.settings = settings
@@ -134,34 +138,50 @@ class Client:
             detail = data.decode("utf-8", errors="replace")
         if status == 401:
             if not self._headers:
-                raise ApiError(
+                raise AuthError(
                     f"There is no API token in {self.settings.paths.api_token}.",
                     "The server writes it when it starts: `stigmer server restart`.",
                 )
-            raise ApiError(
+            raise AuthError(
                 "The stigmer API refused the token.",
                 f"The token in {self.settings.paths.api_token} does not match the running server; "
                 "restart it: `stigmer server restart`.",
             )
         if status == 404:
             raise NotFoundError(str(detail), None)
+        if status == 409:
+            raise ConflictError(str(detail), None)
         if isinstance(detail, list):
             detail = "; ".join(
                 f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}" for d in detail
             )
         raise ApiError(f"{method} {path} failed ({status}): {detail}", None)
 
+    def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """``request`` whose answer must be a JSON object (else the server is not stigmer's)."""
+        data = self.request(method, path, **kwargs)
+        if not isinstance(data, dict):
+            raise ApiError(
+                f"{self.base} answered {method} {path} with something that is not stigmer's API.",
+                "Check server_port (or api_url): another service may listen there.",
+            )
+        return data
+
+    def _list(self, method: str, path: str, field: str, **kwargs: Any) -> list[dict[str, Any]]:
+        items = self._object(method, path, **kwargs).get(field)
+        return items if isinstance(items, list) else []
+
     # -- agents -------------------------------------------------------------
 
     def put_agent(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-        return self.request("PUT", f"/v1/agents/{name}", json={"spec": spec})
+        return self._object("PUT", f"/v1/agents/{name}", json={"spec": spec})
 
     def list_agents(self) -> list[dict[str, Any]]:
-        return self.request("GET", "/v1/agents")["agents"]
+        return self._list("GET", "/v1/agents", "agents")
 
     def get_agent(self, name: str) -> dict[str, Any]:
         try:
-            return self.request("GET", f"/v1/agents/{name}")
+            return self._object("GET", f"/v1/agents/{name}")
         except NotFoundError:
             raise _no_such_agent(name) from None
 
@@ -179,7 +199,7 @@ class Client:
         self, agent: str, message: str, env: dict[str, str], model: str | None
     ) -> dict[str, Any]:
         try:
-            return self.request(
+            return self._object(
                 "POST",
                 "/v1/executions",
                 json={"agent": agent, "message": message, "env": env, "model": model},
@@ -189,7 +209,7 @@ class Client:
 
     def get_execution(self, execution_id: str) -> dict[str, Any]:
         try:
-            return self.request("GET", f"/v1/executions/{execution_id}")
+            return self._object("GET", f"/v1/executions/{execution_id}")
         except NotFoundError:
             raise NotFoundError(
                 f"There is no execution {execution_id!r}.",
@@ -200,15 +220,18 @@ class Client:
         params: dict[str, Any] = {"limit": limit}
         if agent:
             params["agent"] = agent
-        return self.request("GET", "/v1/executions", params=params)["executions"]
+        return self._list("GET", "/v1/executions", "executions", params=params)
 
     def cancel(self, execution_id: str) -> dict[str, Any]:
-        return self.request("POST", f"/v1/executions/{execution_id}/cancel")
+        try:
+            return self._object("POST", f"/v1/executions/{execution_id}/cancel")
+        except ConflictError as exc:
+            raise ConflictError(exc.message, "Nothing to cancel.") from None
 
     def events(self, execution_id: str, after: int = 0) -> list[dict[str, Any]]:
-        return self.request(
-            "GET", f"/v1/executions/{execution_id}/events", params={"after": after}
-        )["events"]
+        return self._list(
+            "GET", f"/v1/executions/{execution_id}/events", "events", params={"after": after}
+        )
 
     def stream(
         self, execution_id: str, after: int = 0, retries: int = 30

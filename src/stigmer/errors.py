@@ -1,11 +1,50 @@
-"""Every error a user can meet.
+"""Every error a user can meet, and every exit code of the ``stigmer`` command.
 
-Each class carries a message that names the problem, a ``fix`` that says what to
-do about it, and the process exit code. The CLI turns them into output in one
-place (:func:`stigmer.cli.main`); nothing else prints errors.
+Each class carries a message that names the problem, a ``fix`` that says what
+to do about it, and the process exit code. The CLI turns them into output in
+one place (:func:`stigmer.cli.main`); nothing else prints errors.
+
+:data:`EXIT_CODES` is the one table of exit codes: each code has one meaning,
+and the README's table is checked against it (``tests/unit/test_errors.py``).
+A class that shares its parent's code means the same thing, more precisely.
 """
 
 from __future__ import annotations
+
+from typing import Any, ClassVar
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CANCELLED = 3
+EXIT_NOT_READY = 12
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+
+#: Every exit code of ``stigmer``, with its one meaning.
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "success; `run` and `execution logs -f`: the execution COMPLETED; "
+    "`server status`: every component is ready",
+    EXIT_FAILED: "`run` and `execution logs -f`: the execution FAILED",
+    2: "invalid input: a flag, a setting, the config file or an agent file (the message says "
+    "which, and where)",
+    EXIT_CANCELLED: "`run` and `execution logs -f`: the execution was CANCELLED",
+    4: "not found: no such agent or execution",
+    5: "the stack is not running (`server status`: stopped)",
+    6: "another stigmer command is starting or stopping the stack",
+    7: "the stigmer supervisor does not answer",
+    8: "a port the stack needs is taken",
+    9: "the stack did not become ready; nothing was left running",
+    10: "no Docker engine answers",
+    11: "the runner image is not available",
+    EXIT_NOT_READY: "`server status`: the stack runs, but a component is not ready",
+    13: "the API refused the request",
+    14: "the API refused the token, or there is none",
+    15: "Temporal cannot be reached: its address, TLS or authentication",
+    EXIT_INTERNAL: "internal error: a bug in stigmer (a traceback is printed; please report it)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C, SIGTERM or SIGHUP)",
+    EXIT_BROKEN_PIPE: "the output pipe was closed (for example by `| head`)",
+}
 
 
 class StigmerError(Exception):
@@ -15,25 +54,21 @@ class StigmerError(Exception):
         message: one line naming the problem.
         fix: what the user can do about it (may span lines), or ``None``.
         details: extra context printed after the fix (log lines, for example).
-        exit_code: the CLI's exit status for this error (never 0).
+        exit_code: the CLI's exit status for this error (a key of :data:`EXIT_CODES`).
     """
 
-    exit_code: int = 1
+    exit_code: ClassVar[int] = EXIT_FAILED
 
-    def __init__(
-        self,
-        message: str,
-        fix: str | None = None,
-        *,
-        details: str | None = None,
-        exit_code: int | None = None,
-    ) -> None:
+    def __init_subclass__(cls, code: int | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.exit_code = code
+
+    def __init__(self, message: str, fix: str | None = None, *, details: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.fix = fix
         self.details = details
-        if exit_code is not None:
-            self.exit_code = exit_code
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -45,37 +80,91 @@ class StigmerError(Exception):
         }
 
 
-class ConfigError(StigmerError):
-    """A configuration value, flag or env var is invalid."""
-
-    exit_code = 2
+class ConfigError(StigmerError, code=2):
+    """A configuration value, flag, env var or the config file is invalid."""
 
 
-class PortInUseError(StigmerError):
-    """A port the stack needs is already taken by another process."""
-
-    exit_code = 3
+class SpecError(ConfigError):
+    """An agent file is not valid; nothing was stored."""
 
 
-class StackStartError(StigmerError):
-    """The stack did not become ready; nothing was left running."""
-
-    exit_code = 4
+class NotFoundError(StigmerError, code=4):
+    """No agent or execution has that name or id."""
 
 
-class StackNotRunningError(StigmerError):
-    """A command needs the running stack, and it is not running."""
-
-    exit_code = 5
+class StackNotRunningError(StigmerError, code=5):
+    """A command needs the running stack (its API), and nothing answers."""
 
 
-class StackBusyError(StigmerError):
+class StackBusyError(StigmerError, code=6):
     """Another ``stigmer server`` command holds the stack lock."""
 
-    exit_code = 6
 
-
-class SupervisorError(StigmerError):
+class SupervisorError(StigmerError, code=7):
     """The supervisor did not answer or misbehaved."""
 
-    exit_code = 7
+
+class PortInUseError(StigmerError, code=8):
+    """A port the stack needs is already taken by another process."""
+
+
+class StackStartError(StigmerError, code=9):
+    """The stack did not become ready; nothing was left running."""
+
+
+class DockerNotRunningError(StigmerError, code=10):
+    """No Docker engine answered at the resolved endpoint."""
+
+
+class ImageError(StigmerError, code=11):
+    """The runner image could not be found, pulled or built."""
+
+
+class ApiError(StigmerError, code=13):
+    """The API answered with an error."""
+
+
+class ConflictError(ApiError):
+    """The request does not fit the resource's state (cancel an execution that ended)."""
+
+
+class AuthError(ApiError, code=14):
+    """The API refused the bearer token, or there is none to send."""
+
+
+class TemporalError(StigmerError, code=15):
+    """Temporal cannot be reached or refused us.
+
+    ``kind`` is ``tls``, ``auth``, ``namespace`` or ``unreachable``; ``setting``
+    names the setting to change. TLS, authentication and namespace errors do
+    not go away by retrying.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        fix: str | None = None,
+        *,
+        kind: str = "unreachable",
+        setting: str | None = None,
+        details: str | None = None,
+    ) -> None:
+        super().__init__(message, fix, details=details)
+        self.kind = kind
+        self.setting = setting
+
+    @property
+    def permanent(self) -> bool:
+        """True when retrying cannot help: the configuration must change."""
+        return self.kind in ("tls", "auth", "namespace")
+
+
+def error_classes() -> list[type[StigmerError]]:
+    """Every error class (for the exit-code table's test)."""
+    out: list[type[StigmerError]] = []
+    todo: list[type[StigmerError]] = [StigmerError]
+    while todo:
+        cls = todo.pop()
+        out.append(cls)
+        todo.extend(cls.__subclasses__())
+    return out

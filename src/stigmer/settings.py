@@ -3,16 +3,22 @@
 Precedence, highest first:
 
 1. a command-line flag (for example ``stigmer server start --server-port 9000``);
-2. an environment variable (``STIGMER_SERVER_PORT=9000``);
+2. an environment variable (``STIGMER_SERVER_PORT=9000``; a few keys also
+   accept the name their users know, like ``ANTHROPIC_API_KEY``);
 3. the config file ``$STIGMER_HOME/config.yaml`` (``server_port: 9000``);
 4. the built-in default (7234).
 
 ``STIGMER_HOME`` itself comes from ``--home`` or the env var, else ``~/.stigmer``;
 it cannot be set in the config file, which lives inside it.
 
-This module is imported by every CLI command, so it uses the standard library
-only (YAML is imported lazily, when a config file exists); ``stigmer server
-status`` must stay fast.
+:class:`Settings` is typed: each key is a field, declared once with its
+default, help and rules (:func:`setting`), and :data:`KEYS` is derived from
+the fields. This module is imported by every CLI command, so it uses the
+standard library only (YAML is imported lazily, when a config file exists):
+``stigmer run`` and ``stigmer server status`` must stay fast.
+
+Child processes never read settings: the supervisor turns them into each
+child's runtime configuration (:mod:`stigmer.contract.config`).
 """
 
 from __future__ import annotations
@@ -20,26 +26,31 @@ from __future__ import annotations
 import os
 import re
 import secrets
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from stigmer.contract.registry import PROVIDERS, parse_model
 from stigmer.errors import ConfigError
-
-#: The Temporal task queue the agent-runner polls. A constant, not a setting:
-#: the API server and every runner must agree on it.
-TASK_QUEUE = "agent_execution_runner"
-
-#: Names of the stack's components, in start order (stop runs in reverse).
-COMPONENTS = ("temporal", "stigmer-server", "agent-runner")
+from stigmer.files import write_private
 
 RUNNER_MODES = ("auto", "docker", "local")
+
+#: The Python type each annotation stands for (``from __future__`` makes them strings).
+_TYPES: dict[str, type] = {
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "str": str,
+    "str | None": str,
+    "int | None": int,
+}
 
 
 @dataclass(frozen=True)
 class Key:
-    """One setting: its config-file key, env var, type, default and help."""
+    """One setting: its config-file key, env vars, type, default and rules."""
 
     name: str
     type: type
@@ -49,16 +60,27 @@ class Key:
     secret: bool = False
     minimum: float | None = None
     pattern: str | None = None
+    #: env vars read besides STIGMER_<NAME>, in order (the names users know)
+    aliases: tuple[str, ...] = ()
+    #: the value in effect when unset, for display (``config list``)
+    effective: Callable[[Settings], Any] | None = None
+    #: extra check of a parsed value; raises ValueError with the reason
+    check: Callable[[Any], None] | None = None
 
     @property
     def env(self) -> str:
         return "STIGMER_" + self.name.upper()
 
+    @property
+    def envs(self) -> tuple[str, ...]:
+        """Every env var that sets this key, highest precedence first."""
+        return (self.env, *self.aliases)
+
     def parse(self, raw: Any, origin: str) -> Any:
         """Turn a raw value (string from env/CLI, YAML scalar) into this key's type.
 
         Raises:
-            ConfigError: the value does not fit the type or the choices.
+            ConfigError: the value does not fit the type, the choices or the rules.
         """
         if raw is None:
             if self.default is None:
@@ -68,25 +90,7 @@ class Key:
                 f"Give it a value, or remove it to use the default ({self.default}).",
             )
         try:
-            if self.type is bool:
-                if isinstance(raw, bool):
-                    value: Any = raw
-                elif str(raw).strip().lower() in ("1", "true", "yes", "on"):
-                    value = True
-                elif str(raw).strip().lower() in ("0", "false", "no", "off", ""):
-                    value = False
-                else:
-                    raise ValueError(raw)
-            elif self.type is int:
-                if isinstance(raw, bool):
-                    raise ValueError(raw)
-                value = int(str(raw).strip())
-            elif self.type is float:
-                value = float(str(raw).strip())
-                if value != value or value in (float("inf"), float("-inf")):
-                    raise ValueError(raw)
-            else:
-                value = str(raw)
+            value = _convert(self.type, raw)
         except ValueError:
             raise ConfigError(
                 f"Invalid value {raw!r} for {self.name} (from {origin}): expected {self.type.__name__}.",
@@ -113,130 +117,262 @@ class Key:
                 f"Invalid port {value} for {self.name} (from {origin}).",
                 "Use a port between 1 and 65535.",
             )
+        if self.check is not None:
+            try:
+                self.check(value)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"Invalid value {raw!r} for {self.name} (from {origin}): {exc}.",
+                    f"Fix it: `stigmer config set {self.name} VALUE`.",
+                ) from None
         return value
 
 
-KEYS: tuple[Key, ...] = (
-    Key("server_port", int, 7234, "Port of the stigmer API server on 127.0.0.1."),
-    Key("temporal_port", int, 7233, "gRPC port of the managed Temporal dev server on 127.0.0.1."),
-    Key("temporal_ui_port", int, 8233, "Port of the managed Temporal Web UI on 127.0.0.1."),
-    Key(
-        "temporal_address",
-        str,
+def _convert(kind: type, raw: Any) -> Any:
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(raw)
+    if kind is int:
+        if isinstance(raw, bool):
+            raise ValueError(raw)
+        return int(str(raw).strip())
+    if kind is float:
+        value = float(str(raw).strip())
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(raw)
+        return value
+    return str(raw)
+
+
+def setting(default: Any, help: str, **rules: Any) -> Any:
+    """A settings field: its default, help text and :class:`Key` rules."""
+    return field(default=default, metadata={"key": {"help": help, **rules}})
+
+
+def _check_model(value: Any) -> None:
+    parse_model(str(value))
+
+
+def _default_tag(_settings: Settings) -> str:
+    from stigmer.images.resolve import registry_tag
+
+    return registry_tag()[0]
+
+
+def provider_setting(provider: str, what: str) -> Any:
+    """The setting of a provider's key or server URL, described by the provider registry."""
+    p = PROVIDERS[provider]
+    if what == "key":
+        return setting(
+            None,
+            f"API key for {provider}: models ({p.help}); also read from {p.key_env}.",
+            secret=True,
+            aliases=(p.key_env,),
+        )
+    return setting(
+        None,
+        f"URL of {p.help} for {provider}: models; also read from {p.base_url_env}.",
+        aliases=(p.base_url_env,),
+        effective=lambda _s: p.default_base_url,
+    )
+
+
+@dataclass(kw_only=True)
+class Settings:
+    """The resolved settings of one home, plus where each value came from.
+
+    ``sources[name]`` is ``flag``, ``env``, ``config`` or ``default``.
+    """
+
+    home: Path
+    server_port: int = setting(7234, "Port of the stigmer API server on 127.0.0.1.")
+    temporal_port: int = setting(7233, "gRPC port of the managed Temporal dev server on 127.0.0.1.")
+    temporal_ui_port: int = setting(8233, "Port of the managed Temporal Web UI on 127.0.0.1.")
+    temporal_address: str | None = setting(
         None,
         "host:port of an external Temporal (a cluster or Temporal Cloud). "
         "When set, no Temporal is started.",
-    ),
-    Key("temporal_namespace", str, "default", "Temporal namespace for executions."),
-    Key("temporal_tls", bool, False, "Use TLS to reach an external Temporal."),
-    Key("temporal_tls_ca_path", str, None, "CA bundle for an external Temporal's TLS."),
-    Key("temporal_tls_cert_path", str, None, "Client certificate (mTLS) for an external Temporal."),
-    Key("temporal_tls_key_path", str, None, "Client key (mTLS) for an external Temporal."),
-    Key(
-        "temporal_api_key",
-        str,
-        None,
-        "API key for an external Temporal (Temporal Cloud); implies TLS.",
-        secret=True,
-    ),
-    Key(
-        "temporal_retention_days",
-        int,
+    )
+    temporal_namespace: str = setting("default", "Temporal namespace for executions.")
+    temporal_tls: bool = setting(False, "Use TLS to reach an external Temporal.")
+    temporal_tls_ca_path: str | None = setting(
+        None, "CA bundle (PEM) that signed an external Temporal's certificate."
+    )
+    temporal_tls_cert_path: str | None = setting(
+        None, "Client certificate (PEM) for an external Temporal that asks for one (mTLS)."
+    )
+    temporal_tls_key_path: str | None = setting(
+        None, "Private key (PEM) of temporal_tls_cert_path."
+    )
+    temporal_tls_server_name: str | None = setting(
+        None, "Name to verify the Temporal server's certificate against, if not its host."
+    )
+    temporal_api_key: str | None = setting(
+        None, "API key for an external Temporal (Temporal Cloud); implies TLS.", secret=True
+    )
+    temporal_retention_days: int = setting(
         30,
         "How long the managed Temporal keeps closed executions (namespace retention).",
         minimum=1,
-    ),
-    Key(
-        "runner_mode",
-        str,
+    )
+    runner_mode: str = setting(
         "auto",
         "How the agent-runner runs: docker, local (a host process), or auto.",
         choices=RUNNER_MODES,
-    ),
-    Key(
-        "runner_image",
-        str,
+    )
+    runner_image: str = setting(
         "stigmer-agent-runner:local",
         "Local tag of the agent-runner image.",
         pattern=r"[a-z0-9][a-z0-9._/:@-]*",
-    ),
-    Key(
-        "runner_registry",
-        str,
+    )
+    runner_registry: str = setting(
         "ghcr.io/stigmer/agent-runner",
         "Registry repository the runner image is pulled from when it is not local.",
-    ),
-    Key("runner_tag", str, None, "Registry tag to pull; default v<CLI version>."),
-    Key(
-        "runner_container",
-        str,
+    )
+    runner_tag: str | None = setting(
+        None, "Registry tag to pull; default v<CLI version>.", effective=_default_tag
+    )
+    runner_container: str = setting(
         "stigmer-agent-runner",
         "Name of the runner container.",
         pattern=r"[a-zA-Z0-9][a-zA-Z0-9_.-]*",
-    ),
-    Key("offline", bool, False, "Never pull images; use what is local."),
-    Key(
-        "runner_memory",
-        str,
+    )
+    offline: bool = setting(False, "Never pull images; use what is local.")
+    runner_memory: str = setting(
         "2g",
         "Memory limit of the runner container (docker syntax: 512m, 2g).",
         pattern=r"[0-9]+[bkmgBKMG]?",
-    ),
-    Key("runner_pids_limit", int, 512, "Process limit of the runner container.", minimum=16),
-    Key(
-        "workflow_sandbox",
-        bool,
+    )
+    runner_pids_limit: int = setting(512, "Process limit of the runner container.", minimum=16)
+    workflow_sandbox: bool = setting(
         False,
         "Run agent workflows in Temporal's workflow sandbox (catches non-deterministic "
         "calls at run time; ~40 ms slower per run).",
-    ),
-    Key(
-        "default_model",
-        str,
+    )
+    default_model: str = setting(
         "test",
         "provider:model for agents whose spec names no model (test is offline).",
-    ),
-    Key(
-        "anthropic_api_key",
-        str,
-        None,
-        "Key for anthropic: models (else ANTHROPIC_API_KEY).",
-        secret=True,
-    ),
-    Key("openai_api_key", str, None, "Key for openai: models (else OPENAI_API_KEY).", secret=True),
-    Key(
-        "workspace",
-        str,
+        check=_check_model,
+    )
+    anthropic_api_key: str | None = provider_setting("anthropic", "key")
+    openai_api_key: str | None = provider_setting("openai", "key")
+    ollama_base_url: str | None = provider_setting("ollama", "base_url")
+    workspace: str | None = setting(
         None,
         "Folder the agents' tools work in (mounted at /workspace); default data/workspace.",
-    ),
-    Key("database_url", str, None, "SQLAlchemy URL of the store; default SQLite under data/."),
-    Key("start_timeout", float, 90.0, "Seconds `server start` waits for readiness.", minimum=1),
-    Key(
-        "stop_grace",
-        float,
-        10.0,
-        "Seconds a component gets to stop before it is killed.",
-        minimum=0,
-    ),
-    Key(
-        "restart_limit",
-        int,
-        5,
-        "Crash restarts allowed within restart_window before `failed`.",
-        minimum=1,
-    ),
-    Key("restart_window", float, 120.0, "Seconds over which restart_limit is counted.", minimum=1),
-    Key(
-        "log_max_bytes",
-        int,
-        10 * 1024 * 1024,
-        "Size at which a component log is rotated (0: never).",
-        minimum=0,
-    ),
-    Key("log_backups", int, 3, "Rotated log files kept per component stream.", minimum=0),
-)
+        effective=lambda s: str(s.workspace_dir),
+    )
+    database_url: str | None = setting(
+        None,
+        "SQLAlchemy URL of the store; default SQLite under data/.",
+        secret=True,
+        effective=lambda s: s.database,
+    )
+    start_timeout: float = setting(90.0, "Seconds `server start` waits for readiness.", minimum=1)
+    stop_grace: float = setting(
+        10.0, "Seconds a component gets to stop before it is killed.", minimum=0
+    )
+    restart_limit: int = setting(
+        5, "Crash restarts allowed within restart_window before `failed`.", minimum=1
+    )
+    restart_window: float = setting(
+        120.0, "Seconds over which restart_limit is counted.", minimum=1
+    )
+    log_max_bytes: int = setting(
+        10 * 1024 * 1024, "Size at which a component log is rotated (0: never).", minimum=0
+    )
+    log_backups: int = setting(3, "Rotated log files kept per component stream.", minimum=0)
+    sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
+    @property
+    def paths(self) -> Paths:
+        return Paths(self.home)
+
+    @property
+    def temporal_managed(self) -> bool:
+        return not self.temporal_address
+
+    @property
+    def temporal_target(self) -> str:
+        """host:port clients use: the external address, else the managed server."""
+        return self.temporal_address or f"127.0.0.1:{self.temporal_port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_port}"
+
+    @property
+    def workspace_dir(self) -> Path:
+        """The agents' workspace: the ``workspace`` setting, else ``data/workspace``."""
+        ws = self.workspace
+        return Path(ws).expanduser().absolute() if ws else self.paths.workspace
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{self.paths.store_db}"
+
+    def values(self) -> dict[str, Any]:
+        """Every key's value, by name."""
+        return {k.name: getattr(self, k.name) for k in KEYS}
+
+    def set(self, name: str, value: Any, source: str) -> None:
+        """Change one key (checked), recording where the new value came from."""
+        setattr(self, name, KEYS_BY_NAME[name].parse(value, source))
+        self.sources[name] = source
+
+    def effective(self, name: str) -> Any:
+        """The value in effect: the key's, else what it defaults to (a derived value)."""
+        value = getattr(self, name)
+        key = KEYS_BY_NAME[name]
+        if value is None and key.effective is not None:
+            return key.effective(self)
+        return value
+
+    def public(self, effective: bool = False) -> dict[str, Any]:
+        """Values with secrets masked, for display (``effective``: derived defaults filled in)."""
+        out = {}
+        for k in KEYS:
+            v = self.effective(k.name) if effective else getattr(self, k.name)
+            if k.secret and getattr(self, k.name):
+                v = _mask(k, v)
+            out[k.name] = v
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"home": str(self.home), "values": self.values(), "sources": self.sources}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Settings:
+        values = {k: v for k, v in data["values"].items() if k in KEYS_BY_NAME}
+        return cls(home=Path(data["home"]), sources=dict(data.get("sources", {})), **values)
+
+
+def _mask(key: Key, value: Any) -> str:
+    if key.name == "database_url" and "@" in str(value):  # show where, never the password
+        scheme, _, rest = str(value).partition("://")
+        return f"{scheme}://****@{rest.rpartition('@')[2]}"
+    return "****"
+
+
+def _keys() -> tuple[Key, ...]:
+    out = []
+    for f in fields(Settings):
+        meta = f.metadata.get("key")
+        if meta is None:
+            continue
+        kind = _TYPES[str(f.type)]  # a KeyError here: add the annotation to _TYPES
+        default = None if f.default is MISSING else f.default
+        out.append(Key(f.name, kind, default, **meta))
+    return tuple(out)
+
+
+KEYS: tuple[Key, ...] = _keys()
 KEYS_BY_NAME: dict[str, Key] = {k.name: k for k in KEYS}
 
 
@@ -287,7 +423,7 @@ class Paths:
 
     @property
     def run(self) -> Path:
-        """Pid files, locks, the control socket and the stack's effective settings."""
+        """Pid files, locks, the control socket and the children's configurations."""
         return self.home / "run"
 
     @property
@@ -302,6 +438,14 @@ class Paths:
     def stack_file(self) -> Path:
         """The settings the running stack was started with (JSON, mode 0600)."""
         return self.run / "stack.json"
+
+    def component_dir(self, name: str) -> Path:
+        """``run/<component>/``: the component's configuration (mode 0700)."""
+        return self.run / name
+
+    def component_config(self, name: str) -> Path:
+        """The runtime configuration handed to a child (mode 0600)."""
+        return self.component_dir(name) / "config.json"
 
     @property
     def control_socket(self) -> Path:
@@ -333,62 +477,6 @@ class Paths:
         for d in (self.credentials, self.run):
             d.mkdir(parents=True, exist_ok=True)
             os.chmod(d, 0o700)
-
-
-@dataclass
-class Settings:
-    """Resolved settings plus where each value came from.
-
-    ``sources[name]`` is one of ``flag``, ``env``, ``config`` or ``default``.
-    """
-
-    home: Path
-    values: dict[str, Any]
-    sources: dict[str, str] = field(default_factory=dict)
-
-    def __getattr__(self, name: str) -> Any:
-        values = self.__dict__.get("values", {})
-        if name in values:
-            return values[name]
-        raise AttributeError(name)
-
-    @property
-    def paths(self) -> Paths:
-        return Paths(self.home)
-
-    @property
-    def temporal_managed(self) -> bool:
-        return not self.values.get("temporal_address")
-
-    @property
-    def temporal_target(self) -> str:
-        """host:port clients use: the external address, else the managed server."""
-        return self.values.get("temporal_address") or f"127.0.0.1:{self.values['temporal_port']}"
-
-    @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.values['server_port']}"
-
-    @property
-    def workspace_dir(self) -> Path:
-        """The agents' workspace: the ``workspace`` setting, else ``data/workspace``."""
-        ws = self.values.get("workspace")
-        return Path(ws).expanduser().absolute() if ws else self.paths.workspace
-
-    @property
-    def database(self) -> str:
-        return self.values.get("database_url") or f"sqlite:///{self.paths.store_db}"
-
-    def public(self) -> dict[str, Any]:
-        """Values with secrets masked, for display."""
-        return {k: ("****" if KEYS_BY_NAME[k].secret and v else v) for k, v in self.values.items()}
-
-    def to_json(self) -> dict[str, Any]:
-        return {"home": str(self.home), "values": self.values, "sources": self.sources}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Settings:
-        return cls(Path(data["home"]), dict(data["values"]), dict(data.get("sources", {})))
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -457,24 +545,26 @@ def resolve(
             f"STIGMER_HOME {root} is a file, not a folder.",
             "Point STIGMER_HOME (or --home) at a folder, or remove that file.",
         )
-    config = read_config_file(Paths(root).config)
+    config_path = Paths(root).config
+    config = read_config_file(config_path)
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for key in KEYS:
+        from_env = next((name for name in key.envs if env.get(name) not in (None, "")), None)
         if key.name in flags:
             values[key.name] = key.parse(flags[key.name], "a flag")
             sources[key.name] = "flag"
-        elif env.get(key.env) not in (None, ""):
-            values[key.name] = key.parse(env[key.env], f"env {key.env}")
-            sources[key.name] = "env"
+        elif from_env is not None:
+            values[key.name] = key.parse(env[from_env], f"env {from_env}")
+            sources[key.name] = "env" if from_env == key.env else f"env {from_env}"
         elif key.name in config:
-            values[key.name] = key.parse(config[key.name], str(Paths(root).config))
+            values[key.name] = key.parse(config[key.name], str(config_path))
             sources[key.name] = "config"
         else:
             values[key.name] = key.default
             sources[key.name] = "default"
-    return Settings(root, values, sources)
+    return Settings(home=root, sources=sources, **values)
 
 
 CONFIG_HEADER = """\
@@ -518,20 +608,3 @@ def read_api_token(paths: Paths) -> str | None:
         return paths.api_token.read_text().strip() or None
     except FileNotFoundError:
         return None
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, readable by the owner only (0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

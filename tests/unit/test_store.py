@@ -5,8 +5,10 @@ import signal
 import sqlite3
 from pathlib import Path
 
+from stigmer.contract.workflow import ExecutionInput
 from stigmer.server import db
 from stigmer.server.store import Store
+from stigmer.spec.models import AgentSpec
 
 
 def test_interrupted_migration_leaves_nothing_half_done(tmp_path: Path) -> None:
@@ -43,7 +45,15 @@ def test_append_is_idempotent_and_ordered(tmp_path: Path) -> None:
     db.migrate(engine)
     store = Store(engine)
     store.put_agent("a", {"instructions": "x"})
-    ex = store.create_execution("a", {"message": "m"}, "ex-1")
+    ex = store.create_execution(
+        ExecutionInput(
+            execution_id="ex-1",
+            agent_name="a",
+            spec=AgentSpec(instructions="x"),
+            message="m",
+            model="test",
+        )
+    )
     assert ex["phase"] == "PENDING"
     evs = [
         {

@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 def main() -> None:
     """Console-script entry point: run the app, turn errors into output and an exit code.
 
-    Exit codes: 0 success; a StigmerError's own code (1-11, see stigmer.errors);
-    2 a usage error; 130 interrupted (Ctrl-C, SIGTERM, SIGHUP).
+    Exit codes: the table in :data:`stigmer.errors.EXIT_CODES` (and the README):
+    a StigmerError's own code, 2 for a usage error, 70 for a bug, 130 when
+    interrupted (Ctrl-C, SIGTERM, SIGHUP), 141 when the output pipe closed.
     """
     argv = sys.argv[1:]
     if argv in (["--version"], ["-V"]):  # fast path: no CLI framework needed
@@ -28,7 +29,7 @@ def main() -> None:
         return
     import signal
 
-    from stigmer.errors import StigmerError
+    from stigmer.errors import EXIT_BROKEN_PIPE, EXIT_INTERNAL, EXIT_INTERRUPTED, StigmerError
 
     def interrupted(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
@@ -52,9 +53,9 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except BrokenPipeError:
-        sys.exit(141)
+        sys.exit(EXIT_BROKEN_PIPE)
     except OSError as exc:  # a home that is a file, a read-only disk, ...
         where = f" {exc.filename}" if exc.filename else ""
         print(f"Error:{where}: {exc.strerror or exc}", file=sys.stderr)
@@ -70,9 +71,13 @@ def main() -> None:
         if callable(show) and isinstance(code, int):
             show()
             sys.exit(code)
-        raise
+        import traceback
+
+        traceback.print_exc()
+        print("This is a bug in stigmer; please report it with the lines above.", file=sys.stderr)
+        sys.exit(EXIT_INTERNAL)
     if isinstance(rc, int) and rc:
-        if rc == 130:
+        if rc == EXIT_INTERRUPTED:
             print("Interrupted.", file=sys.stderr)
         sys.exit(rc)
 

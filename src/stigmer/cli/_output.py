@@ -10,6 +10,18 @@ from typing import Any
 JSON_MODE = {"on": False}
 
 
+def output_json(output: str) -> bool:
+    """Whether ``--output`` asks for JSON; also switches errors to JSON. Raises ConfigError."""
+    if output not in ("text", "json"):
+        from stigmer.errors import ConfigError
+
+        raise ConfigError(
+            f"Unknown output format {output!r}.", "Use --output text or --output json."
+        )
+    JSON_MODE["on"] = output == "json"
+    return output == "json"
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 

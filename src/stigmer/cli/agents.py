@@ -8,7 +8,8 @@ import sys
 import typer
 
 from stigmer.cli import running
-from stigmer.cli._output import print_json
+from stigmer.cli._output import output_json, print_json
+from stigmer.client import Client
 
 agent_app = typer.Typer(help="List, show and delete agents.", no_args_is_help=True)
 execution_app = typer.Typer(
@@ -23,10 +24,10 @@ def apply(
     """Create or update agents from YAML. Everything is validated before anything is stored."""
     from stigmer.spec.loader import load_path
 
-    as_json = running.output_json(output)
+    as_json = output_json(output)
     agents = load_path(file)
     results = []
-    with running.client() as client:
+    with Client.resolved() as client:
         for loaded in agents:
             spec = loaded.doc.spec.model_dump(mode="json", exclude_none=True)
             res = client.put_agent(loaded.doc.name, spec)
@@ -44,8 +45,8 @@ def apply(
 @agent_app.command("list")
 def agent_list(output: str = typer.Option("text", "--output", "-o", help="text or json.")) -> None:
     """All agents."""
-    as_json = running.output_json(output)
-    with running.client() as client:
+    as_json = output_json(output)
+    with Client.resolved() as client:
         agents = client.list_agents()
     if as_json:
         print_json({"agents": agents})
@@ -63,7 +64,7 @@ def agent_list(output: str = typer.Option("text", "--output", "-o", help="text o
         s = a["spec"]
         table.add_row(
             a["name"],
-            s.get("model", "test"),
+            a["model"],
             ",".join(s.get("tools", [])) or "-",
             str(a["generation"]),
             a["updated_at"][:19],
@@ -78,8 +79,8 @@ def agent_get(
     output: str = typer.Option("text", "--output", "-o", help="text or json (text prints YAML)."),
 ) -> None:
     """One agent, as YAML (or JSON)."""
-    as_json = running.output_json(output)
-    with running.client() as client:
+    as_json = output_json(output)
+    with Client.resolved() as client:
         agent = client.get_agent(name)
     if as_json:
         print_json(agent)
@@ -98,8 +99,8 @@ def agent_get(
 @agent_app.command("delete")
 def agent_delete(name: str, output: str = typer.Option("text", "--output", "-o")) -> None:
     """Delete an agent (its executions stay)."""
-    as_json = running.output_json(output)
-    with running.client() as client:
+    as_json = output_json(output)
+    with Client.resolved() as client:
         client.delete_agent(name)
     if as_json:
         print_json({"deleted": name})
@@ -142,8 +143,8 @@ def execution_list(
     output: str = typer.Option("text", "--output", "-o", help="text or json."),
 ) -> None:
     """Recent executions, newest first."""
-    as_json = running.output_json(output)
-    with running.client() as client:
+    as_json = output_json(output)
+    with Client.resolved() as client:
         items = client.list_executions(agent, limit)
     if as_json:
         print_json({"executions": items})
@@ -167,8 +168,8 @@ def execution_list(
 @execution_app.command("get")
 def execution_get(execution_id: str, output: str = typer.Option("text", "--output", "-o")) -> None:
     """One execution: phase, output, error."""
-    as_json = running.output_json(output)
-    with running.client() as client:
+    as_json = output_json(output)
+    with Client.resolved() as client:
         ex = client.get_execution(execution_id)
     if as_json:
         print_json(ex)
@@ -189,8 +190,8 @@ def execution_logs(
     output: str = typer.Option("text", "--output", "-o", help="text or json (one event per line)."),
 ) -> None:
     """The execution's events; with -f, live until it ends (exit status by final phase)."""
-    as_json = running.output_json(output)
-    with running.client() as client:
+    as_json = output_json(output)
+    with Client.resolved() as client:
         client.get_execution(execution_id)
         if follow and not as_json:
             code = running.follow(client, execution_id, False, "detach", after=after)
@@ -218,16 +219,9 @@ def execution_cancel(
     execution_id: str, output: str = typer.Option("text", "--output", "-o")
 ) -> None:
     """Ask a running execution to stop; it ends CANCELLED."""
-    as_json = running.output_json(output)
-    from stigmer.client import ApiError
-
-    with running.client() as client:
-        try:
-            res = client.cancel(execution_id)
-        except ApiError as exc:
-            if "already ended" in exc.message:
-                raise ApiError(exc.message.split(": ", 1)[-1], "Nothing to cancel.") from None
-            raise
+    as_json = output_json(output)
+    with Client.resolved() as client:
+        res = client.cancel(execution_id)
     if as_json:
         print_json(res)
     else:

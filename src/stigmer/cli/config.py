@@ -43,7 +43,7 @@ def path_cmd() -> None:
 def get_cmd(key: str = typer.Argument(..., help="A key, e.g. server_port.")) -> None:
     """Print the effective value of KEY (secrets masked)."""
     name = _key(key)
-    value = resolve().public()[name]
+    value = resolve().public(effective=True)[name]
     print("" if value is None else value)
 
 
@@ -65,8 +65,10 @@ def set_cmd(
     print(f"{name} = {shown}  ({paths.config})")
     import os
 
-    if os.environ.get(spec.env):
-        print(f"note: {spec.env} is set in the environment and overrides this value")
+    for var in spec.envs:
+        if os.environ.get(var):
+            print(f"note: {var} is set in the environment and overrides this value")
+            break
 
 
 @app.command("unset")
@@ -86,10 +88,14 @@ def unset_cmd(key: str = typer.Argument(..., help="A key, e.g. server_port.")) -
 def list_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Every key with its effective value and where it comes from."""
+    """Every key with its effective value, where it comes from, and the env vars that set it.
+
+    A key that is not set shows what it defaults to (``runner_tag``: the tag of
+    this CLI's version), with the source ``default``.
+    """
     JSON_MODE["on"] = json_out
     settings = resolve()
-    values = settings.public()
+    values = settings.public(effective=True)
     if json_out:
         print_json(
             {
@@ -101,6 +107,7 @@ def list_cmd(
                         "value": values[k.name],
                         "source": settings.sources[k.name],
                         "env": k.env,
+                        "envs": list(k.envs),
                         "default": k.default,
                         "help": k.help,
                     }
@@ -117,5 +124,7 @@ def list_cmd(
         table.add_column(col)
     for k in KEYS:
         v = values[k.name]
-        table.add_row(k.name, "" if v is None else str(v), settings.sources[k.name], k.env)
+        table.add_row(
+            k.name, "" if v is None else str(v), settings.sources[k.name], ", ".join(k.envs)
+        )
     Console().print(table)

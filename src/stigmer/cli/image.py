@@ -73,14 +73,15 @@ def prepare_runner(settings: Settings, *, rebuild: bool, quiet: bool) -> dict[st
 
     Runs before anything starts, so a missing engine or image leaves nothing behind.
     ``quiet`` silences progress output; warnings always go to stderr.
-    Updates ``settings.values['runner_mode']`` to ``docker`` or ``local``.
+    Sets ``settings.runner_mode`` to ``docker`` or ``local``.
 
     Raises:
         DockerNotRunningError: docker mode was asked for and no engine answered.
         ImageError: the image is not local and could not be pulled (or built).
     """
-    from stigmer.images.engine import DockerNotRunningError, connect
-    from stigmer.images.resolve import ImageError, build, build_fix, ensure_image
+    from stigmer.errors import DockerNotRunningError, ImageError
+    from stigmer.images.engine import connect
+    from stigmer.images.resolve import build, build_fix, ensure_image
 
     mode = settings.runner_mode
     if mode == "local":
@@ -91,21 +92,17 @@ def prepare_runner(settings: Settings, *, rebuild: bool, quiet: bool) -> dict[st
         if mode != "auto":
             raise
         warn(f"{exc.message} Using the local runner (a host process) instead.")
-        settings.values["runner_mode"] = "local"
-        settings.sources["runner_mode"] += " (auto: no Docker)"
+        settings.set("runner_mode", "local", settings.sources["runner_mode"] + " (auto: no Docker)")
         return None
-    settings.values["runner_mode"] = "docker"
+    settings.set("runner_mode", "docker", settings.sources["runner_mode"])
     try:
         from stigmer.errors import StackStartError
-        from stigmer.stack.runner_docker import ContainerConflictError, claim_container_name
+        from stigmer.stack.agent_runner_docker import ContainerConflictError, claim_container_name
 
         try:
             claim_container_name(client, settings)
         except ContainerConflictError as exc:
-            raise StackStartError(
-                str(exc).split(" It was left alone")[0],
-                "Stop the other stack, or set STIGMER_RUNNER_CONTAINER to another name.",
-            ) from None
+            raise StackStartError(exc.message, exc.fix) from None
         if rebuild:
             if not quiet:
                 print(f"Building {settings.runner_image} ...", file=sys.stderr)
@@ -122,8 +119,9 @@ def prepare_runner(settings: Settings, *, rebuild: bool, quiet: bool) -> dict[st
                     f"{exc.message} Using the local runner (a host process) instead; to run "
                     f"agents in a container, build the image: {build_fix(settings.runner_image).splitlines()[1].strip()}"
                 )
-                settings.values["runner_mode"] = "local"
-                settings.sources["runner_mode"] += " (auto: no image)"
+                settings.set(
+                    "runner_mode", "local", settings.sources["runner_mode"] + " (auto: no image)"
+                )
                 return None
             finally:
                 progress.close()

@@ -12,11 +12,11 @@ import signal
 import sys
 from typing import Any, TypedDict
 
-from stigmer.cli._output import JSON_MODE, print_json
-from stigmer.errors import ConfigError
+from stigmer.cli._output import output_json, print_json
+from stigmer.errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, ConfigError
 
 #: Exit status of `run` and `execution logs -f` by final phase.
-EXIT_BY_PHASE = {"COMPLETED": 0, "FAILED": 1, "CANCELLED": 3}
+EXIT_BY_PHASE = {"COMPLETED": EXIT_OK, "FAILED": EXIT_FAILED, "CANCELLED": EXIT_CANCELLED}
 ON_INTERRUPT = ("ask", "detach", "cancel")
 
 
@@ -30,24 +30,6 @@ class RunArgs(TypedDict):
     detach: bool
     on_interrupt: str
     output: str
-
-
-def client() -> Any:
-    """A :class:`stigmer.client.Client` for the resolved settings (flag > env > config)."""
-    from stigmer.client import Client
-    from stigmer.settings import resolve
-
-    return Client(resolve())
-
-
-def output_json(output: str) -> bool:
-    """Whether ``--output`` asks for JSON; also switches errors to JSON. Raises ConfigError."""
-    if output not in ("text", "json"):
-        raise ConfigError(
-            f"Unknown output format {output!r}.", "Use --output text or --output json."
-        )
-    JSON_MODE["on"] = output == "json"
-    return output == "json"
 
 
 def parse_env(pairs: list[str]) -> dict[str, str]:
@@ -89,7 +71,9 @@ def run_agent(
                 "Check the terminal's encoding (LANG/LC_ALL) or pass the text from a UTF-8 file "
                 "with `stigmer run AGENT - < FILE`.",
             ) from None
-    with client() as api:
+    from stigmer.client import Client
+
+    with Client.resolved() as api:
         ex = api.run(agent, message, parse_env(env), model)
         if detach:
             if as_json:

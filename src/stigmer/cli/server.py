@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import Any
@@ -10,7 +9,10 @@ from typing import Any
 import typer
 
 from stigmer.cli._output import JSON_MODE, human_duration, print_json
-from stigmer.settings import COMPONENTS, RUNNER_MODES, Settings, resolve
+from stigmer.contract.registry import COMPONENTS, PROVIDERS, RUNNER, parse_model
+from stigmer.contract.status import StackStatus, find_component
+from stigmer.errors import EXIT_NOT_READY, EXIT_OK, StackNotRunningError
+from stigmer.settings import KEYS_BY_NAME, RUNNER_MODES, Settings, resolve
 
 app = typer.Typer(help="Bring up, inspect and stop the local stack.", no_args_is_help=True)
 
@@ -21,72 +23,74 @@ def _settings(**flags: Any) -> Settings:
     return resolve(flags=flags)
 
 
+def _flag(key: str, flag: str | None = None, what: str | None = None) -> Any:
+    """A `server start`/`restart` option for setting ``key``; its help names the env var and default."""
+    k = KEYS_BY_NAME[key]
+    default = "" if k.default is None else f", default {k.default}"
+    text = (what or k.help).rstrip(".")
+    return typer.Option(
+        None, flag or "--" + key.replace("_", "-"), help=f"{text} [env {k.env}{default}]."
+    )
+
+
+SERVER_PORT = _flag("server_port", what="API port")
+TEMPORAL_PORT = _flag("temporal_port", what="Temporal gRPC port")
+TEMPORAL_UI_PORT = _flag("temporal_ui_port", what="Temporal UI port")
+TEMPORAL_ADDRESS = _flag(
+    "temporal_address", what="Use an external Temporal at host:port instead of starting one"
+)
+NAMESPACE = _flag("temporal_namespace", "--namespace", "Temporal namespace")
+RUNNER_FLAG = _flag("runner_mode", "--runner", f"Runner mode: {'|'.join(RUNNER_MODES)}")
+TIMEOUT = _flag("start_timeout", "--timeout", "Seconds to wait for readiness")
+WORKSPACE = _flag(
+    "workspace", what="Folder the agents work in (default $STIGMER_HOME/data/workspace)"
+)
+OFFLINE = typer.Option(
+    False, "--offline", help="Never pull the runner image [env STIGMER_OFFLINE]."
+)
+REBUILD = typer.Option(
+    False, "--rebuild", help="Rebuild the runner image from this checkout first."
+)
+JSON_STATUS = typer.Option(False, "--json", help="Print the final status as JSON.")
+#: parameters of `server start`/`restart` that set a key of another name
+_PARAM_KEYS = {
+    "namespace": "temporal_namespace",
+    "runner": "runner_mode",
+    "timeout": "start_timeout",
+}
+
+
+def _start_settings(params: dict[str, Any]) -> Settings:
+    """The settings for `server start`/`restart`, from their parameters (``locals()``)."""
+    flags = {
+        _PARAM_KEYS.get(k, k): v for k, v in params.items() if k not in ("rebuild", "json_out")
+    }
+    flags["offline"] = True if params["offline"] else None
+    return _settings(**flags)
+
+
 @app.command()
 def start(
-    server_port: int | None = typer.Option(
-        None, "--server-port", help="API port [env STIGMER_SERVER_PORT, default 7234]."
-    ),
-    temporal_port: int | None = typer.Option(
-        None,
-        "--temporal-port",
-        help="Temporal gRPC port [env STIGMER_TEMPORAL_PORT, default 7233].",
-    ),
-    temporal_ui_port: int | None = typer.Option(
-        None,
-        "--temporal-ui-port",
-        help="Temporal UI port [env STIGMER_TEMPORAL_UI_PORT, default 8233].",
-    ),
-    temporal_address: str | None = typer.Option(
-        None,
-        "--temporal-address",
-        help="Use an external Temporal at host:port instead of starting one [env STIGMER_TEMPORAL_ADDRESS].",
-    ),
-    namespace: str | None = typer.Option(
-        None,
-        "--namespace",
-        help="Temporal namespace [env STIGMER_TEMPORAL_NAMESPACE, default 'default'].",
-    ),
-    runner: str | None = typer.Option(
-        None,
-        "--runner",
-        help=f"Runner mode: {'|'.join(RUNNER_MODES)} [env STIGMER_RUNNER_MODE, default auto].",
-    ),
-    timeout: float | None = typer.Option(
-        None,
-        "--timeout",
-        help="Seconds to wait for readiness [env STIGMER_START_TIMEOUT, default 90].",
-    ),
-    offline: bool = typer.Option(
-        False, "--offline", help="Never pull the runner image [env STIGMER_OFFLINE]."
-    ),
-    workspace: str | None = typer.Option(
-        None,
-        "--workspace",
-        help="Folder the agents work in [env STIGMER_WORKSPACE, default $STIGMER_HOME/data/workspace].",
-    ),
-    rebuild: bool = typer.Option(
-        False, "--rebuild", help="Rebuild the runner image from this checkout first."
-    ),
-    json_out: bool = typer.Option(False, "--json", help="Print the final status as JSON."),
+    server_port: int | None = SERVER_PORT,
+    temporal_port: int | None = TEMPORAL_PORT,
+    temporal_ui_port: int | None = TEMPORAL_UI_PORT,
+    temporal_address: str | None = TEMPORAL_ADDRESS,
+    namespace: str | None = NAMESPACE,
+    runner: str | None = RUNNER_FLAG,
+    timeout: float | None = TIMEOUT,
+    offline: bool = OFFLINE,
+    workspace: str | None = WORKSPACE,
+    rebuild: bool = REBUILD,
+    json_out: bool = JSON_STATUS,
 ) -> None:
     """Start the stack and wait until every component does real work.
 
     Ready means: Temporal answers for the namespace, the API answers /healthz
-    with its database open, and the runner polls its task queue. Starting a
-    running stack is a no-op (exit 0).
+    with its database open and Temporal reached by the server itself, and the
+    runner polls its task queue. Starting a running stack is a no-op (exit 0).
     """
+    settings = _start_settings(locals())  # first: locals() is the parameters only
     JSON_MODE["on"] = json_out
-    settings = _settings(
-        server_port=server_port,
-        temporal_port=temporal_port,
-        temporal_ui_port=temporal_ui_port,
-        temporal_address=temporal_address,
-        temporal_namespace=namespace,
-        runner_mode=runner,
-        start_timeout=timeout,
-        offline=True if offline else None,
-        workspace=workspace,
-    )
     _start(settings, json_out, rebuild)
 
 
@@ -97,25 +101,22 @@ def ensure_provider_key(settings: Settings) -> None:
     naming the env var to set. Keys are never printed or logged.
     """
     from stigmer.errors import ConfigError
-    from stigmer.settings import KEYS_BY_NAME, read_config_file, write_config_file
+    from stigmer.settings import read_config_file, write_config_file
 
-    provider = settings.default_model.partition(":")[0]
-    key = f"{provider}_api_key"
-    if key not in KEYS_BY_NAME:
-        return
-    env_var = f"{provider.upper()}_API_KEY"
-    if settings.values.get(key) or os.environ.get(env_var):
+    provider = PROVIDERS[parse_model(settings.default_model)[0]]
+    key, env_var = provider.key_setting, provider.key_env
+    if key is None or env_var is None or getattr(settings, key):
         return
     if not (sys.stdin.isatty() and sys.stderr.isatty()):
         raise ConfigError(
-            f"default_model is {settings.default_model}, and no {provider} API key is set.",
+            f"default_model is {settings.default_model}, and no {provider.name} API key is set.",
             f"Set {env_var} (or `stigmer config set {key} KEY`), or use the offline model: "
             "`stigmer config set default_model test`.",
         )
     import getpass
 
     value = getpass.getpass(
-        f"{provider} API key for {settings.default_model} (input hidden): "
+        f"{provider.name} API key for {settings.default_model} (input hidden): "
     ).strip()
     if not value:
         raise ConfigError(
@@ -124,7 +125,7 @@ def ensure_provider_key(settings: Settings) -> None:
     data = read_config_file(settings.paths.config)
     data[key] = value
     write_config_file(settings.paths.config, data)
-    settings.values[key] = value
+    settings.set(key, value, "config")
     print(f"saved to {settings.paths.config} (mode 0600)", file=sys.stderr)
 
 
@@ -171,7 +172,7 @@ class _Progress:
         if self.enabled:
             print(text, file=sys.stderr)
 
-    def update(self, status: dict[str, Any]) -> None:
+    def update(self, status: StackStatus) -> None:
         if not self.enabled:
             return
         if self.tty:
@@ -191,7 +192,7 @@ class _Progress:
                 self.seen[c["name"]] = label
                 print(f"[{time.monotonic() - self.t0:5.1f}s] {c['name']}: {label}", file=sys.stderr)
 
-    def _table(self, status: dict[str, Any]) -> Any:
+    def _table(self, status: StackStatus) -> Any:
         from rich.spinner import Spinner
         from rich.table import Table
 
@@ -215,27 +216,28 @@ class _Progress:
             self.live.stop()
 
 
-def _summary(status: dict[str, Any], elapsed: float | None) -> None:
+def _summary(status: StackStatus, elapsed: float | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console(highlight=False)
     if elapsed is not None:
         console.print(f"[bold green]✓ stigmer is ready[/] in {elapsed:.1f}s")
-    ep = status.get("endpoints", {})
+    ep = status.get("endpoints")
     table = Table.grid(padding=(0, 2))
-    table.add_row("API", ep.get("api", "-"))
-    table.add_row("Temporal", f"{ep.get('temporal')}  (namespace {ep.get('namespace')})")
-    if ep.get("temporal_ui"):
-        table.add_row("Temporal UI", ep["temporal_ui"])
-    for c in status["components"]:
-        if c["name"] == "agent-runner":
-            started = f", ready in {c['ready_in_s']}s" if c.get("ready_in_s") is not None else ""
-            table.add_row(
-                "Runner", f"{c.get('mode', '-')} mode, polling {c.get('task_queue')}{started}"
-            )
-    table.add_row("Data", status.get("data_dir", "-"))
-    table.add_row("Workspace", status.get("workspace", "-"))
+    if ep:
+        table.add_row("API", ep["api"])
+        table.add_row("Temporal", f"{ep['temporal']}  (namespace {ep['namespace']})")
+        if ep["temporal_ui"]:
+            table.add_row("Temporal UI", ep["temporal_ui"])
+    runner = find_component(status, RUNNER)
+    if runner is not None:
+        started = f", ready in {runner['ready_in_s']}s" if runner["ready_in_s"] is not None else ""
+        table.add_row(
+            "Runner", f"{runner.get('mode', '-')} mode, polling {runner.get('task_queue')}{started}"
+        )
+    table.add_row("Data", status.get("data_dir") or "-")
+    table.add_row("Workspace", status.get("workspace") or "-")
     table.add_row("Logs", "stigmer server logs -f")
     console.print(table)
 
@@ -263,37 +265,28 @@ def stop(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> 
 
 @app.command()
 def restart(
-    server_port: int | None = typer.Option(
-        None, "--server-port", help="API port for the new start."
-    ),
-    temporal_port: int | None = typer.Option(
-        None, "--temporal-port", help="Temporal port for the new start."
-    ),
-    temporal_ui_port: int | None = typer.Option(
-        None, "--temporal-ui-port", help="Temporal UI port for the new start."
-    ),
-    runner: str | None = typer.Option(None, "--runner", help="Runner mode for the new start."),
-    timeout: float | None = typer.Option(None, "--timeout", help="Seconds to wait for readiness."),
-    offline: bool = typer.Option(False, "--offline", help="Never pull the runner image."),
-    rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the runner image first."),
-    json_out: bool = typer.Option(False, "--json", help="Print the final status as JSON."),
+    server_port: int | None = SERVER_PORT,
+    temporal_port: int | None = TEMPORAL_PORT,
+    temporal_ui_port: int | None = TEMPORAL_UI_PORT,
+    temporal_address: str | None = TEMPORAL_ADDRESS,
+    namespace: str | None = NAMESPACE,
+    runner: str | None = RUNNER_FLAG,
+    timeout: float | None = TIMEOUT,
+    offline: bool = OFFLINE,
+    workspace: str | None = WORKSPACE,
+    rebuild: bool = REBUILD,
+    json_out: bool = JSON_STATUS,
 ) -> None:
-    """Stop the stack, then start it again."""
+    """Stop the stack, then start it again (the flags are those of `server start`)."""
+    settings = _start_settings(locals())  # first: locals() is the parameters only
     from stigmer.stack import control
-
-    JSON_MODE["on"] = json_out
-    settings = _settings(
-        server_port=server_port,
-        temporal_port=temporal_port,
-        temporal_ui_port=temporal_ui_port,
-        runner_mode=runner,
-        start_timeout=timeout,
-        offline=True if offline else None,
-    )
-    # settings that cannot work are refused before the running stack is stopped
+    from stigmer.stack.handover import check
     from stigmer.stack.ports import check_port_settings
 
+    JSON_MODE["on"] = json_out
+    # settings that cannot work are refused before the running stack is stopped
     check_port_settings(control.port_needs(settings))
+    check(settings)
     control.stop(settings)
     _start(settings, json_out, rebuild)
 
@@ -302,15 +295,19 @@ def restart(
 def status(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Each component's state, pid or container, uptime, restarts, endpoint and last error.
 
-    Exit status: 0 when every component is running and ready; 1 when the stack
-    runs but is not ready (starting, restarting, a component failed); 3 when
+    Exit status: 0 when every component is running and ready; 12 when the stack
+    runs but is not ready (starting, restarting, a component failed); 5 when
     it is stopped.
     """
     from stigmer.stack import control
 
     JSON_MODE["on"] = json_out
     st = control.status(_settings())
-    code = 0 if st.get("ready") else (1 if st["running"] else 3)
+    code = (
+        EXIT_OK
+        if st.get("ready")
+        else (EXIT_NOT_READY if st["running"] else StackNotRunningError.exit_code)
+    )
     if json_out:
         print_json(st)
         raise typer.Exit(code)
@@ -327,26 +324,31 @@ def status(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -
     for col in ("COMPONENT", "STATE", "READY", "PID/CONTAINER", "UPTIME", "RESTARTS", "ENDPOINT"):
         table.add_column(col, no_wrap=True)
     colors = {"running": "green", "failed": "red", "stopped": "dim", "orphaned": "yellow"}
-    errors = []
+    problems = []
     for c in st["components"]:
         color = colors.get(c["state"], "yellow")
-        ident = c.get("container_id") or c.get("pid") or "-"
-        if c.get("last_error"):
-            errors.append((c["name"], c["last_error"]))
+        ident = c["container_id"] or c["pid"] or "-"
+        if c["last_error"]:
+            problems.append(c)
         table.add_row(
             c["name"],
             f"[{color}]{c['state']}[/]",
-            "yes" if c.get("ready") else "no",
+            "yes" if c["ready"] else "no",
             str(ident)[:12],
-            human_duration(c.get("uptime_s")),
-            str(c.get("restarts", 0)),
-            c.get("endpoint") or "-",
+            human_duration(c["uptime_s"]),
+            str(c["restarts"]),
+            c["endpoint"] or "-",
         )
     console.print(table)
-    for name, err in errors:
-        console.print(f"[red]{name}[/]: last error: {escape(err)}", soft_wrap=True)
-    if st.get("endpoints", {}).get("temporal_ui"):
-        console.print(f"Temporal UI: {st['endpoints']['temporal_ui']}")
+    for c in problems:
+        console.print(
+            f"[red]{c['name']}[/]: last error: {escape(c['last_error'] or '')}", soft_wrap=True
+        )
+        if c["fix"]:
+            console.print(f"[bold]Fix:[/] {escape(c['fix'])}", soft_wrap=True)
+    endpoints = st.get("endpoints")
+    if endpoints and endpoints["temporal_ui"]:
+        console.print(f"Temporal UI: {endpoints['temporal_ui']}")
     if any(c["state"] == "orphaned" for c in st["components"]):
         console.print(
             "[yellow]Processes of a supervisor that died are still running; "

@@ -23,13 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stigmer.errors import StigmerError
-
-
-class DockerNotRunningError(StigmerError):
-    """No Docker engine answered at the resolved endpoint."""
-
-    exit_code = 10
+from stigmer.errors import DockerNotRunningError
 
 
 @dataclass(frozen=True)
@@ -142,7 +136,7 @@ def connect(timeout: float = 5.0) -> Any:
             install_hint(),
             details=str(exc).splitlines()[0] if str(exc) else None,
         ) from None
-    client.stigmer_endpoint = ep  # type: ignore[attr-defined]
+    client.stigmer_endpoint = ep
     return client
 
 

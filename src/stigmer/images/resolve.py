@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from stigmer import __version__
-from stigmer.errors import StigmerError
+from stigmer.errors import ImageError
 from stigmer.images import buildinfo
 
 BUILD_FIX = (
@@ -37,12 +37,6 @@ def build_fix(local: str) -> str:
     """How to build ``local`` (the configured runner image)."""
     default = "stigmer-agent-runner:local"
     return BUILD_FIX.format(local=local, image_arg="" if local == default else f" IMAGE={local}")
-
-
-class ImageError(StigmerError):
-    """The runner image could not be found, pulled or built."""
-
-    exit_code = 11
 
 
 @dataclass

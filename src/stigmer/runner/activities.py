@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from temporalio import activity
 
+from stigmer.runner import runtime
 from stigmer.runner.publish import post_events
 
 
@@ -20,20 +20,19 @@ async def publish_events(execution_id: str, events: list[dict[str, Any]]) -> Non
 @activity.defn(name="stigmer_ping")
 async def ping(message: str) -> str:
     """Echo ``message`` with the identity of the worker that ran it."""
-    return f"pong: {message} from {os.environ.get('STIGMER_RUNNER_IDENTITY', 'unknown')}"
+    return f"pong: {message} from {runtime.current().identity}"
 
 
 @activity.defn(name="stigmer_workspace_probe")
 async def workspace_probe(name: str) -> dict[str, Any]:
     """Write ``name`` (a bare file name) in the workspace; return its path, uid and gid.
 
-    Proves the runner can write where agents work. The workspace is
-    ``STIGMER_WORKSPACE`` (``/workspace`` in the container).
+    Proves the runner can write where agents work (``/workspace`` in the container).
     """
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"not a bare file name: {name!r}")
-    root = Path(os.environ.get("STIGMER_WORKSPACE", "/workspace"))
-    path = root / name
-    path.write_text(f"written by {os.environ.get('STIGMER_RUNNER_IDENTITY', 'unknown')}\n")
+    rt = runtime.current()
+    path = rt.workspace / name
+    path.write_text(f"written by {rt.identity}\n")
     st = path.stat()
     return {"path": str(path), "uid": st.st_uid, "gid": st.st_gid, "euid": os.geteuid()}

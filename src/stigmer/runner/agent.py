@@ -144,7 +144,7 @@ async def only_spec_tools(
 
 
 agent: Agent[RunDeps, str] = Agent(
-    "test",
+    "test",  # a placeholder: every run passes the model its ExecutionInput names
     name=AGENT_NAME,
     deps_type=RunDeps,
     instructions=instructions,

@@ -5,18 +5,17 @@ runs on the worker with the run's deps, so per-run settings (the test script,
 an OpenAI-compatible ``base_url``) need no registration:
 
 * ``test``: a deterministic ``FunctionModel`` that plays ``spec.test_script``;
-* ``ollama:<model>``: the Ollama server at ``OLLAMA_BASE_URL`` (default
-  ``http://127.0.0.1:11434/v1``);
 * any model with ``spec.base_url``: an OpenAI-compatible server, key from
   ``spec.api_key`` (a secret reference) if given;
-* ``anthropic:<model>`` / ``openai:<model>``: pydantic-ai's own providers,
-  keys from ``ANTHROPIC_API_KEY`` / ``OPENAI_API_KEY``.
+* any other ``provider:model``: pydantic-ai's own provider, given the key and
+  server URL the runner was configured with (``anthropic_api_key``,
+  ``ollama_base_url``, ...; :data:`stigmer.contract.registry.PROVIDERS`). Keys
+  never go through the process environment.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -34,10 +33,8 @@ from pydantic_ai.messages import (
 from pydantic_ai.models import Model
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, FunctionModel
 
+from stigmer.runner import runtime
 from stigmer.runner.tools import RunDeps
-
-#: Env var holding each provider's API key (what pydantic-ai's providers read).
-PROVIDER_KEYS = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
 
 TEMPLATE = re.compile(r"\{\{\s*([a-z]+)(?:\.(\d+))?\s*\}\}")
 
@@ -180,19 +177,21 @@ def resolve_model(ctx: Any, model_id: str) -> Model | None:
     deps: RunDeps = ctx.deps
     if model_id == "test":
         return script_model(deps.test_script)
-    provider, _, name = model_id.partition(":")
+    rt = runtime.current()
     if deps.base_url:
         from pydantic_ai.models.openai import OpenAIChatModel
         from pydantic_ai.providers.openai import OpenAIProvider
 
-        key = os.environ.get(deps.api_key_env, "") if deps.api_key_env else None
+        key = rt.secrets.get(deps.api_key_env) if deps.api_key_env else None
+        name = model_id.partition(":")[2] or model_id
         return OpenAIChatModel(
             name, provider=OpenAIProvider(base_url=deps.base_url, api_key=key or "none")
         )
-    if provider == "ollama":
-        from pydantic_ai.models.openai import OpenAIChatModel
-        from pydantic_ai.providers.ollama import OllamaProvider
+    from pydantic_ai.models import infer_model
+    from pydantic_ai.providers import Provider, infer_provider_class
 
-        base = os.environ.get("OLLAMA_BASE_URL", "http://127.0.0.1:11434/v1")
-        return OpenAIChatModel(name, provider=OllamaProvider(base_url=base))
-    return None
+    def provider(name: str) -> Provider[Any]:
+        options = {"api_key": rt.provider_keys.get(name), "base_url": rt.provider_urls.get(name)}
+        return infer_provider_class(name)(**{k: v for k, v in options.items() if v})
+
+    return infer_model(model_id, provider_factory=provider)

@@ -1,6 +1,7 @@
 """Publishing execution events to the API server, from inside activities.
 
-``POST {STIGMER_API_URL}/v1/executions/{id}/events`` with the bearer token.
+``POST {api url}/v1/executions/{id}/events`` with the runner's bearer token
+(both from the runner's configuration, :mod:`stigmer.runner.runtime`).
 Each event's ``event_id`` is derived from the activity's identity (workflow
 run id, activity id, position in the activity), which is the same on every
 attempt of that activity, so the server drops what a retry sends again.
@@ -17,32 +18,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import uuid
 from collections.abc import AsyncIterable
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 
-from stigmer.events import clip
+from stigmer.contract.events import (
+    MessagePayload,
+    Payload,
+    ToolCallPayload,
+    clip,
+    jsonable,
+    new_event,
+)
+from stigmer.runner import runtime
 
 #: How long (s) a publish keeps retrying an API that does not answer before it raises.
 PUBLISH_PATIENCE_S = 300.0
 
-_config: dict[str, str | None] = {"url": None, "token": None}
 _client: httpx.AsyncClient | None = None
-
-
-def configure(api_url: str | None, token: str | None) -> None:
-    """Set where events go (the worker calls this once at start-up)."""
-    _config["url"] = api_url
-    _config["token"] = token
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def activity_event_prefix() -> str:
@@ -59,7 +55,7 @@ def activity_event_prefix() -> str:
 async def post_events(execution_id: str, events: list[dict[str, Any]]) -> None:
     """Append ``events`` (dicts with event_id, type, payload, at) to the execution's log.
 
-    ``POST {STIGMER_API_URL}/v1/executions/{execution_id}/events``, retried with
+    ``POST {api url}/v1/executions/{execution_id}/events``, retried with
     backoff (0.2 s doubling to 5 s) while the API is unreachable or answers
     5xx/429, for up to :data:`PUBLISH_PATIENCE_S` seconds.
 
@@ -70,10 +66,10 @@ async def post_events(execution_id: str, events: list[dict[str, Any]]) -> None:
     global _client
     if not events:
         return
-    url = _config["url"] or os.environ.get("STIGMER_API_URL")
-    token = _config["token"] or os.environ.get("STIGMER_API_TOKEN")
+    rt = runtime.current()
+    url, token = rt.api_url, rt.api_token
     if not url:
-        raise RuntimeError("STIGMER_API_URL is not set: the runner cannot publish events")
+        raise RuntimeError("the runner has no API URL: it cannot publish events")
     if _client is None:
         _client = httpx.AsyncClient(timeout=15.0)
     client = _client
@@ -101,10 +97,6 @@ def _transient(exc: BaseException) -> bool:
     return False
 
 
-def event(event_id: str, type_: str, **payload: Any) -> dict[str, Any]:
-    return {"event_id": event_id, "type": type_, "payload": payload, "at": _now()}
-
-
 def _content(content: Any) -> str:
     if isinstance(content, str):
         return content
@@ -115,17 +107,18 @@ def _content(content: Any) -> str:
 
 
 def tool_result_events(
-    add: Any, tool_call_id: str | None, name: str, *, failed: bool, text: str
-) -> None:
+    tool_call_id: str | None, name: str, *, failed: bool, text: str
+) -> list[Payload]:
     """The two events of a finished tool call: ``tool_call`` (completed or failed), then its ``message``."""
-    add(
-        "tool_call",
-        tool_call_id=tool_call_id,
-        name=name,
-        status="failed" if failed else "completed",
-        result=text,
-    )
-    add("message", role="tool", content=text, tool_name=name, tool_call_id=tool_call_id)
+    return [
+        ToolCallPayload(
+            tool_call_id=tool_call_id,
+            name=name,
+            status="failed" if failed else "completed",
+            result=text,
+        ),
+        MessagePayload(role="tool", content=text, tool_name=name, tool_call_id=tool_call_id),
+    ]
 
 
 #: A tool call that ends within this many seconds sends ``started`` together with its result.
@@ -151,13 +144,14 @@ class ToolCallEvents:
         self._started: asyncio.Task[None] | None = None
 
     def started(self, args: dict[str, Any]) -> None:
-        self._started_event = event(
+        self._started_event = new_event(
             f"{self._prefix}/0",
-            "tool_call",
-            tool_call_id=self.tool_call_id,
-            name=self.name,
-            status="started",
-            args=_jsonable(args),
+            ToolCallPayload(
+                tool_call_id=self.tool_call_id,
+                name=self.name,
+                status="started",
+                args=jsonable(args),
+            ),
         )
         self._started = asyncio.ensure_future(self._send_started_later())
 
@@ -182,16 +176,11 @@ class ToolCallEvents:
     async def finished(self, *, failed: bool, result: Any) -> None:
         """Send the result (with ``started`` if not sent yet). Raises what ``post_events`` raises."""
         out = await self._settle_started()
-        result_events: list[dict[str, Any]] = []
-
-        def add(type_: str, **payload: Any) -> None:  # ids 1 and 2 (0 is started)
-            result_events.append(
-                event(f"{self._prefix}/{len(result_events) + 1}", type_, **payload)
-            )
-
-        tool_result_events(
-            add, self.tool_call_id, self.name, failed=failed, text=clip(_content(result))
+        payloads = tool_result_events(
+            self.tool_call_id, self.name, failed=failed, text=clip(_content(result))
         )
+        # ids 1 and 2 (0 is started)
+        result_events = [new_event(f"{self._prefix}/{i}", p) for i, p in enumerate(payloads, 1)]
         await post_events(self.execution_id, out + result_events)
 
     async def abandon(self) -> None:
@@ -199,13 +188,6 @@ class ToolCallEvents:
         with contextlib.suppress(Exception):
             pending = await self._settle_started()
             await post_events(self.execution_id, pending)
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        return json.loads(json.dumps(value, default=str))
-    except (TypeError, ValueError):
-        return {"raw": clip(str(value), 2000)}
 
 
 async def handle_stream(ctx: Any, events: AsyncIterable[Any]) -> None:
@@ -224,29 +206,24 @@ async def handle_stream(ctx: Any, events: AsyncIterable[Any]) -> None:
     )
 
     prefix = activity_event_prefix()
-    execution_id = ctx.deps.execution_id
-    out: list[dict[str, Any]] = []
-
-    def add(type_: str, **payload: Any) -> None:
-        out.append(event(f"{prefix}/{len(out)}", type_, **payload))
-
+    payloads: list[Payload] = []
     async for ev in events:
         if (
             isinstance(ev, PartEndEvent)
             and isinstance(ev.part, TextPart)
             and ev.part.content.strip()
         ):
-            add("message", role="ai", content=clip(ev.part.content))
+            payloads.append(MessagePayload(role="ai", content=clip(ev.part.content)))
         elif isinstance(ev, FunctionToolResultEvent):
             part = ev.part
-            tool_result_events(
-                add,
+            payloads += tool_result_events(
                 part.tool_call_id,
                 part.tool_name,
                 failed=not tool_succeeded(part),
                 text=clip(_content(part.content)),
             )
-    await post_events(execution_id, out)
+    out = [new_event(f"{prefix}/{i}", p) for i, p in enumerate(payloads)]
+    await post_events(ctx.deps.execution_id, out)
 
 
 def tool_succeeded(part: Any) -> bool:

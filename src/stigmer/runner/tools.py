@@ -1,7 +1,8 @@
 """The built-in workspace tools: list, read, write and edit files, and run a shell command.
 
-Every path is relative to the workspace (``STIGMER_WORKSPACE``: ``/workspace``
-in the container, ``$STIGMER_HOME/data/workspace`` for a local runner); a path
+Every path is relative to the workspace (the runner's configured workspace:
+``/workspace`` in the container, ``$STIGMER_HOME/data/workspace`` for a local
+runner); a path
 that resolves outside it, through ``..`` or a symlink, is refused. Errors the
 model can act on are raised as ``ModelRetry``, so the model sees them and the
 tool call is recorded as failed.
@@ -23,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from pydantic_ai import ModelRetry, RunContext
+
+from stigmer.contract.registry import TOOL_NAMES
+from stigmer.runner import runtime
 
 MAX_READ = 64 * 1024
 MAX_OUTPUT = 16 * 1024
@@ -52,7 +56,7 @@ class RunDeps:
 
 
 def workspace_root() -> Path:
-    return Path(os.environ.get("STIGMER_WORKSPACE", "/workspace")).resolve()
+    return runtime.current().workspace
 
 
 def resolve_path(path: str) -> Path:
@@ -124,20 +128,21 @@ async def edit_file(ctx: RunContext[RunDeps], path: str, old: str, new: str) -> 
     return f"edited {_rel(p)}"
 
 
-def tool_environment(deps: RunDeps, runner_env: dict[str, str] | None = None) -> dict[str, str]:
+def tool_environment(deps: RunDeps) -> dict[str, str]:
     """The shell tool's environment: safe runner variables plus the agent's ``spec.env``.
 
-    Secret references (``{secret: NAME}``) are resolved from the runner's environment.
+    Secret references (``{secret: NAME}``) resolve to the secrets the runner was
+    configured with; nothing else of the runner's environment is passed on.
     """
-    source = dict(os.environ if runner_env is None else runner_env)
-    env = {k: source[k] for k in SAFE_ENV if k in source}
+    env = {k: os.environ[k] for k in SAFE_ENV if k in os.environ}
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env["HOME"] = str(workspace_root())
     env["PWD"] = str(workspace_root())
     env.update(deps.env)
+    secrets = runtime.current().secrets
     for name, ref in deps.secret_env.items():
-        if ref in source:
-            env[name] = source[ref]
+        if ref in secrets:
+            env[name] = secrets[ref]
     return env
 
 
@@ -175,11 +180,5 @@ async def shell(
     return f"exit code {proc.returncode}\n{text}"
 
 
-#: The built-in tools by name (``spec.tools`` picks among them).
-ALL_TOOLS: dict[str, Any] = {
-    "list_files": list_files,
-    "read_file": read_file,
-    "write_file": write_file,
-    "edit_file": edit_file,
-    "shell": shell,
-}
+#: The implementations of the built-in tools, by name (the names are the registry's).
+ALL_TOOLS: dict[str, Any] = {name: globals()[name] for name in TOOL_NAMES}

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
-from datetime import UTC, timedelta
+from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -14,9 +13,19 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic_ai.durable_exec.temporal import PydanticAIWorkflow
 
+    from stigmer.contract.events import (
+        ErrorPayload,
+        MessagePayload,
+        Payload,
+        PhasePayload,
+        UsagePayload,
+        new_event,
+    )
+    from stigmer.contract.workflow import WORKFLOW_NAME, ExecutionInput
     from stigmer.runner.activities import ping, publish_events, workspace_probe
     from stigmer.runner.agent import agent
     from stigmer.runner.tools import RunDeps
+    from stigmer.spec.models import SecretRef
 
 PUBLISH_OPTS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=30),
@@ -24,47 +33,33 @@ PUBLISH_OPTS: dict[str, Any] = {
 }
 
 
-@dataclass
-class ExecutionInput:
-    """The workflow input: a snapshot of the agent spec, so the runner never fetches it."""
-
-    execution_id: str
-    agent_name: str
-    spec: dict[str, Any]
-    message: str
-    env: dict[str, str] = field(default_factory=dict)
-    model: str | None = None
-
-
 def deps_for(inp: ExecutionInput) -> RunDeps:
+    """The run's deps from the spec snapshot: no secret values, only the names they live under."""
     spec = inp.spec
     env: dict[str, str] = {}
     secret_env: dict[str, str] = {}
-    for name, value in (spec.get("env") or {}).items():
-        if isinstance(value, dict):
-            secret_env[name] = value["secret"]
+    for name, value in spec.env.items():
+        if isinstance(value, SecretRef):
+            secret_env[name] = value.secret
         else:
-            env[name] = str(value)
+            env[name] = value
     env.update(inp.env)
     return RunDeps(
         execution_id=inp.execution_id,
         agent_name=inp.agent_name,
-        instructions=spec["instructions"],
-        tools=list(spec.get("tools") or []),
+        instructions=spec.instructions,
+        tools=list(spec.tools),
         env=env,
         secret_env=secret_env,
-        test_script=spec.get("test_script"),
-        base_url=spec.get("base_url"),
-        api_key_env=(spec.get("api_key") or {}).get("secret"),
+        test_script=[step.model_dump(exclude_none=True) for step in spec.test_script]
+        if spec.test_script is not None
+        else None,
+        base_url=spec.base_url,
+        api_key_env=spec.api_key.secret if spec.api_key else None,
     )
 
 
-def model_settings(spec: dict[str, Any]) -> dict[str, Any]:
-    ms = spec.get("model_settings") or {}
-    return {k: v for k, v in ms.items() if v is not None}
-
-
-@workflow.defn(name="AgentExecutionWorkflow")
+@workflow.defn(name=WORKFLOW_NAME)
 class AgentExecutionWorkflow(PydanticAIWorkflow):
     """Run one agent execution; phases and results go to the event log.
 
@@ -74,27 +69,19 @@ class AgentExecutionWorkflow(PydanticAIWorkflow):
 
     __pydantic_ai_agents__ = (agent,)
 
-    async def _publish(self, inp: ExecutionInput, *events: tuple[str, str, dict[str, Any]]) -> None:
-        """Append ``(key, type, payload)`` events in one local activity; ids are stable per key.
+    async def _publish(self, inp: ExecutionInput, *events: tuple[str, Payload]) -> None:
+        """Append ``(key, payload)`` events in one local activity; ids are stable per key.
 
         A local activity runs in this worker within the workflow task: no round
         trip through the Temporal server to schedule it, and it is retried (same
         ids, so the server drops repeats) if the worker dies before it is recorded.
         """
-        at = workflow.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        at = workflow.now()
         await workflow.execute_local_activity(
             publish_events,
             args=[
                 inp.execution_id,
-                [
-                    {
-                        "event_id": f"{inp.execution_id}/wf/{key}",
-                        "type": type_,
-                        "payload": payload,
-                        "at": at,
-                    }
-                    for key, type_, payload in events
-                ],
+                [new_event(f"{inp.execution_id}/wf/{key}", p, at) for key, p in events],
             ],
             **PUBLISH_OPTS,
         )
@@ -103,42 +90,42 @@ class AgentExecutionWorkflow(PydanticAIWorkflow):
     async def run(self, inp: ExecutionInput) -> dict[str, Any]:
         await self._publish(
             inp,
-            ("running", "phase", {"phase": "RUNNING"}),
-            ("human", "message", {"role": "human", "content": inp.message}),
+            ("running", PhasePayload(phase="RUNNING")),
+            ("human", MessagePayload(role="human", content=inp.message)),
         )
-        model = inp.model or inp.spec.get("model") or "test"
+        settings = inp.spec.model_settings.model_dump(exclude_none=True)
         try:
             result = await agent.run(
                 inp.message,
                 deps=deps_for(inp),
-                model=model,
-                model_settings=model_settings(inp.spec) or None,  # type: ignore[arg-type]
+                model=inp.model,
+                model_settings=settings or None,  # type: ignore[arg-type]
             )
         except asyncio.CancelledError:
-            await self._publish(inp, ("cancelled", "phase", {"phase": "CANCELLED"}))
+            await self._publish(inp, ("cancelled", PhasePayload(phase="CANCELLED")))
             raise
         except Exception as exc:
             message = _describe(exc)
             await self._publish(
                 inp,
-                ("error", "error", {"message": message, "kind": type(exc).__name__}),
-                ("failed", "phase", {"phase": "FAILED", "error": message}),
+                ("error", ErrorPayload(message=message, kind=type(exc).__name__)),
+                ("failed", PhasePayload(phase="FAILED", error=message)),
             )
             raise ApplicationError(message, type=type(exc).__name__, non_retryable=True) from exc
-        usage = result.usage
-        usage_payload = {
-            "input_tokens": usage.input_tokens,
-            "output_tokens": usage.output_tokens,
-            "requests": usage.requests,
-            "tool_calls": usage.tool_calls,
-        }
+        u = result.usage
+        usage = UsagePayload(
+            input_tokens=u.input_tokens,
+            output_tokens=u.output_tokens,
+            requests=u.requests,
+            tool_calls=u.tool_calls,
+        )
         output = str(result.output)
         await self._publish(
             inp,
-            ("usage", "usage", usage_payload),
-            ("completed", "phase", {"phase": "COMPLETED", "output": output}),
+            ("usage", usage),
+            ("completed", PhasePayload(phase="COMPLETED", output=output)),
         )
-        return {"output": output, "usage": usage_payload}
+        return {"output": output, "usage": usage.model_dump()}
 
 
 def _describe(exc: BaseException) -> str:

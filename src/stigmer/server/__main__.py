@@ -1,20 +1,29 @@
-"""``python -m stigmer.server --host 127.0.0.1 --port 7234``: run the API under uvicorn."""
+"""``python -m stigmer.server``: run the API under uvicorn.
+
+Configured by its runtime configuration only (``STIGMER_CONFIG``, written by
+the supervisor; :mod:`stigmer.contract.config`), which it deletes once read.
+"""
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import logging
 import sys
 
+from stigmer.contract.config import load_runtime_config
+from stigmer.errors import StigmerError
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="stigmer-server")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=7234)
-    args = parser.parse_args(argv)
-    if not ipaddress.ip_address(args.host).is_loopback:
-        print(f"refusing to listen on non-loopback address {args.host}", file=sys.stderr)
+    try:
+        cfg = load_runtime_config(role="stigmer-server", consume=True)
+    except StigmerError as exc:
+        print(f"{exc.message}\n{exc.fix or ''}".strip(), file=sys.stderr)
+        return exc.exit_code
+    assert cfg.server is not None
+    host = cfg.server.host
+    if not ipaddress.ip_address(host).is_loopback:
+        print(f"refusing to listen on non-loopback address {host}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=logging.INFO, format="%(levelname)s %(name)s %(message)s", stream=sys.stdout
@@ -24,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     from stigmer.server.app import create_app
 
     uvicorn.run(
-        create_app(),
-        host=args.host,
-        port=args.port,
+        create_app(cfg),
+        host=host,
+        port=cfg.server.port,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=5,

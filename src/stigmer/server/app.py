@@ -1,14 +1,17 @@
 """The HTTP API.
 
 Every endpoint needs ``Authorization: Bearer <token>``, where the token is the
-content of ``STIGMER_API_TOKEN_FILE`` (``$STIGMER_HOME/credentials/api-token``,
-mode 0600, written on first ``server start``). ``GET /healthz`` alone is open.
+content of the token file its configuration names
+(``$STIGMER_HOME/credentials/api-token``, mode 0600, written on first
+``server start``). ``GET /healthz`` alone is open: it says whether the store
+answers and whether this server reaches Temporal itself.
 
 Endpoints (all JSON unless noted):
 
 * ``PUT /v1/agents/{name}`` body ``{"spec": {...}}``: create or update; answers
   ``{"status": created|updated|unchanged, "agent": {...}}``.
-* ``GET /v1/agents``, ``GET|DELETE /v1/agents/{name}``.
+* ``GET /v1/agents``, ``GET|DELETE /v1/agents/{name}``; each agent has
+  ``model``, the model its runs use (its spec's, else ``default_model``).
 * ``POST /v1/executions`` body ``{"agent", "message", "env"?, "model"?}``: records
   the execution as PENDING and starts workflow ``AgentExecutionWorkflow`` (id
   ``agent-execution/<id>``, task queue ``agent_execution_runner``) with a
@@ -23,12 +26,11 @@ Endpoints (all JSON unless noted):
 """
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
-import os
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,11 +41,16 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, Field, ValidationError
 
 from stigmer import __version__
-from stigmer.events import TERMINAL_PHASES, NewEvent
+from stigmer.contract.config import RuntimeConfig
+from stigmer.contract.events import ErrorPayload, NewEvent, PhasePayload, new_event
+from stigmer.contract.phases import TERMINAL_PHASES
+from stigmer.contract.registry import parse_model
+from stigmer.contract.temporal import connect_temporal, describe_namespace
+from stigmer.contract.workflow import TASK_QUEUE, WORKFLOW_NAME, ExecutionInput
+from stigmer.errors import TemporalError
 from stigmer.server import db
 from stigmer.server.store import Store, new_execution_id
-from stigmer.settings import TASK_QUEUE
-from stigmer.spec.models import AgentSpec, parse_model
+from stigmer.spec.models import AgentSpec
 
 log = logging.getLogger("stigmer.server")
 
@@ -53,16 +60,8 @@ RECONCILE_AFTER = 5.0
 KEEPALIVE = 15.0
 #: Workflow task attempts after which a stuck execution gets an error event.
 STUCK_ATTEMPTS = 3
-
-
-def _load_token() -> str:
-    path = os.environ.get("STIGMER_API_TOKEN_FILE")
-    if path:
-        return Path(path).read_text().strip()
-    token = os.environ.get("STIGMER_API_TOKEN", "")
-    if not token:
-        raise RuntimeError("no API token: set STIGMER_API_TOKEN_FILE or STIGMER_API_TOKEN")
-    return token
+#: Seconds between the server's own checks that it reaches Temporal.
+TEMPORAL_CHECK_EVERY = 5.0
 
 
 def _utf8(value: Any) -> Any:
@@ -102,51 +101,115 @@ class EventsPost(BaseModel):
     events: list[NewEvent]
 
 
-class Temporal:
-    """The server's Temporal client, connected on first use (``STIGMER_TEMPORAL_*`` env)."""
+class TemporalLink:
+    """The server's Temporal client, and whether it works now.
 
-    def __init__(self) -> None:
+    :meth:`watch` connects through ``connect_temporal`` (retrying while Temporal
+    is not reachable) and then checks the namespace every few seconds, so
+    ``/healthz`` says whether this server, not just its supervisor, reaches
+    Temporal. A permanent failure (TLS, the certificate, authentication, the
+    namespace) is reported as such, with the setting to change.
+    """
+
+    def __init__(self, cfg: RuntimeConfig) -> None:
+        self.target = cfg.temporal
         self._client: Any = None
-        self._lock = asyncio.Lock()
+        self._connected = asyncio.Event()
+        self.ok = False
+        self.error: TemporalError | None = None
+
+    def health(self) -> dict[str, Any]:
+        err = self.error
+        return {
+            "temporal": "ok" if self.ok else ("error" if err else "connecting"),
+            "temporal_error": None
+            if err is None
+            else {
+                "kind": err.kind,
+                "message": err.message,
+                "fix": err.fix,
+                "setting": err.setting,
+                "permanent": err.permanent,
+            },
+        }
+
+    async def watch(self) -> None:
+        from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
+
+        delay = 0.2
+        while self._client is None:
+            try:
+                self._client = await connect_temporal(
+                    self.target, identity="stigmer-server", plugins=[PydanticAIPlugin()]
+                )
+            except TemporalError as exc:
+                self.error = exc
+                if exc.permanent:
+                    log.error("%s %s", exc.message, exc.fix)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self._connected.set()
+        self.ok, self.error = True, None
+        log.info(
+            "reached Temporal at %s (namespace %s)", self.target.address, self.target.namespace
+        )
+        while True:
+            await asyncio.sleep(TEMPORAL_CHECK_EVERY)
+            try:
+                await describe_namespace(self._client, self.target)
+                self.ok, self.error = True, None
+            except TemporalError as exc:
+                self.ok, self.error = False, exc
 
     async def client(self) -> Any:
-        async with self._lock:
-            if self._client is None:
-                from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
-                from temporalio.client import Client
+        """The connected client (waits up to 30 s for the first connection).
 
-                api_key = os.environ.get("STIGMER_TEMPORAL_API_KEY") or None
-                tls = os.environ.get("STIGMER_TEMPORAL_TLS", "0") in ("1", "true") or bool(api_key)
-                self._client = await Client.connect(
-                    os.environ.get("STIGMER_TEMPORAL_ADDRESS", "127.0.0.1:7233"),
-                    namespace=os.environ.get("STIGMER_TEMPORAL_NAMESPACE", "default"),
-                    api_key=api_key,
-                    tls=tls,
-                    identity="stigmer-server",
-                    plugins=[PydanticAIPlugin()],
-                    connect_timeout=timedelta(seconds=5),
-                )
-            return self._client
+        Raises:
+            TemporalError: not connected within that time.
+        """
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout=30)
+        except TimeoutError:
+            raise self.error or TemporalError(
+                f"Temporal at {self.target.address} did not answer within 30s."
+            ) from None
+        return self._client
 
 
-def create_app(database_url: str | None = None, token: str | None = None) -> FastAPI:
-    """The FastAPI app; runs migrations on start-up.
+def _server_event(execution_id: str, key: str, payload: Any) -> dict[str, Any]:
+    """An event the server itself appends (ids are stable: a retry stores it once)."""
+    return new_event(f"{execution_id}/server/{key}", payload)
 
-    Args:
-        database_url: SQLAlchemy URL (default: ``STIGMER_DATABASE_URL``).
-        token: the bearer token (default: read from ``STIGMER_API_TOKEN_FILE``).
-    """
-    url = database_url or os.environ["STIGMER_DATABASE_URL"]
-    secret = token or _load_token()
-    engine = db.make_engine(url)
+
+def create_app(cfg: RuntimeConfig) -> FastAPI:
+    """The FastAPI app for a server configuration; runs migrations on start-up."""
+    assert cfg.server is not None
+    secret = Path(cfg.server.token_file).read_text().strip()
+    engine = db.make_engine(cfg.server.store_url.get_secret_value())
     db.migrate(engine)
     store = Store(engine)
-    temporal = Temporal()
+    temporal = TemporalLink(cfg)
+    default_model = cfg.default_model
     #: per execution, one wake-up flag per open event stream (set on every append)
     waiters: dict[str, set[asyncio.Event]] = {}
 
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        watcher = asyncio.create_task(temporal.watch(), name="temporal-watch")
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
     app = FastAPI(
-        title="stigmer", version=__version__, docs_url=None, redoc_url=None, openapi_url=None
+        title="stigmer",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
     )
     app.state.engine = engine
     app.state.store = store
@@ -157,6 +220,10 @@ def create_app(database_url: str | None = None, token: str | None = None) -> Fas
         # env value (a secret) or text JSON cannot encode. Field and reason only.
         detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
         return JSONResponse(status_code=422, content={"detail": detail})
+
+    @app.exception_handler(TemporalError)
+    async def temporal_unavailable(_request: Request, exc: TemporalError) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": f"{exc.message} {exc.fix or ''}"})
 
     bearer = HTTPBearer(auto_error=False)
 
@@ -172,11 +239,20 @@ def create_app(database_url: str | None = None, token: str | None = None) -> Fas
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
-        ok = db.check(engine)
+        db_ok = db.check(engine)
+        ok = db_ok and temporal.ok
         return JSONResponse(
-            {"status": "ok" if ok else "degraded", "database": "ok" if ok else "error"},
+            {
+                "status": "ok" if ok else "degraded",
+                "database": "ok" if db_ok else "error",
+                **temporal.health(),
+            },
             status_code=200 if ok else 503,
         )
+
+    def _with_model(agent: dict[str, Any]) -> dict[str, Any]:
+        """The agent record plus ``model``: what its runs use when none is given."""
+        return {**agent, "model": agent["spec"].get("model") or default_model}
 
     api = APIRouter(prefix="/v1", dependencies=[Depends(require_token)])
 
@@ -195,18 +271,18 @@ def create_app(database_url: str | None = None, token: str | None = None) -> Fas
                 422, detail=exc.errors(include_url=False, include_context=False)
             ) from None
         status, agent = store.put_agent(name, spec.model_dump(mode="json", exclude_none=True))
-        return {"status": status, "agent": agent}
+        return {"status": status, "agent": _with_model(agent)}
 
     @api.get("/agents")
     def list_agents() -> dict[str, Any]:
-        return {"agents": store.list_agents()}
+        return {"agents": [_with_model(a) for a in store.list_agents()]}
 
     @api.get("/agents/{name}")
     def get_agent(name: str) -> dict[str, Any]:
         agent = store.get_agent(name)
         if agent is None:
             raise HTTPException(404, detail=f"no agent named {name!r}")
-        return agent
+        return _with_model(agent)
 
     @api.delete("/agents/{name}")
     def delete_agent(name: str) -> dict[str, Any]:
@@ -227,41 +303,29 @@ def create_app(database_url: str | None = None, token: str | None = None) -> Fas
             except ValueError as exc:
                 raise HTTPException(422, detail=str(exc)) from None
         execution_id = new_execution_id()
-        wf_input = {
-            "execution_id": execution_id,
-            "agent_name": body.agent,
-            "spec": agent["spec"],
-            "message": body.message,
-            "env": body.env,
-            "model": body.model
-            or agent["spec"].get("model")
-            or os.environ.get("STIGMER_DEFAULT_MODEL")
-            or "test",
-        }
-        ex = store.create_execution(body.agent, wf_input, execution_id)
+        wf_input = ExecutionInput(
+            execution_id=execution_id,
+            agent_name=body.agent,
+            spec=AgentSpec.model_validate(agent["spec"]),
+            message=body.message,
+            env=body.env,
+            model=body.model or agent["spec"].get("model") or default_model,
+        )
+        ex = store.create_execution(wf_input)
         try:
             client = await temporal.client()
             await client.start_workflow(
-                "AgentExecutionWorkflow",
-                wf_input,
-                id=ex["workflow_id"],
-                task_queue=TASK_QUEUE,
+                WORKFLOW_NAME, wf_input, id=ex["workflow_id"], task_queue=TASK_QUEUE
             )
         except Exception as exc:
             msg = f"could not start the workflow on Temporal: {exc}"
             store.append(
                 execution_id,
                 [
-                    {
-                        "event_id": f"{execution_id}/server/error",
-                        "type": "error",
-                        "payload": {"message": msg, "kind": "StartFailed"},
-                    },
-                    {
-                        "event_id": f"{execution_id}/server/failed",
-                        "type": "phase",
-                        "payload": {"phase": "FAILED", "error": msg},
-                    },
+                    _server_event(
+                        execution_id, "error", ErrorPayload(message=msg, kind="StartFailed")
+                    ),
+                    _server_event(execution_id, "failed", PhasePayload(phase="FAILED", error=msg)),
                 ],
             )
             await _notify(execution_id)
@@ -276,7 +340,7 @@ def create_app(database_url: str | None = None, token: str | None = None) -> Fas
 
     async def _reconcile(ex: dict[str, Any]) -> dict[str, Any]:
         """If Temporal says the workflow ended but no final phase was published, record it."""
-        if ex["phase"] in TERMINAL_PHASES:
+        if ex["phase"] in TERMINAL_PHASES or not temporal.ok:
             return ex
         try:
             client = await temporal.client()
@@ -296,13 +360,11 @@ def create_app(database_url: str | None = None, token: str | None = None) -> Fas
         }.get(status)
         if phase is None:
             return ex
-        payload: dict[str, Any] = {"phase": phase}
-        if phase == "FAILED":
-            payload["error"] = f"workflow {status.lower()}"
-        store.append(
-            ex["id"],
-            [{"event_id": f"{ex['id']}/reconcile/{phase}", "type": "phase", "payload": payload}],
+        payload = PhasePayload(
+            phase=phase,  # type: ignore[arg-type]
+            error=f"workflow {status.lower()}" if phase == "FAILED" else None,
         )
+        store.append(ex["id"], [new_event(f"{ex['id']}/reconcile/{phase}", payload)])
         await _notify(ex["id"])
         return store.get_execution(ex["id"]) or ex
 
@@ -325,19 +387,10 @@ def create_app(database_url: str | None = None, token: str | None = None) -> Fas
             if "not registered" in reason
             else "see `stigmer server logs -c agent-runner`"
         )
-        store.append(
-            ex["id"],
-            [
-                {
-                    "event_id": f"{ex['id']}/diagnose/stuck",
-                    "type": "error",
-                    "payload": {
-                        "message": f"{reason} (attempt {pending.attempt}); {fix}",
-                        "kind": "WorkflowTaskFailing",
-                    },
-                }
-            ],
+        payload = ErrorPayload(
+            message=f"{reason} (attempt {pending.attempt}); {fix}", kind="WorkflowTaskFailing"
         )
+        store.append(ex["id"], [new_event(f"{ex['id']}/diagnose/stuck", payload)])
         await _notify(ex["id"])
 
     @api.get("/executions/{execution_id}")

@@ -6,7 +6,7 @@ objects here mirror them for queries.
 Event appends are idempotent: an event whose ``event_id`` is already stored is
 skipped and its existing ``seq`` returned. Sequence numbers are assigned here,
 per execution, strictly increasing from 1, under a lock (one API process owns
-the store).
+the store). Events have the shapes of :mod:`stigmer.contract.events`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ from sqlalchemy import (
     update,
 )
 
-from stigmer.events import TERMINAL_PHASES
+from stigmer.contract.events import PhasePayload, format_timestamp, new_event, parse_timestamp
+from stigmer.contract.phases import TERMINAL_PHASES
+from stigmer.contract.workflow import ExecutionInput, workflow_id
 
 metadata = MetaData()
 
@@ -83,11 +85,7 @@ def now() -> datetime:
 
 
 def iso(dt: datetime | None) -> str | None:
-    if dt is None:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return format_timestamp(dt) if dt is not None else None
 
 
 def spec_hash(spec: dict[str, Any]) -> str:
@@ -154,30 +152,24 @@ class Store:
 
     # -- executions -----------------------------------------------------------
 
-    def create_execution(
-        self, agent_name: str, workflow_input: dict[str, Any], execution_id: str
-    ) -> dict[str, Any]:
+    def create_execution(self, inp: ExecutionInput) -> dict[str, Any]:
+        """Record an execution as PENDING, with its workflow input."""
+        execution_id = inp.execution_id
         with self.engine.begin() as conn:
             conn.execute(
                 insert(executions).values(
                     id=execution_id,
-                    agent_name=agent_name,
+                    agent_name=inp.agent_name,
                     phase="PENDING",
-                    workflow_id=f"agent-execution/{execution_id}",
-                    input=workflow_input,
+                    workflow_id=workflow_id(execution_id),
+                    input=inp.model_dump(mode="json", exclude_none=True),
                     created_at=now(),
                     updated_at=now(),
                 )
             )
         self.append(
             execution_id,
-            [
-                {
-                    "event_id": f"{execution_id}/server/pending",
-                    "type": "phase",
-                    "payload": {"phase": "PENDING"},
-                }
-            ],
+            [new_event(f"{execution_id}/server/pending", PhasePayload(phase="PENDING"))],
         )
         ex = self.get_execution(execution_id)
         assert ex is not None
@@ -243,7 +235,7 @@ class Store:
                     # is dropped, so followers and last_seq see the whole log
                     continue
                 payload = dict(e["payload"])
-                created = _parse_at(e.get("at")) or now()
+                created = parse_timestamp(e.get("at")) or now()
                 if e["type"] == "tool_call" and payload.get("status") in ("completed", "failed"):
                     started = self._tool_start(conn, execution_id, payload.get("tool_call_id"))
                     if started is not None:
@@ -285,7 +277,8 @@ class Store:
         ).all()
         for payload, created in rows:
             if payload.get("tool_call_id") == tool_call_id and payload.get("status") == "started":
-                return created if created.tzinfo else created.replace(tzinfo=UTC)
+                when: datetime = created
+                return when if when.tzinfo else when.replace(tzinfo=UTC)
         return None
 
     def events_after(
@@ -313,15 +306,6 @@ class Store:
             }
             for r in rows
         ]
-
-
-def _parse_at(at: str | None) -> datetime | None:
-    if not at:
-        return None
-    try:
-        return datetime.fromisoformat(at.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def _agent(row: Any) -> dict[str, Any]:

@@ -4,24 +4,6 @@ Imports neither Temporal nor Docker: the CLI validates with it, the server
 stores what it validates, and the runner receives a snapshot of it.
 """
 
-from stigmer.spec.models import (
-    PROVIDERS,
-    TOOL_NAMES,
-    AgentDoc,
-    AgentSpec,
-    ModelSettingsSpec,
-    SecretRef,
-    TestStep,
-    parse_model,
-)
+from stigmer.spec.models import AgentDoc, AgentSpec, ModelSettingsSpec, SecretRef, TestStep
 
-__all__ = [
-    "PROVIDERS",
-    "TOOL_NAMES",
-    "AgentDoc",
-    "AgentSpec",
-    "ModelSettingsSpec",
-    "SecretRef",
-    "TestStep",
-    "parse_model",
-]
+__all__ = ["AgentDoc", "AgentSpec", "ModelSettingsSpec", "SecretRef", "TestStep"]

@@ -14,14 +14,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from stigmer.errors import StigmerError
+from stigmer.errors import SpecError
 from stigmer.spec.models import AgentDoc
-
-
-class SpecError(StigmerError):
-    """An agent file is not valid; nothing was stored."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -50,7 +44,7 @@ def _locate(marks: Any, loc: tuple[Any, ...], fallback: yaml.Mark, key: bool = F
         if isinstance(cur, dict) and "__marks__" in cur and part in cur["__marks__"]:
             key_mark, value_mark = cur["__marks__"][part]
             if key and i == len(loc) - 1:
-                return key_mark
+                return key_mark  # type: ignore[no-any-return]
             mark = value_mark
             cur = cur[part]
         elif isinstance(cur, dict) and "__items__" in cur and isinstance(part, int):

@@ -28,11 +28,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-#: Model providers; ``test`` is the built-in offline deterministic model.
-PROVIDERS = ("test", "anthropic", "openai", "ollama")
-
-#: The built-in workspace tools an agent may name in ``spec.tools``.
-TOOL_NAMES = ("list_files", "read_file", "write_file", "edit_file", "shell")
+from stigmer.contract.registry import TOOL_NAMES, parse_model
 
 SLUG = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -86,25 +82,6 @@ class TestStep(_Strict):
         if self.each is not None and self.tool is None:
             raise ValueError("`each` goes with `tool`")
         return self
-
-
-def parse_model(model: str) -> tuple[str, str]:
-    """``provider:model`` into its parts; ``test`` alone is the test model.
-
-    Raises:
-        ValueError: no provider, or an unknown one.
-    """
-    if model == "test":
-        return "test", "test"
-    provider, sep, name = model.partition(":")
-    if not sep or not name:
-        raise ValueError(
-            f"model {model!r} must be provider:model (providers: {', '.join(PROVIDERS)}), "
-            "for example anthropic:claude-sonnet-4-5 or test"
-        )
-    if provider not in PROVIDERS:
-        raise ValueError(f"unknown model provider {provider!r}; providers: {', '.join(PROVIDERS)}")
-    return provider, name
 
 
 class AgentSpec(_Strict):

@@ -15,18 +15,26 @@ import signal
 import sys
 from abc import ABC, abstractmethod
 from collections import deque
-from typing import Any
 
+from stigmer.contract.config import RuntimeConfig
+from stigmer.contract.status import ComponentDetails
 from stigmer.settings import Paths, Settings
+from stigmer.stack.handover import child_environment, write_config
 from stigmer.stack.logs import RotatingLog
 from stigmer.stack.pidfile import ProcessIdentity, write_pid_file
 
 
 class FatalComponentError(Exception):
-    """A failure that restarting cannot fix (a port taken, a missing binary).
+    """A failure that restarting cannot fix (a port taken, a missing binary, TLS refused).
 
-    The supervisor marks the component ``failed`` at once instead of retrying.
+    The supervisor marks the component ``failed`` at once instead of retrying,
+    and shows ``fix`` (a command or the setting to change) in its status.
     """
+
+    def __init__(self, message: str, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
 
 
 class Component(ABC):
@@ -56,9 +64,13 @@ class Component(ABC):
     def container_id(self) -> str | None:
         return None
 
-    def extra_status(self) -> dict[str, Any]:
+    def extra_status(self) -> ComponentDetails:
         """Component-specific fields merged into its ``status`` entry."""
         return {}
+
+    def runtime_config(self) -> RuntimeConfig | None:
+        """The configuration this component's process is handed, if it takes one."""
+        return None
 
     def preflight(self) -> None:  # noqa: B027 - optional hook
         """Checks before each launch. Raises FatalComponentError to stop retrying."""
@@ -81,7 +93,12 @@ class Component(ABC):
 
     @abstractmethod
     async def ready(self) -> bool:
-        """True when it does real work now (not merely "the process exists")."""
+        """True when it does real work now (not merely "the process exists").
+
+        Raises:
+            FatalComponentError: it cannot work with this configuration (the
+                supervisor stops it and marks it failed).
+        """
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients and files after the final stop."""
@@ -112,11 +129,13 @@ class ProcessComponent(Component):
         """argv of the process."""
 
     def environment(self) -> dict[str, str]:
-        """Environment of the process (defaults to ours, with STIGMER_HOME set)."""
-        env = dict(os.environ)
-        env["STIGMER_HOME"] = str(self.paths.home)
-        env["PYTHONUNBUFFERED"] = "1"
-        return env
+        """Environment of the process: the basics and, if it takes one, its configuration.
+
+        The configuration is written afresh for every launch.
+        """
+        cfg = self.runtime_config()
+        path = write_config(self.settings, self.name, cfg) if cfg is not None else None
+        return child_environment(self.settings, path)
 
     @property
     def pid(self) -> int | None:
@@ -173,6 +192,8 @@ class ProcessComponent(Component):
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.gather(*self._pumps), timeout=2)
         self.paths.pid_file(self.name).unlink(missing_ok=True)
+        # a child that died before reading its configuration leaves it: it holds secrets
+        self.paths.component_config(self.name).unlink(missing_ok=True)
         return code
 
     async def terminate(self, grace: float) -> None:

@@ -20,17 +20,15 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
+from stigmer.contract.registry import COMPONENTS, RUNNER
+from stigmer.contract.status import StackStatus, component_status, stack_status
 from stigmer.errors import StackBusyError, StackStartError, SupervisorError
-from stigmer.settings import (
-    COMPONENTS,
-    Paths,
-    Settings,
-    ensure_api_token,
-    ensure_config_file,
-    write_private,
-)
+from stigmer.files import write_private
+from stigmer.settings import Paths, Settings, ensure_api_token, ensure_config_file
+
+ORPHANED = "left running by a supervisor that died; `stigmer server stop` cleans up"
 
 
 def rpc(paths: Paths, op: str, timeout: float = 5.0) -> dict[str, Any] | None:
@@ -50,9 +48,10 @@ def rpc(paths: Paths, op: str, timeout: float = 5.0) -> dict[str, Any] | None:
     except (TimeoutError, FileNotFoundError, ConnectionRefusedError, OSError):
         return None
     try:
-        return json.loads(data)
+        answer = json.loads(data)
     except ValueError:
         return None
+    return answer if isinstance(answer, dict) else None
 
 
 def supervisor_holds_lock(paths: Paths) -> bool:
@@ -74,60 +73,33 @@ def supervisor_holds_lock(paths: Paths) -> bool:
         os.close(fd)
 
 
-def stopped_status(settings: Settings) -> dict[str, Any]:
+def stopped_status(settings: Settings) -> StackStatus:
     """What ``status`` reports when no supervisor runs (orphans shown as such)."""
+    from stigmer import __version__
     from stigmer.stack.pidfile import read_pid_file
+    from stigmer.stack.supervisor import docker_mode_recorded
 
     comps = []
     for name in COMPONENTS:
         ident = read_pid_file(settings.paths.pid_file(name))
-        orphan = ident is not None and ident.alive()
-        comps.append(
-            {
-                "name": name,
-                "state": "orphaned" if orphan else "stopped",
-                "ready": False,
-                "managed": True,
-                "pid": ident.pid if orphan and ident else None,
-                "container_id": None,
-                "restarts": 0,
-                "started_at": None,
-                "uptime_s": None,
-                "ready_in_s": None,
-                "endpoint": None,
-                "last_exit_code": None,
-                "last_error": "left running by a supervisor that died; `stigmer server stop` cleans up"
-                if orphan
-                else None,
-            }
-        )
-    from stigmer import __version__
-    from stigmer.stack.supervisor import docker_mode_recorded
-
+        if ident is not None and ident.alive():
+            comps.append(component_status(name, "orphaned", pid=ident.pid, last_error=ORPHANED))
+        else:
+            comps.append(component_status(name))
     if docker_mode_recorded(settings.paths):
         container = _leftover_container(settings)
+        runner = next(c for c in comps if c["name"] == RUNNER)
         if container is not None:
-            runner = comps[-1]
-            runner.update(
-                state="orphaned",
-                container_id=container,
-                last_error="left running by a supervisor that died; `stigmer server stop` cleans up",
-            )
-    return {
-        "running": False,
-        "ready": False,
-        "version": __version__,
-        "home": str(settings.home),
-        "supervisor": None,
-        "components": comps,
-    }
+            runner["state"], runner["container_id"] = "orphaned", container
+            runner["last_error"] = ORPHANED
+    return stack_status(str(settings.home), __version__, comps)
 
 
 def _leftover_container(settings: Settings) -> str | None:
     """Short id of a running container labelled with this home, if the engine answers."""
     try:
         from stigmer.images.engine import connect
-        from stigmer.stack.runner_docker import LABEL_HOME
+        from stigmer.stack.agent_runner_docker import LABEL_HOME
 
         client = connect(timeout=2)
     except Exception:
@@ -141,9 +113,14 @@ def _leftover_container(settings: Settings) -> str | None:
         client.close()
 
 
-def status(settings: Settings) -> dict[str, Any]:
+def supervisor_status(paths: Paths, timeout: float = 5.0) -> StackStatus | None:
+    """The running supervisor's status, or None if none answers."""
+    return cast("StackStatus | None", rpc(paths, "status", timeout))
+
+
+def status(settings: Settings) -> StackStatus:
     """The supervisor's status, or :func:`stopped_status` when it is not running."""
-    return rpc(settings.paths, "status") or stopped_status(settings)
+    return supervisor_status(settings.paths) or stopped_status(settings)
 
 
 @contextmanager
@@ -186,10 +163,10 @@ def port_needs(settings: Settings) -> list[Any]:
 
 def start(
     settings: Settings,
-    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    on_progress: Callable[[StackStatus], None] | None = None,
     on_wait_lock: Callable[[], None] | None = None,
     before_spawn: Callable[[], dict[str, Any] | None] | None = None,
-) -> tuple[dict[str, Any], bool]:
+) -> tuple[StackStatus, bool]:
     """Bring the stack up and wait for real readiness.
 
     ``before_spawn`` runs under the stack lock once we know the stack is not
@@ -203,16 +180,18 @@ def start(
         StackStartError: not ready within ``start_timeout``, or a component failed;
             everything started is stopped again before this is raised.
     """
+    from stigmer.stack.handover import check
     from stigmer.stack.ports import check_ports
     from stigmer.stack.supervisor import reap_leftovers
 
+    check(settings)  # what the children's configurations need (TLS files) is there
     paths = settings.paths
     paths.ensure()
     settings.workspace_dir.mkdir(parents=True, exist_ok=True)  # as the invoking user
     ensure_config_file(paths)
     ensure_api_token(paths)
     with stack_lock(paths, settings.start_timeout + 60, on_wait_lock):
-        current = rpc(paths, "status")
+        current = supervisor_status(paths)
         if current is None and supervisor_holds_lock(paths):
             current = _wait_for_answer(paths, 10)
             if current is None:
@@ -239,9 +218,9 @@ def start(
 
 def _already_running(
     settings: Settings,
-    current: dict[str, Any],
-    on_progress: Callable[[dict[str, Any]], None] | None,
-) -> dict[str, Any]:
+    current: StackStatus,
+    on_progress: Callable[[StackStatus], None] | None,
+) -> StackStatus:
     """``start`` on a live stack: fine if ready, wait if still starting, fail if a component failed."""
     if current.get("ready"):
         return current
@@ -276,10 +255,10 @@ def _spawn_supervisor(paths: Paths) -> subprocess.Popen[bytes]:
         err.close()
 
 
-def _wait_for_answer(paths: Paths, timeout: float) -> dict[str, Any] | None:
+def _wait_for_answer(paths: Paths, timeout: float) -> StackStatus | None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        st = rpc(paths, "status")
+        st = supervisor_status(paths)
         if st is not None:
             return st
         time.sleep(0.1)
@@ -289,12 +268,12 @@ def _wait_for_answer(paths: Paths, timeout: float) -> dict[str, Any] | None:
 def _wait_ready(
     settings: Settings,
     proc: subprocess.Popen[bytes] | None,
-    on_progress: Callable[[dict[str, Any]], None] | None,
-) -> dict[str, Any]:
+    on_progress: Callable[[StackStatus], None] | None,
+) -> StackStatus:
     """Poll the supervisor until the stack is ready; ``proc`` is the supervisor we spawned, if any."""
     paths = settings.paths
     deadline = time.monotonic() + settings.start_timeout
-    last: dict[str, Any] | None = None
+    last: StackStatus | None = None
     silent_since = time.monotonic()
     while time.monotonic() < deadline:
         if proc is None and time.monotonic() - silent_since > 15:
@@ -309,7 +288,7 @@ def _wait_ready(
                 details=_tail(paths.log_file("supervisor", "err"), 15)
                 or _tail(paths.log_file("supervisor"), 15),
             )
-        st = rpc(paths, "status", timeout=2)
+        st = supervisor_status(paths, timeout=2)
         if st is not None:
             silent_since = time.monotonic()
             last = st
@@ -320,7 +299,7 @@ def _wait_ready(
                 c = failed[0]
                 raise StackStartError(
                     f"{c['name']} failed to start: {(c.get('last_error') or '').splitlines()[0]}",
-                    _fix_for(c, paths),
+                    c.get("fix") or _see_logs(c["name"], paths),
                     details=c.get("last_error"),
                 )
             if st.get("ready"):
@@ -339,15 +318,8 @@ def _wait_ready(
     )
 
 
-def _fix_for(comp: dict[str, Any], paths: Paths) -> str:
-    err = comp.get("last_error") or ""
-    if "already in use" in err:
-        key = err.split("(")[1].split(")")[0] if "(" in err else "the port setting"
-        return (
-            f"Free the port or pick another one: `stigmer server start --{key.replace('_', '-')} PORT` "
-            f"or STIGMER_{key.upper()}=PORT."
-        )
-    return f"See `stigmer server logs -c {comp['name']}` (files in {paths.logs})."
+def _see_logs(name: str, paths: Paths) -> str:
+    return f"See `stigmer server logs -c {name}` (files in {paths.logs})."
 
 
 def _tail(path: Any, n: int) -> str | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 
-from stigmer.settings import write_private
+from stigmer.files import write_private
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,14 @@ def port_holder(port: int) -> str | None:
     return None
 
 
+def port_fix(key: str) -> str:
+    """Where another port for ``key`` is set: its flag, env var and config key."""
+    return (
+        f"`--{key.replace('_', '-')} PORT`, STIGMER_{key.upper()}=PORT "
+        f"or `stigmer config set {key} PORT`."
+    )
+
+
 def check_port_settings(needs: list[PortNeed]) -> None:
     """Fail if two needs share one port (no binding is tried).
 
@@ -76,8 +84,7 @@ def check_port_settings(needs: list[PortNeed]) -> None:
             raise PortInUseError(
                 f"Port {need.port} is configured for both {other.what} ({other.key}) "
                 f"and {need.what} ({need.key}).",
-                f"Give one of them another port: `--{need.key.replace('_', '-')} PORT`, "
-                f"STIGMER_{need.key.upper()}=PORT or `stigmer config set {need.key} PORT`.",
+                f"Give one of them another port: {port_fix(need.key)}",
             )
         seen[need.port] = need
 
@@ -95,7 +102,5 @@ def check_ports(needs: list[PortNeed]) -> None:
             raise PortInUseError(
                 f"Port {need.port} on 127.0.0.1, needed for {need.what}, is already in use"
                 + (f" by {holder}." if holder else "."),
-                f"Stop whatever holds port {need.port}, or choose another port with "
-                f"`--{need.key.replace('_', '-')} PORT`, STIGMER_{need.key.upper()}=PORT or "
-                f"`stigmer config set {need.key} PORT`.",
+                f"Stop whatever holds port {need.port}, or choose another port: {port_fix(need.key)}",
             )

@@ -30,9 +30,17 @@ from pathlib import Path
 from typing import Any
 
 from stigmer import __version__
+from stigmer.contract.registry import COMPONENTS
+from stigmer.contract.status import (
+    ComponentStatus,
+    StackStatus,
+    all_ready,
+    component_status,
+    stack_status,
+)
 from stigmer.settings import Paths, Settings
 from stigmer.stack.component import Component, FatalComponentError
-from stigmer.stack.pidfile import ProcessIdentity, write_pid_file
+from stigmer.stack.pidfile import ProcessIdentity, read_pid_file, terminate, write_pid_file
 
 log = logging.getLogger("stigmer.supervisor")
 
@@ -54,6 +62,8 @@ class Supervised:
         self.ready_at: float | None = None
         self.last_error: str | None = None
         self.last_exit_code: int | None = None
+        self.fix: str | None = None
+        self._fatal: FatalComponentError | None = None
         self._crashes: deque[float] = deque()
         self._stopping = False
         self._wake = asyncio.Event()
@@ -70,7 +80,7 @@ class Supervised:
             try:
                 await self.comp.launch()
             except FatalComponentError as exc:
-                self._fail(str(exc))
+                self._fail(exc.message, exc.fix)
                 return
             except Exception as exc:
                 log.exception("%s failed to launch", self.comp.name)
@@ -88,6 +98,9 @@ class Supervised:
                         await watcher
             if self._stopping:
                 break
+            if self._fatal is not None:
+                self._fail(self._fatal.message, self._fatal.fix)
+                return
             ran_for = time.time() - (self.started_at or time.time())
             self.last_exit_code = code
             tail = "\n".join(list(self.comp.recent_errors)[-5:])
@@ -100,7 +113,9 @@ class Supervised:
             if len(self._crashes) > self.settings.restart_limit:
                 self._fail(
                     f"crashed {len(self._crashes)} times in {self.settings.restart_window:.0f}s; "
-                    f"gave up. Last: {self.last_error}"
+                    f"gave up. Last: {self.last_error}",
+                    f"See `stigmer server logs -c {self.comp.name}`, fix the cause, then "
+                    "`stigmer server restart`.",
                 )
                 return
             if ran_for > HEALTHY_RESET:
@@ -116,16 +131,23 @@ class Supervised:
         self.state = "stopped"
         self.ready = False
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str, fix: str | None) -> None:
         self.state = "failed"
         self.ready = False
         self.last_error = message
+        self.fix = fix
         log.error("%s failed: %s", self.comp.name, message)
 
     async def _watch_ready(self) -> None:
         while True:
             try:
                 ok = await asyncio.wait_for(self.comp.ready(), timeout=5)
+            except FatalComponentError as exc:
+                # it cannot work with this configuration: stop it; _run marks it failed
+                log.error("%s cannot work: %s", self.comp.name, exc.message)
+                self._fatal = exc
+                await self.comp.terminate(self.settings.stop_grace)
+                return
             except Exception:
                 ok = False
             if ok and not self.ready:
@@ -150,27 +172,28 @@ class Supervised:
         self.ready = False
         await self.comp.close()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ComponentStatus:
         now = time.time()
         running = self.state == "running" and self.started_at
-        return {
-            "name": self.comp.name,
-            "state": self.state,
-            "ready": self.ready,
-            "managed": self.comp.managed,
-            "pid": self.comp.pid,
-            "container_id": self.comp.container_id,
-            "restarts": self.restarts,
-            "started_at": self.started_at,
-            "uptime_s": round(now - self.started_at, 1) if running and self.started_at else None,
-            "ready_in_s": round(self.ready_at - self.started_at, 2)
+        status = component_status(
+            self.comp.name,
+            self.state,  # type: ignore[arg-type]
+            ready=self.ready,
+            managed=self.comp.managed,
+            pid=self.comp.pid,
+            container_id=self.comp.container_id,
+            restarts=self.restarts,
+            started_at=self.started_at,
+            uptime_s=round(now - self.started_at, 1) if running and self.started_at else None,
+            ready_in_s=round(self.ready_at - self.started_at, 2)
             if self.ready_at and self.started_at and self.ready_at >= self.started_at
             else None,
-            "endpoint": self.comp.endpoint,
-            "last_error": self.last_error,
-            "last_exit_code": self.last_exit_code,
-            **self.comp.extra_status(),
-        }
+            endpoint=self.comp.endpoint,
+            last_error=self.last_error,
+            last_exit_code=self.last_exit_code,
+            fix=self.fix,
+        )
+        return {**status, **self.comp.extra_status()}
 
 
 def _exit_text(code: int | None) -> str:
@@ -189,8 +212,7 @@ def _exit_text(code: int | None) -> str:
 
 def build_components(settings: Settings) -> list[Component]:
     """The stack's components in start order."""
-    from stigmer.stack.apiserver import ApiServer
-    from stigmer.stack.runner import make_runner
+    from stigmer.stack.api_server import ApiServer
     from stigmer.stack.temporal import ExternalTemporal, ManagedTemporal, TemporalProbe
 
     probe = TemporalProbe(settings)
@@ -199,7 +221,17 @@ def build_components(settings: Settings) -> list[Component]:
         if settings.temporal_managed
         else ExternalTemporal(settings, probe)
     )
-    return [temporal, ApiServer(settings), make_runner(settings, probe)]
+    runner: Component
+    # `auto` is resolved to one of these by the CLI before the supervisor starts
+    if settings.runner_mode == "docker":
+        from stigmer.stack.agent_runner_docker import DockerRunner
+
+        runner = DockerRunner(settings, probe)
+    else:
+        from stigmer.stack.agent_runner import LocalRunner
+
+        runner = LocalRunner(settings, probe)
+    return [temporal, ApiServer(settings), runner]
 
 
 class Supervisor:
@@ -211,17 +243,17 @@ class Supervisor:
         self._shutdown = asyncio.Event()
         self._stopped = asyncio.Event()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> StackStatus:
         comps = [u.status() for u in self.units]
         s = self.settings
-        return {
-            "running": True,
-            "ready": all(c["state"] == "running" and c["ready"] for c in comps),
-            "version": __version__,
-            "home": str(self.paths.home),
-            "supervisor": {"pid": os.getpid(), "started_at": self.started_at},
-            "components": comps,
-            "endpoints": {
+        return stack_status(
+            str(self.paths.home),
+            __version__,
+            comps,
+            running=True,
+            ready=all_ready(comps),
+            supervisor={"pid": os.getpid(), "started_at": self.started_at},
+            endpoints={
                 "api": s.api_url,
                 "temporal": s.temporal_target,
                 "temporal_ui": f"http://127.0.0.1:{s.temporal_ui_port}"
@@ -229,17 +261,18 @@ class Supervisor:
                 else None,
                 "namespace": s.temporal_namespace,
             },
-            "data_dir": str(self.paths.data),
-            "workspace": str(self.settings.workspace_dir),
-        }
+            data_dir=str(self.paths.data),
+            workspace=str(s.workspace_dir),
+        )
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             line = await asyncio.wait_for(reader.readline(), timeout=5)
             req = json.loads(line or b"{}")
             op = req.get("op")
+            resp: Any
             if op == "status":
-                resp: dict[str, Any] = self.status()
+                resp = self.status()
             elif op == "shutdown":
                 self._shutdown.set()
                 resp = {"ok": True}
@@ -281,9 +314,6 @@ def reap_leftovers(paths: Paths, grace: float, names: tuple[str, ...] | None = N
     Only processes whose pid file identity (pid and create time) matches are
     signalled; anything else in a pid file is ignored and the file removed.
     """
-    from stigmer.settings import COMPONENTS
-    from stigmer.stack.pidfile import read_pid_file, terminate
-
     stopped = []
     for name in names or COMPONENTS:
         pf = paths.pid_file(name)
@@ -291,11 +321,11 @@ def reap_leftovers(paths: Paths, grace: float, names: tuple[str, ...] | None = N
         if ident is not None and terminate(ident, grace):
             stopped.append(f"{name} (pid {ident.pid})")
         pf.unlink(missing_ok=True)
-    # files a killed supervisor could not clean up (one holds the API token)
+        # a configuration no child read holds secrets
+        paths.component_config(name).unlink(missing_ok=True)
     paths.control_socket.unlink(missing_ok=True)
-    (paths.run / "agent-runner.secrets.env").unlink(missing_ok=True)
     if docker_mode_recorded(paths):
-        from stigmer.stack.runner_docker import reap_containers
+        from stigmer.stack.agent_runner_docker import reap_containers
 
         stopped += reap_containers(paths)
     return stopped
@@ -304,7 +334,8 @@ def reap_leftovers(paths: Paths, grace: float, names: tuple[str, ...] | None = N
 def docker_mode_recorded(paths: Paths) -> bool:
     """True if the last stack of this home ran its runner in a container."""
     try:
-        return json.loads(paths.stack_file.read_text())["values"].get("runner_mode") == "docker"
+        values = json.loads(paths.stack_file.read_text())["values"]
+        return bool(values.get("runner_mode") == "docker")
     except (OSError, ValueError, KeyError):
         return False
 

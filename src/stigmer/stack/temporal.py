@@ -19,9 +19,13 @@ from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
+from stigmer.contract.status import ComponentDetails
+from stigmer.contract.temporal import classify, connect_temporal, describe_namespace
+from stigmer.errors import TemporalError
 from stigmer.settings import Settings
 from stigmer.stack.component import Component, FatalComponentError, ProcessComponent
-from stigmer.stack.ports import port_free, port_holder
+from stigmer.stack.handover import temporal_target
+from stigmer.stack.ports import port_fix, port_free, port_holder
 
 log = logging.getLogger("stigmer.supervisor")
 
@@ -54,84 +58,59 @@ def temporal_binary() -> Path:
     )
 
 
-def tls_config(settings: Settings) -> Any:
-    """``tls`` argument for ``temporalio.client.Client.connect`` from the settings."""
-    if not (settings.temporal_tls or settings.temporal_api_key or settings.temporal_tls_ca_path):
-        return False
-    from temporalio.service import TLSConfig
-
-    def read(p: str | None) -> bytes | None:
-        return Path(p).expanduser().read_bytes() if p else None
-
-    if not (settings.temporal_tls_ca_path or settings.temporal_tls_cert_path):
-        return True
-    return TLSConfig(
-        server_root_ca_cert=read(settings.temporal_tls_ca_path),
-        client_cert=read(settings.temporal_tls_cert_path),
-        client_private_key=read(settings.temporal_tls_key_path),
-    )
-
-
 class TemporalProbe:
     """The supervisor's own Temporal client, for readiness checks only.
 
-    Reconnects after failures; every call has a short timeout and returns a
-    plain answer rather than raising.
+    Connects through :func:`~stigmer.contract.temporal.connect_temporal`, like
+    every other process; reconnects after failures. Each call has a short
+    timeout and answers plainly, except for a permanent failure (TLS, the
+    certificate, authentication, the namespace): that raises
+    :class:`FatalComponentError` with the cause and the setting to change.
     """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.target = temporal_target(settings)
         self._client: Any = None
         self.last_error: str | None = None
 
     async def client(self) -> Any:
         if self._client is None:
-            from temporalio.client import Client
-
-            self._client = await Client.connect(
-                self.settings.temporal_target,
-                namespace=self.settings.temporal_namespace,
-                tls=tls_config(self.settings),
-                api_key=self.settings.temporal_api_key,
-                identity="stigmer-supervisor",
-                connect_timeout=timedelta(seconds=2),
+            self._client = await connect_temporal(
+                self.target, identity="stigmer-supervisor", timeout=2, check_namespace=False
             )
         return self._client
 
     def reset(self) -> None:
         self._client = None
 
+    def _failed(self, exc: BaseException) -> None:
+        """Record a failure; raise FatalComponentError if retrying cannot fix it."""
+        err = exc if isinstance(exc, TemporalError) else classify(exc, self.target)
+        self.last_error = err.message
+        self.reset()
+        if err.permanent:
+            raise FatalComponentError(err.message, err.fix) from None
+
     async def namespace_ready(self) -> bool:
         """``DescribeNamespace`` answers for the configured namespace."""
-        from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
-
         try:
-            client = await self.client()
-            await client.workflow_service.describe_namespace(
-                DescribeNamespaceRequest(namespace=self.settings.temporal_namespace),
-                timeout=timedelta(seconds=2),
-            )
-            self.last_error = None
-            return True
+            await describe_namespace(await self.client(), self.target, timeout=2)
         except Exception as exc:
-            self.last_error = str(exc) or type(exc).__name__
-            self.reset()
+            self._failed(exc)
             return False
+        self.last_error = None
+        return True
 
     async def ensure_retention(self, days: int) -> None:
         """Raise the namespace retention to ``days`` (``UpdateNamespace``) if lower."""
         from google.protobuf.duration_pb2 import Duration
         from temporalio.api.namespace.v1 import NamespaceConfig
-        from temporalio.api.workflowservice.v1 import (
-            DescribeNamespaceRequest,
-            UpdateNamespaceRequest,
-        )
+        from temporalio.api.workflowservice.v1 import UpdateNamespaceRequest
 
         client = await self.client()
-        ns = self.settings.temporal_namespace
-        desc = await client.workflow_service.describe_namespace(
-            DescribeNamespaceRequest(namespace=ns), timeout=timedelta(seconds=5)
-        )
+        ns = self.target.namespace
+        desc = await describe_namespace(client, self.target)
         current = desc.config.workflow_execution_retention_ttl.seconds
         wanted = days * 86400
         if current >= wanted:
@@ -162,7 +141,7 @@ class TemporalProbe:
         ):
             resp = await client.workflow_service.describe_task_queue(
                 DescribeTaskQueueRequest(
-                    namespace=self.settings.temporal_namespace,
+                    namespace=self.target.namespace,
                     task_queue=TaskQueue(name=task_queue),
                     task_queue_type=tq_type,
                 ),
@@ -185,8 +164,7 @@ class TemporalProbe:
         try:
             return any(p["identity"] == identity for p in await self.pollers(task_queue))
         except Exception as exc:
-            self.last_error = str(exc) or type(exc).__name__
-            self.reset()
+            self._failed(exc)
             return False
 
 
@@ -204,7 +182,7 @@ class ManagedTemporal(ProcessComponent):
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.settings.temporal_port}"
 
-    def extra_status(self) -> dict[str, Any]:
+    def extra_status(self) -> ComponentDetails:
         return {
             "ui_url": f"http://127.0.0.1:{self.settings.temporal_ui_port}",
             "namespace": self.settings.temporal_namespace,
@@ -219,7 +197,8 @@ class ManagedTemporal(ProcessComponent):
             if not port_free(port):
                 holder = port_holder(port)
                 raise FatalComponentError(
-                    f"port {port} ({key}) is already in use" + (f" by {holder}" if holder else "")
+                    f"port {port} ({key}) is already in use" + (f" by {holder}" if holder else ""),
+                    f"Free the port or choose another one: {port_fix(key)}",
                 )
 
     def command(self) -> list[str]:
@@ -286,7 +265,7 @@ class ExternalTemporal(Component):
     def endpoint(self) -> str:
         return self.settings.temporal_target
 
-    def extra_status(self) -> dict[str, Any]:
+    def extra_status(self) -> ComponentDetails:
         return {"namespace": self.settings.temporal_namespace, "external": True}
 
     async def launch(self) -> None:

@@ -1,6 +1,6 @@
 """The agent-runner as a Docker container (``runner_mode: docker``).
 
-Same interface and readiness as the local runner (:mod:`stigmer.stack.runner`);
+Same interface and readiness as the local runner (:mod:`stigmer.stack.agent_runner`);
 what differs is how it is launched:
 
 * name ``runner_container`` (``STIGMER_RUNNER_CONTAINER``, default
@@ -12,8 +12,9 @@ what differs is how it is launched:
   when the user is root (the workspace is then handed to uid 1000);
 * host networking on Linux, ``host.docker.internal`` elsewhere, so Temporal and
   the API keep listening on loopback only;
-* secrets (API token, Temporal API key) in a 0600 file mounted read-only, not
-  in the container's env, so ``docker inspect`` does not show them;
+* its runtime configuration, secrets included, in ``run/agent-runner/`` (0700,
+  owned by the container's user) mounted at ``/run/stigmer``: the worker reads
+  ``config.json`` and deletes it, so neither ``docker inspect`` nor a tool sees it;
 * ``--cap-drop ALL``, ``no-new-privileges``, read-only root filesystem with a
   tmpfs ``/tmp``, pids and memory limits, no restart policy (the supervisor
   restarts it), never the Docker socket;
@@ -31,22 +32,23 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from stigmer.settings import TASK_QUEUE, Paths, Settings, write_private
+from stigmer.contract.config import CONFIG_ENV
+from stigmer.contract.registry import RUNNER
+from stigmer.contract.status import ComponentDetails
+from stigmer.errors import DockerNotRunningError
+from stigmer.settings import Paths, Settings
+from stigmer.stack.agent_runner import RunnerReadiness
 from stigmer.stack.component import Component, FatalComponentError
+from stigmer.stack.handover import runner_config, write_config
 from stigmer.stack.logs import RotatingLog
-from stigmer.stack.runner import RunnerReadiness, runner_environment
 from stigmer.stack.temporal import TemporalProbe
 
 LABEL_HOME = "io.stigmer.home"
 LABEL_COMPONENT = "io.stigmer.component"
 CONTAINER_UID = 1000
-SECRETS_IN_CONTAINER = "/run/secrets/stigmer.env"
-SECRET_KEYS = (
-    "STIGMER_API_TOKEN",
-    "STIGMER_TEMPORAL_API_KEY",
-    "ANTHROPIC_API_KEY",
-    "OPENAI_API_KEY",
-)
+#: Where the runner's configuration folder is mounted, and the image's heartbeat file.
+CONFIG_DIR_IN_CONTAINER = "/run/stigmer"
+HEARTBEAT_IN_CONTAINER = "/tmp/stigmer-runner.heartbeat"
 
 
 class ContainerConflictError(FatalComponentError):
@@ -83,8 +85,9 @@ def claim_container_name(client: Any, settings: Settings) -> str | None:
         )
         raise ContainerConflictError(
             f"container name {name!r} is taken by a running container of {whose} "
-            f"(id {existing.short_id}); it was left alone. {fix_stop}, or give this stack "
-            f"another name: STIGMER_RUNNER_CONTAINER=stigmer-agent-runner-2"
+            f"(id {existing.short_id}); it was left alone.",
+            f"{fix_stop}, or give this stack another container name: "
+            f"STIGMER_RUNNER_CONTAINER={name}-2 (setting runner_container).",
         )
     existing.remove(force=True)
     return f"replaced leftover container {name} ({existing.short_id}, {existing.status})"
@@ -92,7 +95,7 @@ def claim_container_name(client: Any, settings: Settings) -> str | None:
 
 def reap_containers(paths: Paths) -> list[str]:
     """Remove every container labelled with this home (after a supervisor died)."""
-    from stigmer.images.engine import DockerNotRunningError, connect
+    from stigmer.images.engine import connect
 
     try:
         client = connect(timeout=3)
@@ -109,23 +112,18 @@ def reap_containers(paths: Paths) -> list[str]:
     return removed
 
 
-def _host_for_container(address: str, linux: bool) -> str:
-    if linux:
-        return address
-    return address.replace("127.0.0.1", "host.docker.internal").replace(
-        "localhost", "host.docker.internal"
-    )
+#: Names of this host as a container outside Linux reaches it (Linux uses the host network).
+HOST_FROM_CONTAINER = {"127.0.0.1": "host.docker.internal", "localhost": "host.docker.internal"}
 
 
 class DockerRunner(RunnerReadiness, Component):
     """``stigmer-agent-runner:local`` as a hardened container."""
 
-    name = "agent-runner"
+    name = RUNNER
 
     def __init__(self, settings: Settings, probe: TemporalProbe) -> None:
         super().__init__(settings)
         self.probe = probe
-        self.identity = ""
         self.client: Any = None
         self.container: Any = None
         self._pid: int | None = None
@@ -148,12 +146,12 @@ class DockerRunner(RunnerReadiness, Component):
 
     @property
     def endpoint(self) -> str:
-        return TASK_QUEUE
+        return self.task_queue
 
-    def extra_status(self) -> dict[str, Any]:
+    def extra_status(self) -> ComponentDetails:
         return {
             "mode": "docker",
-            "task_queue": TASK_QUEUE,
+            "task_queue": self.task_queue,
             "identity": self.identity,
             "image": self.settings.runner_image,
             "container": self.settings.runner_container,
@@ -161,7 +159,7 @@ class DockerRunner(RunnerReadiness, Component):
 
     def _docker(self) -> Any:
         if self.client is None:
-            from stigmer.images.engine import DockerNotRunningError, connect
+            from stigmer.images.engine import connect
 
             try:
                 self.client = connect(timeout=10)
@@ -169,11 +167,11 @@ class DockerRunner(RunnerReadiness, Component):
                 raise RuntimeError(exc.message) from None
         return self.client
 
-    def _user(self) -> str:
+    def _user(self) -> tuple[int, int]:
         uid = os.getuid()
         if uid == 0:
-            return f"{CONTAINER_UID}:{CONTAINER_UID}"
-        return f"{uid}:{os.getgid()}"
+            return CONTAINER_UID, CONTAINER_UID
+        return uid, os.getgid()
 
     def _prepare_workspace(self) -> Path:
         ws = self.settings.workspace_dir
@@ -193,19 +191,22 @@ class DockerRunner(RunnerReadiness, Component):
                 del dirnames
         return ws
 
-    def _env_and_secrets(self) -> tuple[dict[str, str], Path]:
-        env = runner_environment(self.settings, self.new_identity(), "/workspace")
-        env["STIGMER_TEMPORAL_ADDRESS"] = _host_for_container(
-            env["STIGMER_TEMPORAL_ADDRESS"], self.linux
+    def _write_config(self) -> Path:
+        """The runner's configuration in its folder, owned by the container's user; the folder."""
+        cfg = runner_config(
+            self.settings,
+            identity=self.new_identity(),
+            task_queue=self.task_queue,
+            workspace="/workspace",
+            heartbeat_file=HEARTBEAT_IN_CONTAINER,
+            reachable=None if self.linux else HOST_FROM_CONTAINER,
         )
-        env["STIGMER_API_URL"] = _host_for_container(env["STIGMER_API_URL"], self.linux)
-        secrets = {k: env.pop(k) for k in SECRET_KEYS if k in env}
-        path = self.paths.run / "agent-runner.secrets.env"
-        write_private(path, "".join(f"{k}={v}\n" for k, v in secrets.items()))
-        if os.getuid() == 0:
-            os.chown(path, CONTAINER_UID, CONTAINER_UID)
-        env["STIGMER_SECRETS_FILE"] = SECRETS_IN_CONTAINER
-        return env, path
+        path = write_config(self.settings, self.name, cfg)
+        uid, gid = self._user()
+        if os.getuid() == 0:  # the worker deletes the file once read: it must own both
+            os.chown(path.parent, uid, gid)
+            os.chown(path, uid, gid)
+        return path.parent
 
     async def launch(self) -> None:
         await asyncio.to_thread(self._launch_sync)
@@ -220,7 +221,8 @@ class DockerRunner(RunnerReadiness, Component):
         if note:
             self._err.write(f"[stigmer] {note}")
         ws = self._prepare_workspace()
-        env, secrets_file = self._env_and_secrets()
+        config_dir = self._write_config()
+        uid, gid = self._user()
         kwargs: dict[str, Any] = {}
         if self.linux:
             kwargs["network_mode"] = "host"
@@ -231,12 +233,12 @@ class DockerRunner(RunnerReadiness, Component):
                 self.settings.runner_image,
                 name=self.settings.runner_container,
                 detach=True,
-                environment=env,
-                user=self._user(),
+                environment={CONFIG_ENV: f"{CONFIG_DIR_IN_CONTAINER}/config.json"},
+                user=f"{uid}:{gid}",
                 labels={LABEL_HOME: str(self.paths.home), LABEL_COMPONENT: self.name},
                 mounts=[
                     Mount("/workspace", str(ws), type="bind", read_only=False),
-                    Mount(SECRETS_IN_CONTAINER, str(secrets_file), type="bind", read_only=True),
+                    Mount(CONFIG_DIR_IN_CONTAINER, str(config_dir), type="bind", read_only=False),
                 ],
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges:true"],
@@ -251,15 +253,17 @@ class DockerRunner(RunnerReadiness, Component):
             )
         except docker.errors.ImageNotFound:
             raise FatalComponentError(
-                f"image {self.settings.runner_image} is gone; rebuild it with "
-                "`make build-agent-runner-image` and start again"
+                f"image {self.settings.runner_image} is gone",
+                "Rebuild it (`make build-agent-runner-image`) and start again.",
             ) from None
         except docker.errors.APIError as exc:
             if exc.status_code == 409:  # name taken in a race: retried by the supervisor
                 raise RuntimeError(str(exc.explanation)) from None
             if exc.status_code == 400:  # a bad setting: retrying will not fix it
                 raise FatalComponentError(
-                    f"Docker refused the container: {exc.explanation}"
+                    f"Docker refused the container: {exc.explanation}",
+                    "Check runner_memory, runner_pids_limit and runner_container "
+                    "(`stigmer config list`).",
                 ) from None
             raise
         self.container.reload()
@@ -297,7 +301,7 @@ class DockerRunner(RunnerReadiness, Component):
         container = self.container
         try:
             result = await asyncio.to_thread(container.wait)
-            code = result.get("StatusCode")
+            code: int | None = result.get("StatusCode")
         except Exception as exc:  # the engine went away underneath us
             self.recent_errors.append(f"lost the Docker engine: {exc}")
             code = None
@@ -318,7 +322,7 @@ class DockerRunner(RunnerReadiness, Component):
                 container.remove(force=True)
 
         await asyncio.to_thread(stop)
-        self.paths.run.joinpath("agent-runner.secrets.env").unlink(missing_ok=True)
+        self.paths.component_config(self.name).unlink(missing_ok=True)
 
     async def close(self) -> None:
         self._out.close()

@@ -1,4 +1,4 @@
-"""Execution phases (no dependencies: the CLI imports this on its hot path)."""
+"""Execution phases (standard library only: the CLI imports this on its hot path)."""
 
 from __future__ import annotations
 

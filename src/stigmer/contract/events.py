@@ -1,0 +1,158 @@
+"""Execution events: the records the runner appends and the API server stores and streams.
+
+Every event has a per-execution sequence number ``seq`` (assigned by the
+store, strictly increasing, no gaps) and an ``event_id`` chosen by the
+publisher that is stable across retries, so a retried activity cannot append
+the same event twice. Each type has one payload model:
+
+* ``phase``: :class:`PhasePayload`
+* ``message``: :class:`MessagePayload` (role ``human``, ``ai`` or ``tool``)
+* ``tool_call``: :class:`ToolCallPayload` (status ``started``, ``completed`` or ``failed``)
+* ``usage``: :class:`UsagePayload`
+* ``error``: :class:`ErrorPayload`
+
+Timestamps are ISO-8601 UTC with microseconds and a ``Z``
+(:func:`format_timestamp`), everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from stigmer.contract.phases import PHASES
+
+EventType = Literal["phase", "message", "tool_call", "usage", "error"]
+Phase = Literal["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"]
+assert set(Phase.__args__) == set(PHASES)  # type: ignore[attr-defined]
+
+#: Longest text kept in one event (characters); the rest is cut with a note.
+MAX_EVENT_TEXT = 16 * 1024
+TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def format_timestamp(dt: datetime | None = None) -> str:
+    """``dt`` (default: now) as ``2026-12-01T20:35:16.123456Z``."""
+    dt = dt or datetime.now(UTC)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
+
+
+def parse_timestamp(text: str | None) -> datetime | None:
+    """The datetime of a timestamp in the format above (None if empty or malformed)."""
+    if not text:
+        return None
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def clip(text: str, limit: int = MAX_EVENT_TEXT) -> str:
+    """``text`` cut to ``limit`` characters, with a note saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n... [{len(text) - limit} more characters not shown]"
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PhasePayload(_Payload):
+    phase: Phase
+    output: str | None = None
+    error: str | None = None
+
+
+class MessagePayload(_Payload):
+    role: Literal["human", "ai", "tool"]
+    content: str
+    tool_name: str | None = None
+    tool_call_id: str | None = None
+
+
+class ToolCallPayload(_Payload):
+    tool_call_id: str | None = None
+    name: str
+    status: Literal["started", "completed", "failed"]
+    args: dict[str, Any] | None = None
+    result: str | None = None
+    #: set by the store from the call's ``started`` event
+    duration_ms: int | None = None
+
+
+class UsagePayload(_Payload):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    requests: int = 0
+    tool_calls: int = 0
+
+
+class ErrorPayload(_Payload):
+    message: str
+    kind: str
+
+
+Payload = PhasePayload | MessagePayload | ToolCallPayload | UsagePayload | ErrorPayload
+PAYLOAD_TYPES: dict[str, type[_Payload]] = {
+    "phase": PhasePayload,
+    "message": MessagePayload,
+    "tool_call": ToolCallPayload,
+    "usage": UsagePayload,
+    "error": ErrorPayload,
+}
+_TYPE_OF = {cls: name for name, cls in PAYLOAD_TYPES.items()}
+
+
+class NewEvent(BaseModel):
+    """An event as a publisher sends it (``POST /v1/executions/{id}/events``).
+
+    The payload is checked against its type's model.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str = Field(min_length=1, max_length=200)
+    type: EventType
+    payload: dict[str, Any]
+    at: str | None = None  # the publisher's clock, format_timestamp()
+
+    @model_validator(mode="after")
+    def _payload_fits_type(self) -> NewEvent:
+        model = PAYLOAD_TYPES[self.type].model_validate(self.payload)
+        self.payload = model.model_dump(mode="json", exclude_none=True)
+        return self
+
+    def typed(self) -> Payload:
+        return PAYLOAD_TYPES[self.type].model_validate(self.payload)  # type: ignore[return-value]
+
+
+class Event(NewEvent):
+    """An event as the store keeps and streams it."""
+
+    execution_id: str
+    seq: int
+
+
+def new_event(event_id: str, payload: Payload, at: datetime | str | None = None) -> dict[str, Any]:
+    """The JSON form of an event: ``{"event_id", "type", "payload", "at"}``."""
+    return {
+        "event_id": event_id,
+        "type": _TYPE_OF[type(payload)],
+        "payload": payload.model_dump(mode="json", exclude_none=True),
+        "at": at if isinstance(at, str) else format_timestamp(at),
+    }
+
+
+def jsonable(value: Any, limit: int = 2000) -> Any:
+    """``value`` as plain JSON data (anything else becomes ``{"raw": str(value)}``)."""
+    try:
+        return json.loads(json.dumps(value, default=str))
+    except (TypeError, ValueError):
+        return {"raw": clip(str(value), limit)}

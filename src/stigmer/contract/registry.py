@@ -1,0 +1,101 @@
+"""The registries: components of the stack, model providers and built-in tools.
+
+Each list exists once. Settings, the agent schema, the supervisor and the
+runner derive what they need from it (standard library only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: The stack's components, in start order (stop runs in reverse).
+COMPONENTS = ("temporal", "stigmer-server", "agent-runner")
+#: The component a runner host runs; the one that executes agents.
+RUNNER = "agent-runner"
+API_SERVER = "stigmer-server"
+TEMPORAL = "temporal"
+
+
+@dataclass(frozen=True)
+class Provider:
+    """A model provider an agent names as ``provider:model``.
+
+    ``key_setting``/``key_env``: the setting that holds its API key and the
+    environment variable its users know (also read by ``stigmer``). A provider
+    with ``base_url_setting`` talks to a server at that URL.
+    """
+
+    name: str
+    help: str
+    key_setting: str | None = None
+    key_env: str | None = None
+    base_url_setting: str | None = None
+    base_url_env: str | None = None
+    default_base_url: str | None = None
+
+
+PROVIDERS: dict[str, Provider] = {
+    p.name: p
+    for p in (
+        Provider("test", "the offline model that plays spec.test_script"),
+        Provider(
+            "anthropic",
+            "Anthropic's API",
+            key_setting="anthropic_api_key",
+            key_env="ANTHROPIC_API_KEY",
+        ),
+        Provider("openai", "OpenAI's API", key_setting="openai_api_key", key_env="OPENAI_API_KEY"),
+        Provider(
+            "ollama",
+            "an Ollama server",
+            base_url_setting="ollama_base_url",
+            base_url_env="OLLAMA_BASE_URL",
+            default_base_url="http://127.0.0.1:11434/v1",
+        ),
+    )
+}
+
+#: The env vars that hold provider keys (never visible to tools, never referenceable as secrets).
+PROVIDER_KEY_ENVS = tuple(p.key_env for p in PROVIDERS.values() if p.key_env)
+
+
+def parse_model(model: str) -> tuple[str, str]:
+    """``provider:model`` into its parts; ``test`` alone is the test model.
+
+    Raises:
+        ValueError: no provider, or an unknown one.
+    """
+    if model == "test":
+        return "test", "test"
+    provider, sep, name = model.partition(":")
+    if not sep or not name:
+        raise ValueError(
+            f"model {model!r} must be provider:model (providers: {', '.join(PROVIDERS)}), "
+            "for example anthropic:claude-sonnet-4-5 or test"
+        )
+    if provider not in PROVIDERS:
+        raise ValueError(f"unknown model provider {provider!r}; providers: {', '.join(PROVIDERS)}")
+    return provider, name
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A built-in workspace tool an agent may name in ``spec.tools``."""
+
+    name: str
+    help: str
+    #: runs programs: in local mode it has the invoking user's full power
+    runs_commands: bool = False
+
+
+TOOLS: dict[str, Tool] = {
+    t.name: t
+    for t in (
+        Tool("list_files", "list the files of a workspace folder"),
+        Tool("read_file", "read a text file of the workspace"),
+        Tool("write_file", "create or overwrite a workspace file"),
+        Tool("edit_file", "replace one exact text in a workspace file"),
+        Tool("shell", "run a bash command in the workspace", runs_commands=True),
+    )
+}
+TOOL_NAMES = tuple(TOOLS)

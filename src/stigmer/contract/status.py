@@ -1,0 +1,138 @@
+"""The status the supervisor sends over its control socket and the CLI reads.
+
+Plain ``TypedDict`` s (standard library only): ``stigmer server status`` reads
+them on its hot path, and JSON is what travels. One constructor per shape, so
+a stopped stack and a running one have the same fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypedDict
+
+from stigmer.contract.registry import COMPONENTS
+
+State = Literal["starting", "running", "restarting", "stopping", "stopped", "failed", "orphaned"]
+
+
+class ComponentDetails(TypedDict, total=False):
+    """Fields only some components have."""
+
+    #: agent-runner: ``docker`` or ``local``; its task queue and worker identity
+    mode: str
+    task_queue: str
+    identity: str
+    #: agent-runner in docker mode: the image and container name
+    image: str
+    container: str
+    #: temporal: the Web UI (managed), the namespace, the database file; external or not
+    ui_url: str
+    namespace: str
+    database: str
+    external: bool
+
+
+class ComponentStatus(ComponentDetails):
+    """One component: what the supervisor knows about it now."""
+
+    name: str
+    state: State
+    ready: bool
+    #: False for an external Temporal: watched, never started or stopped
+    managed: bool
+    pid: int | None
+    container_id: str | None
+    restarts: int
+    started_at: float | None
+    uptime_s: float | None
+    ready_in_s: float | None
+    endpoint: str | None
+    last_error: str | None
+    last_exit_code: int | None
+    #: what to do about ``last_error`` (a command or a setting to change), if known
+    fix: str | None
+
+
+class SupervisorInfo(TypedDict):
+    pid: int
+    started_at: float
+
+
+class Endpoints(TypedDict):
+    api: str
+    temporal: str
+    temporal_ui: str | None
+    namespace: str
+
+
+class StackStatus(TypedDict, total=False):
+    """The whole stack (``server status --json`` prints this)."""
+
+    running: bool
+    ready: bool
+    version: str
+    home: str
+    supervisor: SupervisorInfo | None
+    components: list[ComponentStatus]
+    endpoints: Endpoints | None
+    data_dir: str | None
+    workspace: str | None
+    #: which components this host runs (``server start --only``)
+    only: list[str]
+    #: set by ``server start``: the runner image it resolved, how long it took
+    runner_image: dict[str, Any] | None
+    took_s: float
+    already_running: bool
+
+
+def component_status(name: str, state: State = "stopped", **fields: Any) -> ComponentStatus:
+    """A component's status with every field present (``stopped`` and empty by default)."""
+    status: ComponentStatus = {
+        "name": name,
+        "state": state,
+        "ready": False,
+        "managed": True,
+        "pid": None,
+        "container_id": None,
+        "restarts": 0,
+        "started_at": None,
+        "uptime_s": None,
+        "ready_in_s": None,
+        "endpoint": None,
+        "last_error": None,
+        "last_exit_code": None,
+        "fix": None,
+    }
+    status.update(fields)  # type: ignore[typeddict-item]
+    return status
+
+
+def stack_status(
+    home: str,
+    version: str,
+    components: list[ComponentStatus] | None = None,
+    **fields: Any,
+) -> StackStatus:
+    """A stack status; ``running`` and ``ready`` follow from the components unless given."""
+    comps = components if components is not None else [component_status(n) for n in COMPONENTS]
+    status: StackStatus = {
+        "running": False,
+        "ready": False,
+        "version": version,
+        "home": home,
+        "supervisor": None,
+        "components": comps,
+        "endpoints": None,
+        "data_dir": None,
+        "workspace": None,
+    }
+    status.update(fields)  # type: ignore[typeddict-item]
+    return status
+
+
+def all_ready(components: list[ComponentStatus]) -> bool:
+    return bool(components) and all(c["state"] == "running" and c["ready"] for c in components)
+
+
+def find_component(status: StackStatus, name: str) -> ComponentStatus | None:
+    """The component called ``name`` (a host may run only some of them)."""
+    return next((c for c in status.get("components", []) if c["name"] == name), None)

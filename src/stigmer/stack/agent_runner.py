@@ -1,0 +1,71 @@
+"""The agent-runner component: one interface, a host process or (``docker`` mode) a container.
+
+Every implementation is handed the same runtime configuration
+(:func:`~stigmer.stack.handover.runner_config`, secrets included; the worker
+deletes it once read) and has the same readiness test: Temporal shows a poller
+with this launch's worker identity on the runner's task queue. The container
+implementation is :mod:`stigmer.stack.agent_runner_docker`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+
+from stigmer.contract.config import RuntimeConfig
+from stigmer.contract.registry import RUNNER
+from stigmer.contract.status import ComponentDetails
+from stigmer.contract.workflow import TASK_QUEUE
+from stigmer.settings import Settings
+from stigmer.stack.component import ProcessComponent, python_module_command
+from stigmer.stack.handover import runner_config
+from stigmer.stack.temporal import TemporalProbe
+
+
+class RunnerReadiness:
+    """Identity and readiness shared by every runner implementation."""
+
+    probe: TemporalProbe
+    identity: str = ""
+    task_queue: str = TASK_QUEUE
+
+    def new_identity(self) -> str:
+        """A fresh worker identity per launch, so a stale poller never counts."""
+        self.identity = f"stigmer-runner@{socket.gethostname()}/{secrets.token_hex(4)}"
+        return self.identity
+
+    async def ready(self) -> bool:
+        return await self.probe.has_poller(self.task_queue, self.identity)
+
+
+class LocalRunner(RunnerReadiness, ProcessComponent):
+    """``python -m stigmer.runner`` as a host process (``runner_mode: local``).
+
+    Its tools run as the user who started the stack, with that user's power
+    over the machine (the README says so).
+    """
+
+    name = RUNNER
+
+    def __init__(self, settings: Settings, probe: TemporalProbe) -> None:
+        ProcessComponent.__init__(self, settings)
+        self.probe = probe
+
+    @property
+    def endpoint(self) -> str:
+        return self.task_queue
+
+    def extra_status(self) -> ComponentDetails:
+        return {"mode": "local", "task_queue": self.task_queue, "identity": self.identity}
+
+    def runtime_config(self) -> RuntimeConfig:
+        return runner_config(
+            self.settings,
+            identity=self.new_identity(),
+            task_queue=self.task_queue,
+            workspace=str(self.settings.workspace_dir),
+            heartbeat_file=str(self.paths.run / "agent-runner.heartbeat"),
+        )
+
+    def command(self) -> list[str]:
+        return python_module_command("stigmer.runner")

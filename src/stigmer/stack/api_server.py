@@ -1,0 +1,73 @@
+"""The stigmer-server component: the FastAPI app under uvicorn on 127.0.0.1."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stigmer.contract.config import RuntimeConfig
+from stigmer.contract.status import ComponentDetails
+from stigmer.settings import Settings
+from stigmer.stack.component import FatalComponentError, ProcessComponent, python_module_command
+from stigmer.stack.handover import server_config
+from stigmer.stack.ports import port_fix, port_free, port_holder
+
+
+class ApiServer(ProcessComponent):
+    """``python -m stigmer.server``.
+
+    Ready when ``GET /healthz`` reports the store open and Temporal reached by
+    the server itself (``DescribeNamespace`` through ``connect_temporal``). A
+    TLS or authentication failure the server reports is fatal: the start ends
+    with its cause and the setting to change.
+    """
+
+    name = "stigmer-server"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self._http: Any = None
+
+    @property
+    def endpoint(self) -> str:
+        return self.settings.api_url
+
+    def extra_status(self) -> ComponentDetails:
+        return {"database": self.settings.public()["database_url"] or self.settings.database}
+
+    def preflight(self) -> None:
+        port = self.settings.server_port
+        if not port_free(port):
+            holder = port_holder(port)
+            raise FatalComponentError(
+                f"port {port} (server_port) is already in use"
+                + (f" by {holder}" if holder else ""),
+                f"Free the port or choose another one: {port_fix('server_port')}",
+            )
+
+    def runtime_config(self) -> RuntimeConfig:
+        return server_config(self.settings)
+
+    def command(self) -> list[str]:
+        return python_module_command("stigmer.server")
+
+    async def ready(self) -> bool:
+        import httpx
+
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=2.0)
+        try:
+            resp = await self._http.get(f"{self.endpoint}/healthz")
+            health = resp.json()
+        except Exception:
+            return False
+        problem = health.get("temporal_error") or {}
+        if problem.get("permanent"):
+            raise FatalComponentError(
+                f"the API server cannot use Temporal: {problem.get('message')}", problem.get("fix")
+            )
+        return bool(resp.status_code == 200 and health.get("status") == "ok")
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+        await super().close()

@@ -1,0 +1,217 @@
+"""From settings to each child's runtime configuration (:mod:`stigmer.contract.config`).
+
+The supervisor is the only process that reads settings. For each child it
+builds a :class:`~stigmer.contract.config.RuntimeConfig`, writes it to
+``run/<component>/config.json`` (mode 0600, in a 0700 folder) and starts the
+child with ``STIGMER_CONFIG`` pointing at it, plus the few variables a process
+needs to run at all (:func:`child_environment`). TLS material is read here and
+travels as PEM text, so a child in a container or on another host needs no
+paths of this one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from stigmer.contract.config import (
+    CONFIG_ENV,
+    ApiTarget,
+    ProviderConfig,
+    RunnerSection,
+    RuntimeConfig,
+    ServerSection,
+    TemporalTarget,
+    write_runtime_config,
+)
+from stigmer.contract.registry import PROVIDER_KEY_ENVS, PROVIDERS
+from stigmer.errors import ConfigError
+from stigmer.settings import Settings, read_api_token
+
+#: Variables of our own environment a child process gets (nothing that configures stigmer).
+PASSTHROUGH_ENV = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "PYTHONPYCACHEPREFIX",
+    "PYTHONDONTWRITEBYTECODE",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+)
+
+
+def child_environment(settings: Settings, config: Path | None = None) -> dict[str, str]:
+    """The environment of a child process: the basics, ``STIGMER_HOME`` and the config pointer.
+
+    ``STIGMER_HOME`` configures nothing; it marks the process as this home's
+    (``stigmer server stop`` and the tests find leftovers by it).
+    """
+    env = {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
+    env["STIGMER_HOME"] = str(settings.home)
+    env["PYTHONUNBUFFERED"] = "1"
+    if config is not None:
+        env[CONFIG_ENV] = str(config)
+    return env
+
+
+def _read_pem(settings: Settings, key: str) -> str | None:
+    path = getattr(settings, key)
+    if not path:
+        return None
+    p = Path(path).expanduser()
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not text"
+        raise ConfigError(
+            f"{key}: cannot read {p}: {reason}.",
+            f"Point {key} (STIGMER_{key.upper()}) at a readable PEM file.",
+        ) from None
+    if "-----BEGIN " not in text:
+        raise ConfigError(
+            f"{key}: {p} is not a PEM file (no -----BEGIN line).",
+            f"Point {key} at the PEM file of the {'key' if 'key' in key else 'certificate'}.",
+        )
+    return text
+
+
+def temporal_target(settings: Settings) -> TemporalTarget:
+    """Where and how the stack reaches Temporal.
+
+    Raises:
+        ConfigError: a TLS file is missing or not PEM, or a certificate has no key.
+    """
+    ca = _read_pem(settings, "temporal_tls_ca_path")
+    cert = _read_pem(settings, "temporal_tls_cert_path")
+    key = _read_pem(settings, "temporal_tls_key_path")
+    if bool(cert) != bool(key):
+        have, missing = (
+            ("temporal_tls_cert_path", "temporal_tls_key_path")
+            if cert
+            else ("temporal_tls_key_path", "temporal_tls_cert_path")
+        )
+        raise ConfigError(
+            f"{have} is set but {missing} is not: a client certificate needs its key.",
+            f"Set {missing} too, or unset {have}.",
+        )
+    return TemporalTarget(
+        address=settings.temporal_target,
+        namespace=settings.temporal_namespace,
+        tls=settings.temporal_tls,
+        ca_pem=ca,
+        cert_pem=cert,
+        key_pem=key,  # type: ignore[arg-type]
+        api_key=settings.temporal_api_key,  # type: ignore[arg-type]
+        server_name=settings.temporal_tls_server_name,
+    )
+
+
+def providers(settings: Settings) -> dict[str, ProviderConfig]:
+    """Each provider's key and server URL, from the registry's settings."""
+    out = {}
+    for p in PROVIDERS.values():
+        key = getattr(settings, p.key_setting) if p.key_setting else None
+        url = settings.effective(p.base_url_setting) if p.base_url_setting else None
+        if key or url:
+            out[p.name] = ProviderConfig(api_key=key, base_url=url)
+    return out
+
+
+def secret_values(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The values agents' ``{secret: NAME}`` references can resolve to.
+
+    The environment ``stigmer server start`` ran in, without stigmer's own
+    variables and the provider keys (those never reach a tool).
+    """
+    source = os.environ if env is None else env
+    return {
+        k: v
+        for k, v in source.items()
+        if not k.startswith("STIGMER_") and k not in PROVIDER_KEY_ENVS and v
+    }
+
+
+def server_config(settings: Settings) -> RuntimeConfig:
+    return RuntimeConfig(
+        role="stigmer-server",
+        home=str(settings.home),
+        temporal=temporal_target(settings),
+        default_model=settings.default_model,
+        server=ServerSection(
+            host="127.0.0.1",
+            port=settings.server_port,
+            store_url=settings.database,  # type: ignore[arg-type]
+            token_file=str(settings.paths.api_token),
+        ),
+    )
+
+
+def runner_config(
+    settings: Settings,
+    *,
+    identity: str,
+    task_queue: str,
+    workspace: str,
+    heartbeat_file: str | None,
+    reachable: dict[str, str] | None = None,
+) -> RuntimeConfig:
+    """The agent-runner's configuration, secrets included (it deletes the file once read).
+
+    ``reachable`` rewrites addresses for a runner that sees the host by another
+    name (a container outside Linux: ``127.0.0.1`` -> ``host.docker.internal``).
+    """
+
+    def at(address: str) -> str:
+        for old, new in (reachable or {}).items():
+            address = address.replace(old, new)
+        return address
+
+    target = temporal_target(settings)
+    return RuntimeConfig(
+        role="agent-runner",
+        home=str(settings.home),
+        temporal=target.model_copy(update={"address": at(target.address)}),
+        default_model=settings.default_model,
+        providers=providers(settings),
+        api=ApiTarget(url=at(settings.api_url), token=read_api_token(settings.paths)),  # type: ignore[arg-type]
+        runner=RunnerSection(
+            identity=identity,
+            task_queue=task_queue,
+            workspace=workspace,
+            stop_grace=settings.stop_grace,
+            sandbox=settings.workflow_sandbox,
+            heartbeat_file=heartbeat_file,
+            secrets=secret_values(),  # type: ignore[arg-type]
+        ),
+    )
+
+
+def write_config(settings: Settings, component: str, cfg: RuntimeConfig) -> Path:
+    """Write ``cfg`` to ``run/<component>/config.json`` (0600 in a 0700 folder); its path."""
+    folder = settings.paths.component_dir(component)
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    path = settings.paths.component_config(component)
+    write_runtime_config(path, cfg)
+    return path
+
+
+def check(settings: Settings) -> None:
+    """Everything a child's configuration needs can be built (before anything starts).
+
+    Raises:
+        ConfigError: naming the setting.
+    """
+    temporal_target(settings)
