@@ -94,3 +94,33 @@ def test_agent_on_an_openai_compatible_server(stack: Stack, tmp_path: Path) -> N
         assert SECRET not in json.dumps(spec)  # only the reference is stored
     finally:
         server.shutdown()
+
+
+def test_default_model_is_listed_and_used(stack: Stack, tmp_path: Path) -> None:
+    """An agent without `model` runs on `default_model` (here an ollama: model at a local URL)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        stack.env["STIGMER_DEFAULT_MODEL"] = "ollama:house-model"
+        stack.env["OLLAMA_BASE_URL"] = f"http://127.0.0.1:{server.server_port}/v1"
+        stack.start()
+        f = tmp_path / "a.yaml"
+        f.write_text(
+            "apiVersion: stigmer.ai/v1\nkind: Agent\nmetadata: {name: plain}\n"
+            "spec:\n  instructions: Be brief.\n"
+        )
+        stack.cli("apply", "-f", str(f), check=True)
+        listed = stack.cli("agent", "list", check=True).stdout
+        assert "ollama:house-model" in listed, listed
+        agents = json.loads(stack.cli("agent", "list", "-o", "json", check=True).stdout)["agents"]
+        assert [a["model"] for a in agents] == ["ollama:house-model"]
+        proc = stack.cli("run", "plain", "hi", "--output", "json")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert json.loads(proc.stdout)["output"] == "Hello from a compatible server."
+        assert FakeOpenAI.requests[-1]["body"]["model"] == "house-model"
+        ex = json.loads(
+            stack.cli("execution", "get", json.loads(proc.stdout)["id"], "-o", "json").stdout
+        )
+        assert ex["model"] == "ollama:house-model"
+    finally:
+        server.shutdown()

@@ -51,8 +51,9 @@ def tls_config(target: TemporalTarget) -> Any:
 
 def classify(exc: BaseException, target: TemporalTarget) -> TemporalError:
     """Turn a connection or RPC failure into a TemporalError naming the setting to change."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    low = text.lower().replace("_", "")
+    full = " ".join(str(exc).split()) or type(exc).__name__
+    low = full.lower().replace("_", "")
+    text = full if len(full) <= 300 else full[:300] + "..."
     where = f"Temporal at {target.address}"
     if any(w in low for w in _AUTH_WORDS):
         return TemporalError(
@@ -62,12 +63,17 @@ def classify(exc: BaseException, target: TemporalTarget) -> TemporalError:
             kind="auth",
             setting="temporal_api_key",
         )
-    # a TLS front (nginx) answers a refused client certificate with HTTP 400 before gRPC
-    front_refused = target.uses_tls and "status code 400" in low
+    # a TLS front (nginx) answers a refused or missing client certificate with a plain
+    # HTTP 400 page, which the gRPC client fails to decode
+    front_refused = target.uses_tls and ("status code 400" in low or "400 bad request" in low)
     if any(w in low for w in _TLS_WORDS) or front_refused:
         if front_refused or "certificate required" in low or "no certificates" in low:
-            what, fix, setting = (
-                "refused our client certificate",
+            what = (
+                "refused our client certificate"
+                if target.cert_pem
+                else "asks for a client certificate (mutual TLS), and none is set"
+            )
+            fix, setting = (
                 "Use a client certificate signed by a CA the server trusts: "
                 "temporal_tls_cert_path and temporal_tls_key_path (STIGMER_TEMPORAL_TLS_CERT_PATH, "
                 "STIGMER_TEMPORAL_TLS_KEY_PATH).",

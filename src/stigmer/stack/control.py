@@ -297,10 +297,11 @@ def _wait_ready(
             failed = [c for c in st["components"] if c["state"] == "failed"]
             if failed:
                 c = failed[0]
+                first, _, rest = (c["last_error"] or "").partition("\n")
                 raise StackStartError(
-                    f"{c['name']} failed to start: {(c.get('last_error') or '').splitlines()[0]}",
-                    c.get("fix") or _see_logs(c["name"], paths),
-                    details=c.get("last_error"),
+                    f"{c['name']} failed: {first}",
+                    c["fix"] or _see_logs(c["name"], paths),
+                    details=rest or None,
                 )
             if st.get("ready"):
                 return st
