@@ -28,7 +28,9 @@ def test_every_exit_code_is_unique_and_documented() -> None:
     assert readme_exit_codes() == EXIT_CODES
     by_code: dict[int, list[type[StigmerError]]] = {}
     for cls in error_classes():
-        assert cls.exit_code in EXIT_CODES, f"{cls.__name__}: exit code {cls.exit_code} undocumented"
+        assert cls.exit_code in EXIT_CODES, (
+            f"{cls.__name__}: exit code {cls.exit_code} undocumented"
+        )
         by_code.setdefault(cls.exit_code, []).append(cls)
     for code, classes in by_code.items():
         # one meaning per code: classes that share one refine the same error
@@ -76,7 +78,7 @@ def test_src_has_no_import_cycle() -> None:
         stack.append(m)
         for dep in sorted(graph[m]):
             if state.get(dep) == 1:
-                cycle = stack[stack.index(dep) :] + [dep]
+                cycle = [*stack[stack.index(dep) :], dep]
                 pytest.fail("import cycle: " + " -> ".join(cycle))
             if dep not in state:
                 visit(dep)
@@ -129,8 +131,10 @@ def test_tools_and_providers_have_one_registry() -> None:
     [
         (None, "cannot read the configuration"),
         ("{not json", "is not a valid stigmer configuration"),
-        ('{"role": "agent-runner", "temporal": {"address": "x:1"}, "default_model": "test"}',
-         "needs its `runner` and `api` sections"),
+        (
+            '{"role": "agent-runner", "temporal": {"address": "x:1"}, "default_model": "test"}',
+            "needs its `runner` and `api` sections",
+        ),
     ],
 )
 def test_a_child_with_a_bad_configuration_says_so_and_exits(
@@ -153,7 +157,11 @@ def test_a_child_with_a_bad_configuration_says_so_and_exits(
 
 def test_config_list_shows_effective_values_and_working_env_names(tmp_path: Path) -> None:
     stigmer = str(Path(sys.executable).parent / "stigmer")
-    env = {"STIGMER_HOME": str(tmp_path / "h"), "PATH": "/usr/bin:/bin", "ANTHROPIC_API_KEY": "sk-x"}
+    env = {
+        "STIGMER_HOME": str(tmp_path / "h"),
+        "PATH": "/usr/bin:/bin",
+        "ANTHROPIC_API_KEY": "sk-x",
+    }
     out = subprocess.run(
         [stigmer, "config", "list", "--json"], env=env, capture_output=True, text=True, check=True
     )
