@@ -100,22 +100,17 @@ class Client:
             conn.close()
             raise
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: dict[str, Any] | None = None,
-        json: Any = None,
-    ) -> Any:
+    def request(self, method: str, path: str, **send: Any) -> Any:
         """``method path`` and its decoded JSON body (None when empty).
+
+        ``send``: the keyword arguments of :meth:`_send` (``params``, ``json_body``).
 
         Raises:
             StackNotRunningError: nothing answers at the API address.
             NotFoundError: 404. ApiError: any other error status, or a timeout.
         """
         try:
-            conn, resp = self._send(method, path, params=params, json_body=json)
+            conn, resp = self._send(method, path, **send)
             try:
                 data = resp.read()
             finally:
@@ -174,7 +169,7 @@ class Client:
     # -- agents -------------------------------------------------------------
 
     def put_agent(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-        return self._object("PUT", f"/v1/agents/{name}", json={"spec": spec})
+        return self._object("PUT", f"/v1/agents/{name}", json_body={"spec": spec})
 
     def list_agents(self) -> list[dict[str, Any]]:
         return self._list("GET", "/v1/agents", "agents")
@@ -202,7 +197,7 @@ class Client:
             return self._object(
                 "POST",
                 "/v1/executions",
-                json={"agent": agent, "message": message, "env": env, "model": model},
+                json_body={"agent": agent, "message": message, "env": env, "model": model},
             )
         except NotFoundError:
             raise _no_such_agent(agent) from None

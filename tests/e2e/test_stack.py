@@ -284,26 +284,11 @@ def test_api_needs_token_and_nothing_listens_beyond_loopback(stack: Stack) -> No
 
 
 def test_external_temporal_is_not_started(stack: Stack, tmp_path: Path) -> None:
-    from stigmer.stack.temporal import temporal_binary
     from tests.conftest import free_ports
+    from tests.tls_front import temporal_dev_server
 
     port, ui = free_ports(2)
-    ext = subprocess.Popen(
-        [
-            str(temporal_binary()),
-            "server",
-            "start-dev",
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--ui-port",
-            str(ui),
-            "--headless",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    ext = temporal_dev_server(port, ui)
     try:
         st = stack.start("--temporal-address", f"127.0.0.1:{port}")
         temporal = next(c for c in st["components"] if c["name"] == "temporal")

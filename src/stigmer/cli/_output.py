@@ -55,3 +55,29 @@ def human_duration(seconds: float | None) -> str:
     if s < 3600:
         return f"{s // 60}m{s % 60:02d}s"
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def print_listing(
+    key: str,
+    items: list[dict[str, Any]],
+    as_json: bool,
+    empty: str,
+    columns: tuple[str, ...],
+    row: Any,
+) -> None:
+    """``{key: items}`` as JSON, or a table with one ``row(item)`` per item, or ``empty``."""
+    if as_json:
+        print_json({key: items})
+        return
+    if not items:
+        print(empty)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for col in columns:
+        table.add_column(col)
+    for item in items:
+        table.add_row(*row(item))
+    Console(width=None if sys.stdout.isatty() else 160).print(table)

@@ -8,7 +8,7 @@ import sys
 import typer
 
 from stigmer.cli import running
-from stigmer.cli._output import output_json, print_json
+from stigmer.cli._output import output_json, print_json, print_listing
 from stigmer.client import Client
 
 agent_app = typer.Typer(help="List, show and delete agents.", no_args_is_help=True)
@@ -44,33 +44,24 @@ def apply(
 
 @agent_app.command("list")
 def agent_list(output: str = typer.Option("text", "--output", "-o", help="text or json.")) -> None:
-    """All agents."""
+    """All agents, with the model their runs use."""
     as_json = output_json(output)
-    with Client.resolved() as client:
-        agents = client.list_agents()
-    if as_json:
-        print_json({"agents": agents})
-        return
-    if not agents:
-        print("No agents. Create one: stigmer apply -f examples/")
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False)
-    for col in ("NAME", "MODEL", "TOOLS", "GENERATION", "UPDATED", "DESCRIPTION"):
-        table.add_column(col)
-    for a in agents:
-        s = a["spec"]
-        table.add_row(
+    agents = Client.resolved().list_agents()
+    print_listing(
+        "agents",
+        agents,
+        as_json,
+        "No agents. Create one: stigmer apply -f examples/",
+        ("NAME", "MODEL", "TOOLS", "GENERATION", "UPDATED", "DESCRIPTION"),
+        lambda a: (
             a["name"],
             a["model"],
-            ",".join(s.get("tools", [])) or "-",
+            ",".join(a["spec"].get("tools", [])) or "-",
             str(a["generation"]),
             a["updated_at"][:19],
-            (s.get("description") or "")[:60],
-        )
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
+            (a["spec"].get("description") or "")[:60],
+        ),
+    )
 
 
 @agent_app.command("get")
@@ -80,8 +71,7 @@ def agent_get(
 ) -> None:
     """One agent, as YAML (or JSON)."""
     as_json = output_json(output)
-    with Client.resolved() as client:
-        agent = client.get_agent(name)
+    agent = Client.resolved().get_agent(name)
     if as_json:
         print_json(agent)
         return
@@ -100,8 +90,7 @@ def agent_get(
 def agent_delete(name: str, output: str = typer.Option("text", "--output", "-o")) -> None:
     """Delete an agent (its executions stay)."""
     as_json = output_json(output)
-    with Client.resolved() as client:
-        client.delete_agent(name)
+    Client.resolved().delete_agent(name)
     if as_json:
         print_json({"deleted": name})
     else:
@@ -144,33 +133,28 @@ def execution_list(
 ) -> None:
     """Recent executions, newest first."""
     as_json = output_json(output)
-    with Client.resolved() as client:
-        items = client.list_executions(agent, limit)
-    if as_json:
-        print_json({"executions": items})
-        return
-    if not items:
-        print('No executions yet. Start one: stigmer run AGENT "message"')
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False)
-    for col in ("ID", "AGENT", "PHASE", "CREATED", "MESSAGE"):
-        table.add_column(col)
-    for e in items:
-        table.add_row(
-            e["id"], e["agent"], e["phase"], e["created_at"][:19], (e.get("message") or "")[:50]
-        )
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    items = Client.resolved().list_executions(agent, limit)
+    print_listing(
+        "executions",
+        items,
+        as_json,
+        'No executions yet. Start one: stigmer run AGENT "message"',
+        ("ID", "AGENT", "PHASE", "CREATED", "MESSAGE"),
+        lambda e: (
+            e["id"],
+            e["agent"],
+            e["phase"],
+            e["created_at"][:19],
+            (e.get("message") or "")[:50],
+        ),
+    )
 
 
 @execution_app.command("get")
 def execution_get(execution_id: str, output: str = typer.Option("text", "--output", "-o")) -> None:
     """One execution: phase, output, error."""
     as_json = output_json(output)
-    with Client.resolved() as client:
-        ex = client.get_execution(execution_id)
+    ex = Client.resolved().get_execution(execution_id)
     if as_json:
         print_json(ex)
         return
@@ -220,8 +204,7 @@ def execution_cancel(
 ) -> None:
     """Ask a running execution to stop; it ends CANCELLED."""
     as_json = output_json(output)
-    with Client.resolved() as client:
-        res = client.cancel(execution_id)
+    res = Client.resolved().cancel(execution_id)
     if as_json:
         print_json(res)
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from typing import Any
@@ -28,8 +29,9 @@ def _flag(key: str, flag: str | None = None, what: str | None = None) -> Any:
     k = KEYS_BY_NAME[key]
     default = "" if k.default is None else f", default {k.default}"
     text = (what or k.help).rstrip(".")
+    # parentheses, not brackets: the help is rich markup
     return typer.Option(
-        None, flag or "--" + key.replace("_", "-"), help=f"{text} [env {k.env}{default}]."
+        None, flag or "--" + key.replace("_", "-"), help=f"{text} (env {k.env}{default})."
     )
 
 
@@ -46,7 +48,7 @@ WORKSPACE = _flag(
     "workspace", what="Folder the agents work in (default $STIGMER_HOME/data/workspace)"
 )
 OFFLINE = typer.Option(
-    False, "--offline", help="Never pull the runner image [env STIGMER_OFFLINE]."
+    False, "--offline", help="Never pull the runner image (env STIGMER_OFFLINE)."
 )
 REBUILD = typer.Option(
     False, "--rebuild", help="Rebuild the runner image from this checkout first."
@@ -263,32 +265,27 @@ def stop(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> 
         print("stigmer is not running.")
 
 
-@app.command()
-def restart(
-    server_port: int | None = SERVER_PORT,
-    temporal_port: int | None = TEMPORAL_PORT,
-    temporal_ui_port: int | None = TEMPORAL_UI_PORT,
-    temporal_address: str | None = TEMPORAL_ADDRESS,
-    namespace: str | None = NAMESPACE,
-    runner: str | None = RUNNER_FLAG,
-    timeout: float | None = TIMEOUT,
-    offline: bool = OFFLINE,
-    workspace: str | None = WORKSPACE,
-    rebuild: bool = REBUILD,
-    json_out: bool = JSON_STATUS,
-) -> None:
-    """Stop the stack, then start it again (the flags are those of `server start`)."""
-    settings = _start_settings(locals())  # first: locals() is the parameters only
+def _restart(**params: Any) -> None:
+    """Stop the stack, then start it again (with the flags of `server start`)."""
     from stigmer.stack import control
     from stigmer.stack.handover import check
     from stigmer.stack.ports import check_port_settings
 
-    JSON_MODE["on"] = json_out
+    JSON_MODE["on"] = params["json_out"]
+    settings = _start_settings(params)
     # settings that cannot work are refused before the running stack is stopped
     check_port_settings(control.port_needs(settings))
     check(settings)
     control.stop(settings)
-    _start(settings, json_out, rebuild)
+    _start(settings, params["json_out"], params["rebuild"])
+
+
+# `restart` takes exactly the options of `start`: Typer reads them from start's
+# signature (functools.wraps sets __wrapped__, which inspect.signature follows)
+_RESTART_HELP = _restart.__doc__
+restart = functools.wraps(start)(_restart)
+restart.__doc__ = _RESTART_HELP
+app.command("restart")(restart)
 
 
 @app.command()

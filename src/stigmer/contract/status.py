@@ -7,7 +7,7 @@ a stopped stack and a running one have the same fields.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, cast
 
 from stigmer.contract.registry import COMPONENTS
 
@@ -84,49 +84,34 @@ class StackStatus(TypedDict, total=False):
     already_running: bool
 
 
+#: The fields of a component's status that are empty until something is known.
+_UNKNOWN = (
+    "pid",
+    "container_id",
+    "started_at",
+    "uptime_s",
+    "ready_in_s",
+    "endpoint",
+    "last_error",
+    "last_exit_code",
+    "fix",
+)
+
+
 def component_status(name: str, state: State = "stopped", **fields: Any) -> ComponentStatus:
     """A component's status with every field present (``stopped`` and empty by default)."""
-    status: ComponentStatus = {
-        "name": name,
-        "state": state,
-        "ready": False,
-        "managed": True,
-        "pid": None,
-        "container_id": None,
-        "restarts": 0,
-        "started_at": None,
-        "uptime_s": None,
-        "ready_in_s": None,
-        "endpoint": None,
-        "last_error": None,
-        "last_exit_code": None,
-        "fix": None,
-    }
-    status.update(fields)  # type: ignore[typeddict-item]
-    return status
+    base = {"name": name, "state": state, "ready": False, "managed": True, "restarts": 0}
+    return cast(ComponentStatus, {**base, **dict.fromkeys(_UNKNOWN), **fields})
 
 
 def stack_status(
-    home: str,
-    version: str,
-    components: list[ComponentStatus] | None = None,
-    **fields: Any,
+    home: str, version: str, components: list[ComponentStatus] | None = None, **fields: Any
 ) -> StackStatus:
-    """A stack status; ``running`` and ``ready`` follow from the components unless given."""
+    """A stack status (stopped, with every component stopped, unless ``fields`` say otherwise)."""
     comps = components if components is not None else [component_status(n) for n in COMPONENTS]
-    status: StackStatus = {
-        "running": False,
-        "ready": False,
-        "version": version,
-        "home": home,
-        "supervisor": None,
-        "components": comps,
-        "endpoints": None,
-        "data_dir": None,
-        "workspace": None,
-    }
-    status.update(fields)  # type: ignore[typeddict-item]
-    return status
+    base = {"running": False, "ready": False, "version": version, "home": home}
+    empty = dict.fromkeys(("supervisor", "endpoints", "data_dir", "workspace"))
+    return cast(StackStatus, {**base, "components": comps, **empty, **fields})
 
 
 def all_ready(components: list[ComponentStatus]) -> bool:
