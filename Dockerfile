@@ -31,7 +31,9 @@ RUN python3 -m venv /opt/uv && /opt/uv/bin/python -m pip install --quiet "uv==${
 # precompiled for everything but the two large provider SDKs (openai,
 # anthropic; about 30 MB of .pyc, removed even if pyproject's
 # `compile-bytecode` made uv write them), which keeps the image under 250 MB;
-# those compile in memory when a run first uses them.
+# those compile in memory when a run first uses them. What the runner never
+# imports goes: pydantic-ai's realtime and UI adapters, and tiktoken with its
+# regex (only pydantic-ai's realtime and embeddings import them).
 COPY pyproject.toml uv.lock ./
 RUN /opt/uv/bin/uv venv --python "$(command -v python3)" /opt/venv \
  && /opt/uv/bin/uv sync --frozen --only-group runner --no-install-project \
@@ -40,6 +42,10 @@ RUN /opt/uv/bin/uv venv --python "$(command -v python3)" /opt/venv \
  && find /opt/venv -name '*.so' -exec strip --strip-unneeded {} + \
  && find /opt/venv/lib/python3*/site-packages/openai /opt/venv/lib/python3*/site-packages/anthropic \
         -name __pycache__ -type d -prune -exec rm -rf {} + \
+ && rm -rf /opt/venv/lib/python3*/site-packages/pydantic_ai/realtime \
+        /opt/venv/lib/python3*/site-packages/pydantic_ai/ui \
+        /opt/venv/lib/python3*/site-packages/tiktoken* \
+        /opt/venv/lib/python3*/site-packages/regex* \
  && /opt/venv/bin/python -m compileall -q -j 0 -x '/site-packages/(openai|anthropic)/' /opt/venv/lib
 
 FROM ${PYTHON_IMAGE}

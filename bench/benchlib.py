@@ -316,6 +316,7 @@ def runner_config_dir(
         task_queue=task_queue,
         workspace="/workspace",
         heartbeat_file=HEARTBEAT_IN_CONTAINER,
+        secrets={},
     )
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)

@@ -150,6 +150,18 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     tear_down(st)
 
 
+def stack_data_converter(st: Stack) -> Any:
+    """The data converter of the stack's own Temporal clients: sealed with its key."""
+    from stigmer.codec import data_converter
+    from stigmer.contract.config import StackKeys
+    from stigmer.credentials import read_stack_keys
+
+    found = read_stack_keys(st.home / "credentials" / "stack-key.json")
+    assert found is not None, "the stack has no key yet"
+    active, keys = found
+    return data_converter(StackKeys(active=active, keys=keys))  # type: ignore[arg-type]
+
+
 def pid_alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from stigmer.contract.phases import TERMINAL_PHASES
+from stigmer.credentials import read_token
 from stigmer.errors import (
     ApiError,
     AuthError,
@@ -22,7 +23,7 @@ from stigmer.errors import (
     StackNotRunningError,
     StigmerError,
 )
-from stigmer.settings import Settings, read_api_token
+from stigmer.settings import Settings
 
 
 class Client:
@@ -54,7 +55,7 @@ class Client:
         self._port = url.port or 80
         self._prefix = url.path.rstrip("/")
         self.timeout = timeout
-        token = read_api_token(settings.paths)
+        token = read_token(settings.paths.api_token)
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def close(self) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -263,6 +262,11 @@ class Settings:
     anthropic_api_key: str | None = provider_setting("anthropic", "key")
     openai_api_key: str | None = provider_setting("openai", "key")
     ollama_base_url: str | None = provider_setting("ollama", "base_url")
+    reserved_secrets_allowed: str | None = setting(
+        None,
+        "Comma-separated names of stigmer's own or a provider's variables (STIGMER_*, "
+        "ANTHROPIC_API_KEY, ...) that agents may still reference as {secret: NAME}.",
+    )
     workspace: str | None = setting(
         None,
         "Folder the agents' tools work in (mounted at /workspace); default data/workspace.",
@@ -344,8 +348,10 @@ class Settings:
             out[k.name] = v
         return out
 
-    def to_json(self) -> dict[str, Any]:
-        return {"home": str(self.home), "values": self.values(), "sources": self.sources}
+    def to_json(self, secrets: bool = True) -> dict[str, Any]:
+        """The settings as JSON; without ``secrets``, secret values masked (what may rest on disk)."""
+        values = self.values() if secrets else self.public()
+        return {"home": str(self.home), "values": values, "sources": self.sources}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Settings:
@@ -398,8 +404,18 @@ class Paths:
 
     @property
     def api_token(self) -> Path:
-        """The API bearer token, mode 0600, generated on first start."""
+        """The admin bearer token (the CLI's), mode 0600, generated on first start."""
         return self.credentials / "api-token"
+
+    @property
+    def runner_token(self) -> Path:
+        """The agent-runner's bearer token: it may only append events."""
+        return self.credentials / "runner-token"
+
+    @property
+    def stack_key(self) -> Path:
+        """The keys that seal Temporal payloads (:mod:`stigmer.credentials`)."""
+        return self.credentials / "stack-key.json"
 
     @property
     def data(self) -> Path:
@@ -436,7 +452,10 @@ class Paths:
 
     @property
     def stack_file(self) -> Path:
-        """The settings the running stack was started with (JSON, mode 0600)."""
+        """The settings the running stack was started with, secrets masked (JSON, mode 0600).
+
+        The supervisor gets them whole, with the secrets, on its stdin.
+        """
         return self.run / "stack.json"
 
     def component_dir(self, name: str) -> Path:
@@ -471,11 +490,10 @@ class Paths:
         return self.logs / (f"{name}.log" if stream == "out" else f"{name}.err.log")
 
     def ensure(self) -> None:
-        """Create the folders (private where they hold secrets or sockets)."""
-        for d in (self.home, self.data, self.workspace, self.logs):
-            d.mkdir(parents=True, exist_ok=True)
-        for d in (self.credentials, self.run):
-            d.mkdir(parents=True, exist_ok=True)
+        """Create the folders, private: 0700 (the home and each one below it)."""
+        for d in (self.home, self.data, self.workspace, self.logs, self.credentials, self.run):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for d in (self.home, self.data, self.logs, self.credentials, self.run):
             os.chmod(d, 0o700)
 
 
@@ -587,24 +605,3 @@ def ensure_config_file(paths: Paths) -> bool:
         return False
     write_private(paths.config, CONFIG_HEADER + "{}\n")
     return True
-
-
-def ensure_api_token(paths: Paths) -> str:
-    """Return the API bearer token, generating it (mode 0600) on first use."""
-    paths.ensure()
-    try:
-        token = paths.api_token.read_text().strip()
-        if token:
-            return token
-    except FileNotFoundError:
-        pass
-    token = secrets.token_urlsafe(32)
-    write_private(paths.api_token, token + "\n")
-    return token
-
-
-def read_api_token(paths: Paths) -> str | None:
-    try:
-        return paths.api_token.read_text().strip() or None
-    except FileNotFoundError:
-        return None

@@ -21,7 +21,7 @@ import pytest
 
 from stigmer import __version__
 from stigmer.images import buildinfo
-from tests.conftest import STIGMER, Stack, free_port
+from tests.conftest import STIGMER, Stack, free_port, stack_data_converter
 from tests.fixtures_docker import RUN_ID
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +56,9 @@ def container(client: docker.DockerClient, st: Stack) -> Any:
 async def run_workflow(st: Stack, name: str, arg: str) -> Any:
     from temporalio.client import Client
 
-    client = await Client.connect(f"127.0.0.1:{st.ports['temporal']}")
+    client = await Client.connect(
+        f"127.0.0.1:{st.ports['temporal']}", data_converter=stack_data_converter(st)
+    )
     return await client.execute_workflow(
         name,
         arg,

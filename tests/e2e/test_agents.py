@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import STIGMER, Stack, new_stack, tear_down
+from tests.conftest import STIGMER, Stack, new_stack, stack_data_converter, tear_down
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE_OPENAI = "sk-test-openai-do-not-leak-4242"
@@ -38,6 +38,7 @@ def agent_yaml(
                 "instructions": instructions,
                 "model": "test",
                 "tools": tools,
+                "local_shell": True,  # local mode: these agents may use shell
                 "test_script": script,
             },
         }
@@ -112,7 +113,7 @@ def activity_types(st: Stack, workflow_id: str) -> list[str]:
     from temporalio.client import Client
 
     async def fetch() -> list[str]:
-        client = await Client.connect(f"127.0.0.1:{st.ports['temporal']}")
+        client = await Client.connect(f"127.0.0.1:{st.ports['temporal']}")  # names are not sealed
         history = await client.get_workflow_handle(workflow_id).fetch_history()
         return [
             e.activity_task_scheduled_event_attributes.activity_type.name
@@ -140,6 +141,7 @@ def replay_in_sandbox(st: Stack, workflow_id: str) -> None:
         replayer = Replayer(
             workflows=[AgentExecutionWorkflow],
             plugins=[PydanticAIPlugin()],
+            data_converter=stack_data_converter(st),
             workflow_runner=SandboxedWorkflowRunner(
                 restrictions=SandboxRestrictions.default.with_passthrough_modules(
                     "stigmer._version"

@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import STIGMER, Stack, pid_alive, port_listening
+from tests.conftest import STIGMER, Stack, pid_alive, port_listening, stack_data_converter
 
 COMPONENTS = {"temporal", "stigmer-server", "agent-runner"}
 
@@ -132,7 +132,9 @@ def test_temporal_sigkill_is_restarted_and_runner_polls_again(stack: Stack) -> N
 async def run_ping(stack: Stack) -> str:
     from temporalio.client import Client
 
-    client = await Client.connect(f"127.0.0.1:{stack.ports['temporal']}")
+    client = await Client.connect(
+        f"127.0.0.1:{stack.ports['temporal']}", data_converter=stack_data_converter(stack)
+    )
     return await client.execute_workflow(
         "StigmerPing",
         "hello",

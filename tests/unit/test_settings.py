@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from stigmer.credentials import ensure_token, rotate_stack_key
 from stigmer.errors import ConfigError
-from stigmer.settings import KEYS, ensure_api_token, ensure_config_file, resolve, write_config_file
+from stigmer.settings import KEYS, ensure_config_file, resolve, write_config_file
 
 
 def test_precedence_flag_env_config_default(tmp_path: Path) -> None:
@@ -74,9 +75,10 @@ def test_config_and_token_are_private(tmp_path: Path) -> None:
     assert ensure_config_file(s.paths) is True
     assert ensure_config_file(s.paths) is False
     assert s.paths.config.stat().st_mode & 0o777 == 0o600
-    token = ensure_api_token(s.paths)
+    s.paths.ensure()
+    token = ensure_token(s.paths.api_token)
     assert len(token) > 30
-    assert ensure_api_token(s.paths) == token
+    assert ensure_token(s.paths.api_token) == token
     assert s.paths.api_token.stat().st_mode & 0o777 == 0o600
 
 
@@ -142,3 +144,15 @@ def test_managed_temporal_listens_on_loopback_with_low_latency_settings(tmp_path
         "system.enableActivityEagerExecution=true",
         "history.transferProcessorMaxPollRPS=1000",
     }
+
+
+def test_stack_key_rotation_keeps_the_old_keys(tmp_path: Path) -> None:
+    from stigmer.credentials import ensure_stack_key, read_stack_keys
+
+    path = tmp_path / "credentials" / "stack-key.json"
+    active, keys = ensure_stack_key(path)
+    assert active == "k1" and path.stat().st_mode & 0o777 == 0o600
+    assert rotate_stack_key(path) == "k2"
+    found = read_stack_keys(path)
+    assert found is not None
+    assert found[0] == "k2" and found[1]["k1"] == keys["k1"] and set(found[1]) == {"k1", "k2"}

@@ -5,9 +5,11 @@ import signal
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from stigmer.contract.workflow import ExecutionInput
 from stigmer.server import db
-from stigmer.server.store import Store
+from stigmer.server.store import EventRejected, Store
 from stigmer.spec.models import AgentSpec
 
 
@@ -57,13 +59,13 @@ def test_append_is_idempotent_and_ordered(tmp_path: Path) -> None:
     assert ex["phase"] == "PENDING"
     evs = [
         {
-            "event_id": "r/1/0",
+            "event_id": "ex-1/r/1/0",
             "type": "tool_call",
             "payload": {"tool_call_id": "t", "name": "n", "status": "started"},
             "at": "2026-01-01T00:00:00Z",
         },
         {
-            "event_id": "r/2/0",
+            "event_id": "ex-1/r/2/0",
             "type": "tool_call",
             "payload": {"tool_call_id": "t", "name": "n", "status": "completed"},
             "at": "2026-01-01T00:00:01.5Z",
@@ -73,18 +75,33 @@ def test_append_is_idempotent_and_ordered(tmp_path: Path) -> None:
     assert store.append("ex-1", evs) == [2, 3]  # a retried publisher adds nothing
     store.append(
         "ex-1",
-        [{"event_id": "done", "type": "phase", "payload": {"phase": "COMPLETED", "output": "ok"}}],
+        [{"event_id": "ex-1/run", "type": "phase", "payload": {"phase": "RUNNING"}}],
     )
-    store.append("ex-1", [{"event_id": "late", "type": "phase", "payload": {"phase": "RUNNING"}}])
+    store.append(
+        "ex-1",
+        [
+            {
+                "event_id": "ex-1/done",
+                "type": "phase",
+                "payload": {"phase": "COMPLETED", "output": "ok"},
+            }
+        ],
+    )
+    with pytest.raises(EventRejected, match="cannot go from COMPLETED to RUNNING"):
+        store.append(
+            "ex-1", [{"event_id": "ex-1/late", "type": "phase", "payload": {"phase": "RUNNING"}}]
+        )
+    with pytest.raises(EventRejected, match="not one of execution ex-1"):
+        store.append("ex-1", [{"event_id": "ex-2/x", "type": "usage", "payload": {}}])
     late_tool = {
-        "event_id": "r/3/1",
+        "event_id": "ex-1/r/3/1",
         "type": "message",
         "payload": {"role": "tool", "content": "x"},
     }
     assert store.append("ex-1", [late_tool]) == []  # after the final phase: dropped
     assert store.append("ex-1", evs) == [2, 3]  # repeats still get their seq
     got = store.events_after("ex-1")
-    assert [e["seq"] for e in got] == [1, 2, 3, 4]
+    assert [e["seq"] for e in got] == [1, 2, 3, 4, 5]
     assert got[2]["payload"]["duration_ms"] == 1500
     assert store.get_execution("ex-1")["phase"] == "COMPLETED"
     assert store.put_agent("a", {"instructions": "x"})[0] == "unchanged"

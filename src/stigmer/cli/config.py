@@ -128,3 +128,25 @@ def list_cmd(
             k.name, "" if v is None else str(v), settings.sources[k.name], ", ".join(k.envs)
         )
     Console().print(table)
+
+
+@app.command("rotate-key")
+def rotate_key_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Add a new key to seal Temporal payloads with; payloads sealed before stay readable.
+
+    The stack's keys are in credentials/stack-key.json (mode 0600). The new key
+    seals from the next `stigmer server start` (or `restart`); the older keys
+    stay in the file to open what they sealed. On several hosts, copy the file
+    to each of them.
+    """
+    from stigmer.credentials import rotate_stack_key
+
+    JSON_MODE["on"] = json_out
+    paths = Paths(home_dir())
+    paths.ensure()
+    new = rotate_stack_key(paths.stack_key)
+    if json_out:
+        print_json({"active": new, "file": str(paths.stack_key)})
+        return
+    print(f"key {new} added to {paths.stack_key}; it seals from the next start.")
+    print("Apply it: stigmer server restart (payloads sealed with older keys stay readable)")

@@ -148,6 +148,13 @@ def _start(settings: Settings, json_out: bool, rebuild: bool = False) -> None:
     finally:
         progress.close()
     elapsed = time.monotonic() - t0
+    if settings.runner_mode == "local":
+        print(
+            "note: the agent-runner is a host process (local mode): agents' tools run as you, "
+            "with your access to this machine; `shell` only for agents with `local_shell: true`. "
+            "Run agents in a container with `--runner docker`.",
+            file=sys.stderr,
+        )
     status["took_s"] = round(elapsed, 2)
     status["already_running"] = not started
     if json_out:

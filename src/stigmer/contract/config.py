@@ -81,6 +81,19 @@ class ApiTarget(_Model):
     ca_pem: str | None = None
 
 
+class StackKeys(_Model):
+    """The keys that seal Temporal payloads (:mod:`stigmer.codec`): by id, and the one in use."""
+
+    active: str
+    keys: dict[str, Secret]
+
+    @model_validator(mode="after")
+    def _active_is_known(self) -> StackKeys:
+        if self.active not in self.keys:
+            raise ValueError(f"the active key {self.active!r} is not among the keys")
+        return self
+
+
 class ProviderConfig(_Model):
     """A model provider's key and server, as the runner uses them."""
 
@@ -94,8 +107,12 @@ class ServerSection(_Model):
     host: str = "127.0.0.1"
     port: int
     store_url: Secret
-    #: files holding the accepted bearer tokens (one per line, mode 0600)
-    token_file: str
+    #: the token files this server registers in the store, by role (admin, runner)
+    token_files: dict[str, str]
+    #: names agents may reference as secrets although they are stigmer's or a provider's
+    reserved_secrets_allowed: list[str] = Field(default_factory=list)
+    #: origins allowed to call the codec endpoint from a browser (the Temporal UI)
+    codec_origins: list[str] = Field(default_factory=list)
     tls_cert_pem: str | None = None
     tls_key_pem: Secret | None = None
 
@@ -105,6 +122,8 @@ class RunnerSection(_Model):
 
     identity: str
     task_queue: str
+    #: ``docker`` (tools run in the container) or ``local`` (tools run as the user)
+    mode: Literal["docker", "local"]
     workspace: str
     stop_grace: float = 10.0
     sandbox: bool = False
@@ -121,6 +140,8 @@ class RuntimeConfig(_Model):
     role: Literal["stigmer-server", "agent-runner"]
     home: str | None = None
     temporal: TemporalTarget
+    #: the keys that seal Temporal payloads (the API server and the runner)
+    stack_keys: StackKeys | None = None
     #: provider:model for agents whose spec names none
     default_model: str
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
@@ -134,6 +155,8 @@ class RuntimeConfig(_Model):
             raise ValueError("a stigmer-server configuration needs its `server` section")
         if self.role == "agent-runner" and (self.runner is None or self.api is None):
             raise ValueError("an agent-runner configuration needs its `runner` and `api` sections")
+        if self.stack_keys is None:
+            raise ValueError(f"a {self.role} configuration needs the stack's keys")
         return self
 
 

@@ -59,6 +59,15 @@ PROVIDERS: dict[str, Provider] = {
 PROVIDER_KEY_ENVS = tuple(p.key_env for p in PROVIDERS.values() if p.key_env)
 
 
+def reserved_secret(name: str) -> bool:
+    """Whether ``name`` is stigmer's own variable or a provider key: not for agents' tools.
+
+    An agent may reference one as ``{secret: NAME}`` only where the
+    ``reserved_secrets_allowed`` setting names it.
+    """
+    return name.startswith("STIGMER_") or name in PROVIDER_KEY_ENVS
+
+
 def parse_model(model: str) -> tuple[str, str]:
     """``provider:model`` into its parts; ``test`` alone is the test model.
 

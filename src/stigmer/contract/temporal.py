@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from stigmer.contract.config import TemporalTarget, reveal
+from stigmer.contract.config import StackKeys, TemporalTarget, reveal
 from stigmer.errors import TemporalError
 
 #: Words in an error that mean the TLS handshake or a certificate failed.
@@ -121,21 +121,29 @@ async def connect_temporal(
     target: TemporalTarget,
     *,
     identity: str,
+    keys: StackKeys | None = None,
     plugins: Sequence[Any] = (),
     timeout: float = 5.0,
     check_namespace: bool = True,
 ) -> Any:
     """A ``temporalio.client.Client`` for ``target``; with ``check_namespace``, proven to work.
 
-    The proof is a ``DescribeNamespace`` call: a client that connects but cannot
-    use the namespace (a refused certificate, a wrong key) fails here, not at
-    the first workflow.
+    With ``keys``, every payload is sealed and opened with the stack's keys
+    (:mod:`stigmer.codec`): what a worker or the API server uses. The proof is a
+    ``DescribeNamespace`` call: a client that connects but cannot use the
+    namespace (a refused certificate, a wrong key) fails here, not at the first
+    workflow.
 
     Raises:
         TemporalError: classified (see :func:`classify`).
     """
     from temporalio.client import Client
 
+    extra: dict[str, Any] = {}
+    if keys is not None:
+        from stigmer.codec import data_converter
+
+        extra["data_converter"] = data_converter(keys)
     try:
         client = await Client.connect(
             target.address,
@@ -145,6 +153,7 @@ async def connect_temporal(
             identity=identity,
             plugins=list(plugins),
             connect_timeout=timedelta(seconds=timeout),
+            **extra,
         )
     except TemporalError:
         raise

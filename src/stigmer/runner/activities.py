@@ -12,9 +12,12 @@ from stigmer.runner.publish import post_events
 
 
 @activity.defn(name="stigmer_publish_events")
-async def publish_events(execution_id: str, events: list[dict[str, Any]]) -> None:
-    """Append events the workflow itself produces (phases, the human message, usage, errors)."""
-    await post_events(execution_id, events)
+async def publish_events(execution_id: str, events: list[dict[str, Any]], refs: list[str]) -> None:
+    """Append events the workflow itself produces (phases, the human message, usage, errors).
+
+    ``refs``: the run's secret references, whose values are masked.
+    """
+    await post_events(execution_id, events, refs)
 
 
 @activity.defn(name="stigmer_ping")

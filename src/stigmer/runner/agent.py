@@ -42,6 +42,7 @@ from temporalio import activity
 from temporalio.common import RetryPolicy
 from temporalio.workflow import ActivityCancellationType, ActivityConfig
 
+from stigmer.runner import runtime
 from stigmer.runner.models import resolve_model
 from stigmer.runner.publish import ToolCallEvents, handle_stream, tool_ran
 from stigmer.runner.tools import ALL_TOOLS, RunDeps
@@ -74,13 +75,22 @@ class WorkspaceToolset(FunctionToolset[RunDeps]):
     ) -> Any:
         if not activity.in_activity():
             return await super().call_tool(name, tool_args, ctx, tool)
-        events = ToolCallEvents(ctx.deps.execution_id, ctx.tool_call_id, name)
+        # what the tool returns or says goes to the model, the history and the
+        # event log: every secret the run can see is masked before it leaves
+        refs = list(ctx.deps.secret_env.values())
+        mask = runtime.current().mask
+        events = ToolCallEvents(ctx.deps.execution_id, ctx.tool_call_id, name, refs)
         events.started(tool_args)
         try:
-            result = await super().call_tool(name, tool_args, ctx, tool)
-        except (ModelRetry, ToolFailed) as exc:
-            await events.finished(failed=True, result=exc.message)
-            raise
+            result = mask(await super().call_tool(name, tool_args, ctx, tool), refs)
+        except ModelRetry as exc:
+            message = mask(exc.message, refs)
+            await events.finished(failed=True, result=message)
+            raise ModelRetry(message) from None
+        except ToolFailed as exc:
+            message = mask(exc.message, refs)
+            await events.finished(failed=True, result=message)
+            raise ToolFailed(message) from None
         except asyncio.CancelledError:
             details = activity.cancellation_details()
             if details is not None and details.cancel_requested:

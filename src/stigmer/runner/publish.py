@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Iterable
 from typing import Any
 
 import httpx
@@ -41,20 +41,28 @@ PUBLISH_PATIENCE_S = 300.0
 _client: httpx.AsyncClient | None = None
 
 
-def activity_event_prefix() -> str:
-    """A prefix stable across retries of the current activity (random outside Temporal)."""
+def activity_event_prefix(execution_id: str) -> str:
+    """An id prefix stable across retries of the current activity (random outside Temporal).
+
+    It starts with the execution's id, as the server requires of the events of
+    an execution.
+    """
     try:
         from temporalio import activity
 
         info = activity.info()
-        return f"{info.workflow_run_id}/{info.activity_id}"
+        return f"{execution_id}/{info.workflow_run_id}/{info.activity_id}"
     except RuntimeError:
-        return uuid.uuid4().hex
+        return f"{execution_id}/{uuid.uuid4().hex}"
 
 
-async def post_events(execution_id: str, events: list[dict[str, Any]]) -> None:
+async def post_events(
+    execution_id: str, events: list[dict[str, Any]], refs: Iterable[str] = ()
+) -> None:
     """Append ``events`` (dicts with event_id, type, payload, at) to the execution's log.
 
+    Every secret the run can see (the values of its secret references ``refs``,
+    the keys and tokens of this worker) is masked first, in every string.
     ``POST {api url}/v1/executions/{execution_id}/events``, retried with
     backoff (0.2 s doubling to 5 s) while the API is unreachable or answers
     5xx/429, for up to :data:`PUBLISH_PATIENCE_S` seconds.
@@ -70,6 +78,7 @@ async def post_events(execution_id: str, events: list[dict[str, Any]]) -> None:
     url, token = rt.api_url, rt.api_token
     if not url:
         raise RuntimeError("the runner has no API URL: it cannot publish events")
+    events = rt.mask(events, refs)
     if _client is None:
         _client = httpx.AsyncClient(timeout=15.0)
     client = _client
@@ -135,11 +144,14 @@ class ToolCallEvents:
     retried attempt sends the same ids and the server drops the repeats.
     """
 
-    def __init__(self, execution_id: str, tool_call_id: str | None, name: str) -> None:
+    def __init__(
+        self, execution_id: str, tool_call_id: str | None, name: str, refs: Iterable[str] = ()
+    ) -> None:
         self.execution_id = execution_id
         self.tool_call_id = tool_call_id
         self.name = name
-        self._prefix = activity_event_prefix()
+        self.refs = list(refs)
+        self._prefix = activity_event_prefix(execution_id)
         self._started_event: dict[str, Any] | None = None
         self._started: asyncio.Task[None] | None = None
 
@@ -158,7 +170,7 @@ class ToolCallEvents:
     async def _send_started_later(self) -> None:
         await asyncio.sleep(STARTED_GRACE_S)
         assert self._started_event is not None
-        await post_events(self.execution_id, [self._started_event])
+        await post_events(self.execution_id, [self._started_event], self.refs)
 
     async def _settle_started(self) -> list[dict[str, Any]]:
         """Cancel a pending ``started`` (returned, to send now) or wait until it was sent."""
@@ -181,13 +193,13 @@ class ToolCallEvents:
         )
         # ids 1 and 2 (0 is started)
         result_events = [new_event(f"{self._prefix}/{i}", p) for i, p in enumerate(payloads, 1)]
-        await post_events(self.execution_id, out + result_events)
+        await post_events(self.execution_id, out + result_events, self.refs)
 
     async def abandon(self) -> None:
         """The attempt ends without a result (it will be retried): send ``started`` alone."""
         with contextlib.suppress(Exception):
             pending = await self._settle_started()
-            await post_events(self.execution_id, pending)
+            await post_events(self.execution_id, pending, self.refs)
 
 
 async def handle_stream(ctx: Any, events: AsyncIterable[Any]) -> None:
@@ -205,7 +217,8 @@ async def handle_stream(ctx: Any, events: AsyncIterable[Any]) -> None:
         TextPart,
     )
 
-    prefix = activity_event_prefix()
+    deps = ctx.deps
+    prefix = activity_event_prefix(deps.execution_id)
     payloads: list[Payload] = []
     async for ev in events:
         if (
@@ -223,7 +236,7 @@ async def handle_stream(ctx: Any, events: AsyncIterable[Any]) -> None:
                 text=clip(_content(part.content)),
             )
     out = [new_event(f"{prefix}/{i}", p) for i, p in enumerate(payloads)]
-    await post_events(ctx.deps.execution_id, out)
+    await post_events(deps.execution_id, out, deps.secret_env.values())
 
 
 def tool_succeeded(part: Any) -> bool:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic_ai import ModelRetry, RunContext
+from pydantic_ai.exceptions import ToolFailed
 
 from stigmer.contract.registry import TOOL_NAMES
 from stigmer.runner import runtime
@@ -53,6 +54,8 @@ class RunDeps:
     test_script: list[dict] | None = None  # type: ignore[type-arg]
     base_url: str | None = None
     api_key_env: str | None = None
+    #: the agent accepts that `shell` runs as the user when the runner is a host process
+    local_shell: bool = False
 
 
 def workspace_root() -> Path:
@@ -153,6 +156,13 @@ async def shell(
 
     ``timeout`` is in seconds (at most 900); output beyond 16 KiB is cut.
     """
+    if runtime.current().mode == "local" and not ctx.deps.local_shell:
+        raise ToolFailed(
+            "shell is off: this runner is a host process (local mode), so a command would run "
+            "as the user who started the stack, with all of their access. The agent's owner can "
+            "allow it with `local_shell: true` in the agent spec, or run the stack with "
+            "`--runner docker`."
+        )
     timeout = max(1.0, min(float(timeout), MAX_SHELL_TIMEOUT))
     proc = await asyncio.create_subprocess_exec(
         "bash",

@@ -24,6 +24,7 @@ from stigmer import __version__
 from stigmer.contract.config import RuntimeConfig, load_runtime_config
 from stigmer.contract.temporal import connect_temporal
 from stigmer.errors import StigmerError, TemporalError
+from stigmer.hardening import not_dumpable
 
 log = logging.getLogger("stigmer.runner")
 
@@ -48,6 +49,7 @@ async def connect(cfg: RuntimeConfig, stop: asyncio.Event) -> Any:
             client = await connect_temporal(
                 target,
                 identity=cfg.runner.identity,
+                keys=cfg.stack_keys,
                 plugins=[PydanticAIPlugin()],
                 timeout=3,
                 check_namespace=False,
@@ -173,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(levelname)s %(name)s %(message)s", stream=sys.stdout
     )
+    # before the secrets are read
+    if not not_dumpable():
+        log.warning("could not mark the worker non-dumpable: its tools may read its memory")
     try:
         # it holds the runner's secrets: read once, then gone from the filesystem
         cfg = load_runtime_config(role="agent-runner", consume=True)

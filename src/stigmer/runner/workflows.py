@@ -56,6 +56,7 @@ def deps_for(inp: ExecutionInput) -> RunDeps:
         else None,
         base_url=spec.base_url,
         api_key_env=spec.api_key.secret if spec.api_key else None,
+        local_shell=spec.local_shell,
     )
 
 
@@ -82,6 +83,7 @@ class AgentExecutionWorkflow(PydanticAIWorkflow):
             args=[
                 inp.execution_id,
                 [new_event(f"{inp.execution_id}/wf/{key}", p, at) for key, p in events],
+                sorted(deps_for(inp).secret_env.values()),
             ],
             **PUBLISH_OPTS,
         )

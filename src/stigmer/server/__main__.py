@@ -12,9 +12,11 @@ import sys
 
 from stigmer.contract.config import load_runtime_config
 from stigmer.errors import StigmerError
+from stigmer.hardening import not_dumpable
 
 
 def main(argv: list[str] | None = None) -> int:
+    not_dumpable()  # it holds the tokens' hashes, the stack key and the store's URL
     try:
         cfg = load_runtime_config(role="stigmer-server", consume=True)
     except StigmerError as exc:

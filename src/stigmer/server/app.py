@@ -1,33 +1,40 @@
-"""The HTTP API.
+"""The HTTP API; its OpenAPI document is ``GET /openapi.json``.
 
-Every endpoint needs ``Authorization: Bearer <token>``, where the token is the
-content of the token file its configuration names
-(``$STIGMER_HOME/credentials/api-token``, mode 0600, written on first
-``server start``). ``GET /healthz`` alone is open: it says whether the store
+Every endpoint but ``GET /healthz`` and ``/openapi.json`` needs
+``Authorization: Bearer <token>``, and the token's role decides what it may
+do (:mod:`stigmer.server.auth`): the admin token (the CLI's,
+``$STIGMER_HOME/credentials/api-token``) everything but appending events, the
+runner token only appending events. ``GET /healthz`` says whether the store
 answers and whether this server reaches Temporal itself.
 
 Endpoints (all JSON unless noted):
 
 * ``PUT /v1/agents/{name}`` body ``{"spec": {...}}``: create or update; answers
-  ``{"status": created|updated|unchanged, "agent": {...}}``.
+  ``{"status": created|updated|unchanged, "agent": {...}}``. The name is a slug,
+  checked as the CLI checks it.
 * ``GET /v1/agents``, ``GET|DELETE /v1/agents/{name}``; each agent has
   ``model``, the model its runs use (its spec's, else ``default_model``).
 * ``POST /v1/executions`` body ``{"agent", "message", "env"?, "model"?}``: records
   the execution as PENDING and starts workflow ``AgentExecutionWorkflow`` (id
   ``agent-execution/<id>``, task queue ``agent_execution_runner``) with a
-  snapshot of the spec.
+  snapshot of the spec, sealed with the stack's key.
 * ``GET /v1/executions[?agent=&limit=]``, ``GET /v1/executions/{id}``,
   ``POST /v1/executions/{id}/cancel``.
 * ``GET /v1/executions/{id}/events?after=SEQ``: the events after SEQ; with
   ``Accept: text/event-stream`` (or ``?stream=1``) a server-sent event stream:
   the snapshot, then live events, without gap or repeat, ending after the
   final phase. Resume with ``after`` or ``Last-Event-ID``.
-* ``POST /v1/executions/{id}/events`` body ``{"events": [...]}``: the runner appends.
+* ``POST /v1/executions/{id}/events`` body ``{"events": [...]}``: the runner
+  appends (runner token only). Each event fits its type's schema, its id starts
+  with the execution's id, and a phase only goes where it can (PENDING ->
+  RUNNING -> COMPLETED, FAILED or CANCELLED); anything else is refused whole.
+* ``POST /v1/codec/decode``: Temporal's remote codec endpoint, for the Temporal
+  UI and ``temporal workflow show --codec-endpoint``: opens payloads sealed by
+  this stack (admin token).
 """
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -35,22 +42,43 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, StreamingResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AfterValidator, BaseModel, Field, ValidationError
+from pydantic import ValidationError
 
 from stigmer import __version__
+from stigmer.codec import SealingCodec, decode_json_payloads
 from stigmer.contract.config import RuntimeConfig
-from stigmer.contract.events import ErrorPayload, NewEvent, PhasePayload, new_event
+from stigmer.contract.events import ErrorPayload, PhasePayload, new_event
 from stigmer.contract.phases import TERMINAL_PHASES
-from stigmer.contract.registry import parse_model
-from stigmer.contract.temporal import connect_temporal, describe_namespace
+from stigmer.contract.registry import parse_model, reserved_secret
 from stigmer.contract.workflow import TASK_QUEUE, WORKFLOW_NAME, ExecutionInput
+from stigmer.credentials import ADMIN, RUNNER
 from stigmer.errors import TemporalError
 from stigmer.server import db
-from stigmer.server.store import Store, new_execution_id
-from stigmer.spec.models import AgentSpec
+from stigmer.server.auth import ROLES, TokenRoles, requires
+from stigmer.server.schemas import Agent as AgentOut
+from stigmer.server.schemas import (
+    AgentList,
+    AgentPut,
+    AgentPutResult,
+    CancelResult,
+    CodecBody,
+    Deleted,
+    EventList,
+    EventsPost,
+    Execution,
+    ExecutionCreate,
+    ExecutionList,
+    Info,
+    Seqs,
+    error_responses,
+)
+from stigmer.server.store import EventRejected, Store, new_execution_id
+from stigmer.server.temporal_link import TemporalLink
+from stigmer.spec.models import SLUG, AgentSpec, SecretRef
 
 log = logging.getLogger("stigmer.server")
 
@@ -60,120 +88,11 @@ RECONCILE_AFTER = 5.0
 KEEPALIVE = 15.0
 #: Workflow task attempts after which a stuck execution gets an error event.
 STUCK_ATTEMPTS = 3
-#: Seconds between the server's own checks that it reaches Temporal.
-TEMPORAL_CHECK_EVERY = 5.0
+#: The largest sequence number a client may ask for (a bigger one cannot exist).
+MAX_SEQ = 2**62
 
-
-def _utf8(value: Any) -> Any:
-    """``value`` unchanged if every string in it is valid UTF-8 text; else ValueError.
-
-    JSON can carry lone surrogates (``\\udcff``, what Python makes of bytes that
-    are not UTF-8); they cannot be stored or sent to Temporal, so they are
-    refused with a 422 before anything is stored.
-    """
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("not valid UTF-8 text") from None
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            _utf8(k)
-            _utf8(v)
-    elif isinstance(value, list):
-        for v in value:
-            _utf8(v)
-    return value
-
-
-class AgentPut(BaseModel):
-    spec: Annotated[dict[str, Any], AfterValidator(_utf8)]
-
-
-class ExecutionCreate(BaseModel):
-    agent: Annotated[str, AfterValidator(_utf8)]
-    message: Annotated[str, AfterValidator(_utf8)] = ""
-    env: Annotated[dict[str, str], AfterValidator(_utf8)] = Field(default_factory=dict)
-    model: Annotated[str | None, AfterValidator(_utf8)] = None
-
-
-class EventsPost(BaseModel):
-    events: list[NewEvent]
-
-
-class TemporalLink:
-    """The server's Temporal client, and whether it works now.
-
-    :meth:`watch` connects through ``connect_temporal`` (retrying while Temporal
-    is not reachable) and then checks the namespace every few seconds, so
-    ``/healthz`` says whether this server, not just its supervisor, reaches
-    Temporal. A permanent failure (TLS, the certificate, authentication, the
-    namespace) is reported as such, with the setting to change.
-    """
-
-    def __init__(self, cfg: RuntimeConfig) -> None:
-        self.target = cfg.temporal
-        self._client: Any = None
-        self._connected = asyncio.Event()
-        self.ok = False
-        self.error: TemporalError | None = None
-
-    def health(self) -> dict[str, Any]:
-        err = self.error
-        return {
-            "temporal": "ok" if self.ok else ("error" if err else "connecting"),
-            "temporal_error": None
-            if err is None
-            else {
-                "kind": err.kind,
-                "message": err.message,
-                "fix": err.fix,
-                "setting": err.setting,
-                "permanent": err.permanent,
-            },
-        }
-
-    async def watch(self) -> None:
-        from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
-
-        delay = 0.2
-        while self._client is None:
-            try:
-                self._client = await connect_temporal(
-                    self.target, identity="stigmer-server", plugins=[PydanticAIPlugin()]
-                )
-            except TemporalError as exc:
-                self.error = exc
-                if exc.permanent:
-                    log.error("%s %s", exc.message, exc.fix)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        self._connected.set()
-        self.ok, self.error = True, None
-        log.info(
-            "reached Temporal at %s (namespace %s)", self.target.address, self.target.namespace
-        )
-        while True:
-            await asyncio.sleep(TEMPORAL_CHECK_EVERY)
-            try:
-                await describe_namespace(self._client, self.target)
-                self.ok, self.error = True, None
-            except TemporalError as exc:
-                self.ok, self.error = False, exc
-
-    async def client(self) -> Any:
-        """The connected client (waits up to 30 s for the first connection).
-
-        Raises:
-            TemporalError: not connected within that time.
-        """
-        try:
-            await asyncio.wait_for(self._connected.wait(), timeout=30)
-        except TimeoutError:
-            raise self.error or TemporalError(
-                f"Temporal at {self.target.address} did not answer within 30s."
-            ) from None
-        return self._client
+AgentName = Annotated[str, PathParam(max_length=63)]
+ExecutionId = Annotated[str, PathParam(max_length=64)]
 
 
 def _server_event(execution_id: str, key: str, payload: Any) -> dict[str, Any]:
@@ -181,15 +100,26 @@ def _server_event(execution_id: str, key: str, payload: Any) -> dict[str, Any]:
     return new_event(f"{execution_id}/server/{key}", payload)
 
 
+def _secret_refs(spec: AgentSpec) -> list[str]:
+    refs = [v.secret for v in spec.env.values() if isinstance(v, SecretRef)]
+    return refs + ([spec.api_key.secret] if spec.api_key else [])
+
+
 def create_app(cfg: RuntimeConfig) -> FastAPI:
     """The FastAPI app for a server configuration; runs migrations on start-up."""
-    assert cfg.server is not None
-    secret = Path(cfg.server.token_file).read_text().strip()
-    engine = db.make_engine(cfg.server.store_url.get_secret_value())
+    assert cfg.server is not None and cfg.stack_keys is not None
+    server = cfg.server
+    engine = db.make_engine(server.store_url.get_secret_value())
     db.migrate(engine)
     store = Store(engine)
+    for role, path in server.token_files.items():
+        if role in ROLES:
+            store.register_token(Path(path).read_text().strip(), role, f"file {path}")
+    roles = TokenRoles(store)
+    codec = SealingCodec(cfg.stack_keys)
     temporal = TemporalLink(cfg)
     default_model = cfg.default_model
+    reserved_ok = set(server.reserved_secrets_allowed)
     #: per execution, one wake-up flag per open event stream (set on every append)
     waiters: dict[str, set[asyncio.Event]] = {}
 
@@ -208,11 +138,19 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
         version=__version__,
         docs_url=None,
         redoc_url=None,
-        openapi_url=None,
+        openapi_url="/openapi.json",
         lifespan=lifespan,
     )
     app.state.engine = engine
     app.state.store = store
+    if server.codec_origins:  # the Temporal UI calls the codec endpoint from the browser
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=server.codec_origins,
+            allow_methods=["POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Namespace"],
+            allow_credentials=True,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -225,17 +163,7 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
     async def temporal_unavailable(_request: Request, exc: TemporalError) -> JSONResponse:
         return JSONResponse(status_code=503, content={"detail": f"{exc.message} {exc.fix or ''}"})
 
-    bearer = HTTPBearer(auto_error=False)
-
-    def require_token(
-        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> None:
-        if creds is None or not hmac.compare_digest(creds.credentials.encode(), secret.encode()):
-            raise HTTPException(
-                status_code=401,
-                detail="missing or invalid bearer token (see $STIGMER_HOME/credentials/api-token)",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+    admin = requires(roles, ADMIN)
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
@@ -254,54 +182,87 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
         """The agent record plus ``model``: what its runs use when none is given."""
         return {**agent, "model": agent["spec"].get("model") or default_model}
 
-    api = APIRouter(prefix="/v1", dependencies=[Depends(require_token)])
+    api = APIRouter(
+        prefix="/v1", dependencies=[Depends(admin)], responses=error_responses(400, 401, 403, 422)
+    )
 
-    @api.get("/info")
-    def info() -> dict[str, Any]:
-        return {"version": __version__, "database": engine.url.get_backend_name()}
+    @app.get("/v1/info", responses=error_responses(401))
+    def info(role: Annotated[str, Depends(requires(roles, *ROLES))]) -> Info:
+        return Info(version=__version__, database=engine.url.get_backend_name(), role=role)
 
     # -- agents ---------------------------------------------------------------
 
     @api.put("/agents/{name}")
-    def put_agent(name: str, body: AgentPut) -> dict[str, Any]:
+    def put_agent(name: AgentName, body: AgentPut) -> AgentPutResult:
+        if not SLUG.match(name):
+            raise HTTPException(
+                422,
+                detail=[
+                    {
+                        "loc": ["path", "name"],
+                        "msg": "must be a slug: lowercase letters, digits and dashes, "
+                        "1-63 characters, starting and ending with a letter or digit",
+                    }
+                ],
+            )
         try:
             spec = AgentSpec.model_validate(body.spec)
         except ValidationError as exc:
+            detail = [{"loc": ["body", "spec", *e["loc"]], "msg": e["msg"]} for e in exc.errors()]
+            raise HTTPException(422, detail=detail) from None
+        reserved = [r for r in _secret_refs(spec) if reserved_secret(r) and r not in reserved_ok]
+        if reserved:
             raise HTTPException(
-                422, detail=exc.errors(include_url=False, include_context=False)
-            ) from None
+                422,
+                detail=[
+                    {
+                        "loc": ["body", "spec"],
+                        "msg": f"secret reference(s) {', '.join(reserved)} name stigmer's own or a "
+                        "provider's variables, which agents may not read; the "
+                        "reserved_secrets_allowed setting lets named ones through",
+                    }
+                ],
+            )
         status, agent = store.put_agent(name, spec.model_dump(mode="json", exclude_none=True))
-        return {"status": status, "agent": _with_model(agent)}
+        return AgentPutResult(status=status, agent=AgentOut(**_with_model(agent)))
 
     @api.get("/agents")
-    def list_agents() -> dict[str, Any]:
-        return {"agents": [_with_model(a) for a in store.list_agents()]}
+    def list_agents() -> AgentList:
+        return AgentList(agents=[AgentOut(**_with_model(a)) for a in store.list_agents()])
 
-    @api.get("/agents/{name}")
-    def get_agent(name: str) -> dict[str, Any]:
-        agent = store.get_agent(name)
+    @api.get("/agents/{name}", responses=error_responses(404))
+    def get_agent(name: AgentName) -> AgentOut:
+        agent = store.get_agent(name) if SLUG.match(name) else None
         if agent is None:
             raise HTTPException(404, detail=f"no agent named {name!r}")
-        return _with_model(agent)
+        return AgentOut(**_with_model(agent))
 
-    @api.delete("/agents/{name}")
-    def delete_agent(name: str) -> dict[str, Any]:
-        if not store.delete_agent(name):
+    @api.delete("/agents/{name}", responses=error_responses(404))
+    def delete_agent(name: AgentName) -> Deleted:
+        if not (SLUG.match(name) and store.delete_agent(name)):
             raise HTTPException(404, detail=f"no agent named {name!r}")
-        return {"deleted": name}
+        return Deleted(deleted=name)
 
     # -- executions -----------------------------------------------------------
 
-    @api.post("/executions", status_code=201)
-    async def create_execution(body: ExecutionCreate) -> dict[str, Any]:
-        agent = store.get_agent(body.agent)
+    def _execution(execution_id: str) -> dict[str, Any]:
+        ex = store.get_execution(execution_id)
+        if ex is None:
+            raise HTTPException(404, detail=f"no execution {execution_id!r}")
+        return ex
+
+    @api.post("/executions", status_code=201, responses=error_responses(404, 503))
+    async def create_execution(body: ExecutionCreate) -> Execution:
+        agent = store.get_agent(body.agent) if SLUG.match(body.agent) else None
         if agent is None:
             raise HTTPException(404, detail=f"no agent named {body.agent!r}")
         if body.model:
             try:
                 parse_model(body.model)
             except ValueError as exc:
-                raise HTTPException(422, detail=str(exc)) from None
+                raise HTTPException(
+                    422, detail=[{"loc": ["body", "model"], "msg": str(exc)}]
+                ) from None
         execution_id = new_execution_id()
         wf_input = ExecutionInput(
             execution_id=execution_id,
@@ -330,13 +291,15 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
             )
             await _notify(execution_id)
             raise HTTPException(503, detail=msg) from None
-        return store.get_execution(execution_id) or ex
+        return Execution(**(store.get_execution(execution_id) or ex))
 
     @api.get("/executions")
     def list_executions(
-        agent: str | None = None, limit: int = Query(50, ge=1, le=1000)
-    ) -> dict[str, Any]:
-        return {"executions": store.list_executions(agent, limit)}
+        agent: Annotated[str | None, Query(max_length=63)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    ) -> ExecutionList:
+        items = store.list_executions(agent, limit) if agent is None or SLUG.match(agent) else []
+        return ExecutionList(executions=[Execution(**e) for e in items])
 
     async def _reconcile(ex: dict[str, Any]) -> dict[str, Any]:
         """If Temporal says the workflow ended but no final phase was published, record it."""
@@ -364,7 +327,8 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
             phase=phase,  # type: ignore[arg-type]
             error=f"workflow {status.lower()}" if phase == "FAILED" else None,
         )
-        store.append(ex["id"], [new_event(f"{ex['id']}/reconcile/{phase}", payload)])
+        with contextlib.suppress(EventRejected):  # the runner's own final phase came first
+            store.append(ex["id"], [new_event(f"{ex['id']}/reconcile/{phase}", payload)])
         await _notify(ex["id"])
         return store.get_execution(ex["id"]) or ex
 
@@ -378,7 +342,9 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
             handle = client.get_workflow_handle(ex["workflow_id"])
             async for event in handle.fetch_history_events():
                 if event.HasField("workflow_task_failed_event_attributes"):
-                    reason = event.workflow_task_failed_event_attributes.failure.message or reason
+                    # failures are sealed (their message is an encoded attribute)
+                    failure = event.workflow_task_failed_event_attributes.failure
+                    reason = str(await client.data_converter.decode_failure(failure)) or reason
         except Exception:
             pass
         fix = (
@@ -393,25 +359,24 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
         store.append(ex["id"], [new_event(f"{ex['id']}/diagnose/stuck", payload)])
         await _notify(ex["id"])
 
-    @api.get("/executions/{execution_id}")
-    async def get_execution(execution_id: str) -> dict[str, Any]:
-        ex = store.get_execution(execution_id)
-        if ex is None:
-            raise HTTPException(404, detail=f"no execution {execution_id!r}")
-        return await _reconcile(ex)
+    @api.get("/executions/{execution_id}", responses=error_responses(404))
+    async def get_execution(execution_id: ExecutionId) -> Execution:
+        return Execution(**await _reconcile(_execution(execution_id)))
 
-    @api.post("/executions/{execution_id}/cancel", status_code=202)
-    async def cancel_execution(execution_id: str) -> dict[str, Any]:
-        ex = store.get_execution(execution_id)
-        if ex is None:
-            raise HTTPException(404, detail=f"no execution {execution_id!r}")
+    @api.post(
+        "/executions/{execution_id}/cancel",
+        status_code=202,
+        responses=error_responses(404, 409, 503),
+    )
+    async def cancel_execution(execution_id: ExecutionId) -> CancelResult:
+        ex = _execution(execution_id)
         if ex["phase"] in TERMINAL_PHASES:
             raise HTTPException(
                 409, detail=f"execution {execution_id} already ended: {ex['phase']}"
             )
         client = await temporal.client()
         await client.get_workflow_handle(ex["workflow_id"]).cancel()
-        return {"id": execution_id, "cancel_requested": True}
+        return CancelResult(id=execution_id, cancel_requested=True)
 
     # -- events ---------------------------------------------------------------
 
@@ -419,28 +384,58 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
         for flag in waiters.get(execution_id, ()):
             flag.set()
 
-    @api.post("/executions/{execution_id}/events")
-    async def post_events(execution_id: str, body: EventsPost) -> dict[str, Any]:
+    @app.post(
+        "/v1/executions/{execution_id}/events",
+        responses=error_responses(400, 401, 403, 404, 409, 422),
+    )
+    async def post_events(
+        execution_id: ExecutionId,
+        body: EventsPost,
+        _role: Annotated[str, Depends(requires(roles, RUNNER))],
+    ) -> Seqs:
         try:
             seqs = store.append(execution_id, [e.model_dump() for e in body.events])
         except KeyError:
             raise HTTPException(404, detail=f"no execution {execution_id!r}") from None
+        except EventRejected as exc:
+            code = 409 if "cannot go from" in str(exc) else 422
+            raise HTTPException(code, detail=str(exc)) from None
         await _notify(execution_id)
-        return {"seqs": seqs}
+        return Seqs(seqs=seqs)
 
-    @api.get("/executions/{execution_id}/events", response_model=None)
+    @api.get(
+        "/executions/{execution_id}/events",
+        response_model=EventList,
+        responses={
+            **error_responses(404),
+            # with text/event-stream, each event: its seq, its type, the event as JSON
+            200: {
+                "content": {
+                    "text/event-stream": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "id": {"type": "string"},
+                                "event": {"type": "string"},
+                                "data": {"type": "string", "contentMediaType": "application/json"},
+                            },
+                        }
+                    }
+                }
+            },
+        },
+    )
     async def get_events(
         request: Request,
-        execution_id: str,
-        after: int = Query(0, ge=0),
+        execution_id: ExecutionId,
+        after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
         stream: bool = False,
-        accept: str = Header(""),
-        last_event_id: str | None = Header(None),
+        accept: Annotated[str, Header()] = "",
+        last_event_id: Annotated[str | None, Header()] = None,
     ) -> Any:
-        if store.get_execution(execution_id) is None:
-            raise HTTPException(404, detail=f"no execution {execution_id!r}")
-        if last_event_id and last_event_id.isdigit():
-            after = max(after, int(last_event_id))
+        _execution(execution_id)
+        if last_event_id and last_event_id.isascii() and last_event_id.isdigit():
+            after = min(max(after, int(last_event_id)), MAX_SEQ)
         if not (stream or "text/event-stream" in accept):
             return {"events": store.events_after(execution_id, after)}
         return StreamingResponse(
@@ -448,6 +443,17 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+
+    # -- codec ----------------------------------------------------------------
+
+    @api.post("/codec/decode", responses=error_responses(422))
+    async def codec_decode(body: CodecBody) -> CodecBody:
+        """Open payloads sealed by this stack (Temporal's remote codec protocol)."""
+        try:
+            opened = decode_json_payloads(codec, body.model_dump())
+        except ValueError as exc:
+            raise HTTPException(422, detail=str(exc)) from None
+        return CodecBody.model_validate(opened)
 
     async def _sse(request: Request, execution_id: str, after: int) -> AsyncIterator[bytes]:
         # The flag is cleared before each read of the store and set by every append:

@@ -3,10 +3,15 @@
 The schema is created by the Alembic migrations in ``migrations/``; the table
 objects here mirror them for queries.
 
-Event appends are idempotent: an event whose ``event_id`` is already stored is
-skipped and its existing ``seq`` returned. Sequence numbers are assigned here,
-per execution, strictly increasing from 1, under a lock (one API process owns
-the store). Events have the shapes of :mod:`stigmer.contract.events`.
+Event appends are idempotent: an event whose ``event_id`` is already stored
+for that execution is skipped and its existing ``seq`` returned. Sequence
+numbers are assigned here, per execution, strictly increasing from 1, under a
+lock (one API process owns the store). Events have the shapes of
+:mod:`stigmer.contract.events`; an append that breaks the rules (an id that is
+not the execution's, a phase change that cannot happen) stores nothing and
+raises :class:`EventRejected`.
+
+Bearer tokens are kept as their SHA-256, with a role (``admin`` or ``runner``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     delete,
     func,
     insert,
@@ -73,11 +79,35 @@ events = Table(
     metadata,
     Column("execution_id", String(64), ForeignKey("executions.id"), primary_key=True),
     Column("seq", Integer, primary_key=True),
-    Column("event_id", String(200), nullable=False, unique=True),
+    Column("event_id", String(200), nullable=False),
     Column("type", String(32), nullable=False),
     Column("payload", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("execution_id", "event_id", name="uq_events_execution_event"),
 )
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("hash", String(64), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("label", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+#: The phases an execution may go to from each phase (a final phase goes nowhere).
+NEXT_PHASES: dict[str, frozenset[str]] = {
+    "PENDING": frozenset({"RUNNING", "FAILED", "CANCELLED"}),
+    "RUNNING": frozenset({"COMPLETED", "FAILED", "CANCELLED"}),
+}
+
+
+class EventRejected(ValueError):
+    """An append broke the event rules; nothing of it was stored."""
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def now() -> datetime:
@@ -197,6 +227,28 @@ class Store:
             rows = conn.execute(q).mappings().all()
         return [_execution(r, None) for r in rows]
 
+    # -- tokens ---------------------------------------------------------------
+
+    def register_token(self, token: str, role: str, label: str = "") -> None:
+        """Accept ``token`` for ``role`` from now on (idempotent; only its hash is kept)."""
+        h = token_hash(token)
+        with self.engine.begin() as conn:
+            row = conn.execute(select(tokens.c.role).where(tokens.c.hash == h)).first()
+            if row is None:
+                conn.execute(
+                    insert(tokens).values(hash=h, role=role, label=label, created_at=now())
+                )
+            elif row[0] != role:
+                conn.execute(update(tokens).where(tokens.c.hash == h).values(role=role))
+
+    def token_role(self, token: str) -> str | None:
+        """The role of a bearer token, or None if it is not one of ours."""
+        with self.engine.connect() as conn:
+            role = conn.execute(
+                select(tokens.c.role).where(tokens.c.hash == token_hash(token))
+            ).scalar()
+        return str(role) if role is not None else None
+
     # -- events ---------------------------------------------------------------
 
     def append(self, execution_id: str, new: list[dict[str, Any]]) -> list[int]:
@@ -223,12 +275,27 @@ class Store:
                 or 0
             )
             for e in new:
+                if not e["event_id"].startswith(f"{execution_id}/"):
+                    raise EventRejected(
+                        f"event id {e['event_id']!r} is not one of execution {execution_id}'s "
+                        f"(they start with {execution_id}/)"
+                    )
                 existing = conn.execute(
-                    select(events.c.seq).where(events.c.event_id == e["event_id"])
+                    select(events.c.seq).where(
+                        events.c.execution_id == execution_id, events.c.event_id == e["event_id"]
+                    )
                 ).scalar()
                 if existing is not None:
                     seqs.append(existing)
                     continue
+                if e["type"] == "phase":
+                    new_phase = e["payload"]["phase"]
+                    # the log opens with PENDING, recorded with the execution itself
+                    start = last == 0 and phase == new_phase == "PENDING"
+                    if not start and new_phase not in NEXT_PHASES.get(phase, frozenset()):
+                        raise EventRejected(
+                            f"execution {execution_id} cannot go from {phase} to {new_phase}"
+                        )
                 if phase in TERMINAL_PHASES:
                     # the log ends with the final phase: what a late publisher sends
                     # after it (an activity still running when the run was cancelled)

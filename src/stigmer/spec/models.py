@@ -93,6 +93,8 @@ class AgentSpec(_Strict):
     model_settings: ModelSettingsSpec = Field(default_factory=ModelSettingsSpec)
     base_url: str | None = None
     api_key: SecretRef | None = None
+    #: allow `shell` when the runner is a host process (local mode): it then runs as you
+    local_shell: bool = False
     test_script: list[TestStep] | None = None
 
     @field_validator("model")

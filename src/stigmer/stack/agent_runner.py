@@ -47,9 +47,10 @@ class LocalRunner(RunnerReadiness, ProcessComponent):
 
     name = RUNNER
 
-    def __init__(self, settings: Settings, probe: TemporalProbe) -> None:
+    def __init__(self, settings: Settings, probe: TemporalProbe, secrets: dict[str, str]) -> None:
         ProcessComponent.__init__(self, settings)
         self.probe = probe
+        self.secrets = secrets
 
     @property
     def endpoint(self) -> str:
@@ -65,6 +66,7 @@ class LocalRunner(RunnerReadiness, ProcessComponent):
             task_queue=self.task_queue,
             workspace=str(self.settings.workspace_dir),
             heartbeat_file=str(self.paths.run / "agent-runner.heartbeat"),
+            secrets=self.secrets,
         )
 
     def command(self) -> list[str]:

@@ -121,9 +121,10 @@ class DockerRunner(RunnerReadiness, Component):
 
     name = RUNNER
 
-    def __init__(self, settings: Settings, probe: TemporalProbe) -> None:
+    def __init__(self, settings: Settings, probe: TemporalProbe, secrets: dict[str, str]) -> None:
         super().__init__(settings)
         self.probe = probe
+        self.secrets = secrets
         self.client: Any = None
         self.container: Any = None
         self._pid: int | None = None
@@ -199,6 +200,7 @@ class DockerRunner(RunnerReadiness, Component):
             task_queue=self.task_queue,
             workspace="/workspace",
             heartbeat_file=HEARTBEAT_IN_CONTAINER,
+            secrets=self.secrets,
             reachable=None if self.linux else HOST_FROM_CONTAINER,
         )
         path = write_config(self.settings, self.name, cfg)

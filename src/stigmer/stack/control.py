@@ -24,9 +24,10 @@ from typing import Any, cast
 
 from stigmer.contract.registry import COMPONENTS, RUNNER
 from stigmer.contract.status import StackStatus, component_status, stack_status
+from stigmer.credentials import ensure_stack_key, ensure_token
 from stigmer.errors import StackBusyError, StackStartError, SupervisorError
-from stigmer.files import write_private
-from stigmer.settings import Paths, Settings, ensure_api_token, ensure_config_file
+from stigmer.files import make_private, write_private
+from stigmer.settings import Paths, Settings, ensure_config_file
 
 ORPHANED = "left running by a supervisor that died; `stigmer server stop` cleans up"
 
@@ -186,10 +187,15 @@ def start(
 
     check(settings)  # what the children's configurations need (TLS files) is there
     paths = settings.paths
+    # everything the stack writes is the owner's alone: 0600 files in 0700 folders
+    os.umask(0o077)
     paths.ensure()
+    make_private(paths.home, skip=(settings.workspace_dir,))
     settings.workspace_dir.mkdir(parents=True, exist_ok=True)  # as the invoking user
     ensure_config_file(paths)
-    ensure_api_token(paths)
+    ensure_token(paths.api_token)
+    ensure_token(paths.runner_token)
+    ensure_stack_key(paths.stack_key)
     with stack_lock(paths, settings.start_timeout + 60, on_wait_lock):
         current = supervisor_status(paths)
         if current is None and supervisor_holds_lock(paths):
@@ -204,8 +210,8 @@ def start(
         reap_leftovers(paths, settings.stop_grace)
         check_ports(port_needs(settings))
         image = before_spawn() if before_spawn else None
-        write_private(paths.stack_file, json.dumps(settings.to_json(), indent=2))
-        proc = _spawn_supervisor(paths)
+        write_private(paths.stack_file, json.dumps(settings.to_json(secrets=False), indent=2))
+        proc = _spawn_supervisor(settings)
         try:
             st = _wait_ready(settings, proc, on_progress)
             if image:
@@ -237,22 +243,33 @@ def _already_running(
     return _wait_ready(settings, None, on_progress)
 
 
-def _spawn_supervisor(paths: Paths) -> subprocess.Popen[bytes]:
+def _spawn_supervisor(settings: Settings) -> subprocess.Popen[bytes]:
+    """The supervisor, handed the settings and secrets on its stdin (its env holds none)."""
+    from stigmer.stack.handover import Handover, secret_values, supervisor_environment
+
+    paths = settings.paths
+    handover = Handover(settings, secret_values(settings)).dumps().encode()
     err = open(paths.log_file("supervisor", "err"), "ab")  # noqa: SIM115
     try:
-        env = dict(os.environ, STIGMER_HOME=str(paths.home), PYTHONUNBUFFERED="1")
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "stigmer.stack.supervisor", "--home", str(paths.home)],
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             stdout=err,
             stderr=err,
-            env=env,
+            env=supervisor_environment(settings),
             cwd=str(paths.home),
             start_new_session=True,
             close_fds=True,
         )
     finally:
         err.close()
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(handover)
+        proc.stdin.close()
+    except BrokenPipeError:  # it died at once; _wait_ready reports why
+        pass
+    return proc
 
 
 def _wait_for_answer(paths: Paths, timeout: float) -> StackStatus | None:

@@ -11,7 +11,10 @@ paths of this one.
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from stigmer.contract.config import (
@@ -21,12 +24,14 @@ from stigmer.contract.config import (
     RunnerSection,
     RuntimeConfig,
     ServerSection,
+    StackKeys,
     TemporalTarget,
     write_runtime_config,
 )
-from stigmer.contract.registry import PROVIDER_KEY_ENVS, PROVIDERS
+from stigmer.contract.registry import PROVIDERS, reserved_secret
+from stigmer.credentials import ADMIN, RUNNER, ensure_stack_key, ensure_token
 from stigmer.errors import ConfigError
-from stigmer.settings import Settings, read_api_token
+from stigmer.settings import Settings
 
 #: Variables of our own environment a child process gets (nothing that configures stigmer).
 PASSTHROUGH_ENV = (
@@ -50,6 +55,44 @@ PASSTHROUGH_ENV = (
     "https_proxy",
     "no_proxy",
 )
+
+
+#: What the supervisor needs besides: where the Docker engine is.
+SUPERVISOR_ENV = (
+    "DOCKER_HOST",
+    "DOCKER_CONTEXT",
+    "DOCKER_CONFIG",
+    "DOCKER_TLS_VERIFY",
+    "DOCKER_CERT_PATH",
+    "XDG_RUNTIME_DIR",
+)
+
+
+@dataclass(frozen=True)
+class Handover:
+    """What ``server start`` hands the supervisor on its stdin (never in a file or its env).
+
+    ``secrets``: the values agents' ``{secret: NAME}`` references resolve to,
+    from the environment ``server start`` ran in (:func:`secret_values`).
+    """
+
+    settings: Settings
+    secrets: dict[str, str]
+
+    def dumps(self) -> str:
+        return json.dumps({"settings": self.settings.to_json(), "secrets": self.secrets})
+
+    @classmethod
+    def loads(cls, text: str) -> Handover:
+        data = json.loads(text)
+        return cls(Settings.from_json(data["settings"]), dict(data["secrets"]))
+
+
+def supervisor_environment(settings: Settings) -> dict[str, str]:
+    """The supervisor's environment: a child's, and where the Docker engine is; no secrets."""
+    env = child_environment(settings)
+    env.update({k: os.environ[k] for k in SUPERVISOR_ENV if k in os.environ})
+    return env
 
 
 def child_environment(settings: Settings, config: Path | None = None) -> dict[str, str]:
@@ -129,31 +172,50 @@ def providers(settings: Settings) -> dict[str, ProviderConfig]:
     return out
 
 
-def secret_values(env: dict[str, str] | None = None) -> dict[str, str]:
+def reserved_allowed(settings: Settings) -> list[str]:
+    """The reserved names (``STIGMER_*``, provider keys) agents may still reference."""
+    raw = settings.reserved_secrets_allowed or ""
+    return [n.strip() for n in raw.split(",") if n.strip()]
+
+
+def secret_values(settings: Settings, env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The values agents' ``{secret: NAME}`` references can resolve to.
 
     The environment ``stigmer server start`` ran in, without stigmer's own
-    variables and the provider keys (those never reach a tool).
+    variables and the provider keys (those never reach a tool), unless the
+    ``reserved_secrets_allowed`` setting names them.
     """
     source = os.environ if env is None else env
-    return {
-        k: v
-        for k, v in source.items()
-        if not k.startswith("STIGMER_") and k not in PROVIDER_KEY_ENVS and v
-    }
+    allowed = set(reserved_allowed(settings))
+    return {k: v for k, v in source.items() if v and (not reserved_secret(k) or k in allowed)}
+
+
+def stack_keys(settings: Settings) -> StackKeys:
+    """The keys that seal Temporal payloads (made on first use)."""
+    active, keys = ensure_stack_key(settings.paths.stack_key)
+    return StackKeys(active=active, keys=keys)  # type: ignore[arg-type]
 
 
 def server_config(settings: Settings) -> RuntimeConfig:
+    paths = settings.paths
+    ensure_token(paths.api_token)
+    ensure_token(paths.runner_token)
+    ui = settings.temporal_ui_port
     return RuntimeConfig(
         role="stigmer-server",
         home=str(settings.home),
         temporal=temporal_target(settings),
+        stack_keys=stack_keys(settings),
         default_model=settings.default_model,
         server=ServerSection(
             host="127.0.0.1",
             port=settings.server_port,
             store_url=settings.database,  # type: ignore[arg-type]
-            token_file=str(settings.paths.api_token),
+            token_files={ADMIN: str(paths.api_token), RUNNER: str(paths.runner_token)},
+            reserved_secrets_allowed=reserved_allowed(settings),
+            codec_origins=[f"http://127.0.0.1:{ui}", f"http://localhost:{ui}"]
+            if settings.temporal_managed
+            else [],
         ),
     )
 
@@ -165,6 +227,7 @@ def runner_config(
     task_queue: str,
     workspace: str,
     heartbeat_file: str | None,
+    secrets: dict[str, str],
     reachable: dict[str, str] | None = None,
 ) -> RuntimeConfig:
     """The agent-runner's configuration, secrets included (it deletes the file once read).
@@ -179,21 +242,24 @@ def runner_config(
         return address
 
     target = temporal_target(settings)
+    token = ensure_token(settings.paths.runner_token)
     return RuntimeConfig(
         role="agent-runner",
         home=str(settings.home),
         temporal=target.model_copy(update={"address": at(target.address)}),
+        stack_keys=stack_keys(settings),
         default_model=settings.default_model,
         providers=providers(settings),
-        api=ApiTarget(url=at(settings.api_url), token=read_api_token(settings.paths)),  # type: ignore[arg-type]
+        api=ApiTarget(url=at(settings.api_url), token=token),  # type: ignore[arg-type]
         runner=RunnerSection(
             identity=identity,
             task_queue=task_queue,
+            mode="docker" if settings.runner_mode == "docker" else "local",
             workspace=workspace,
             stop_grace=settings.stop_grace,
             sandbox=settings.workflow_sandbox,
             heartbeat_file=heartbeat_file,
-            secrets=secret_values(),  # type: ignore[arg-type]
+            secrets=secrets,  # type: ignore[arg-type]
         ),
     )
 

@@ -38,8 +38,10 @@ from stigmer.contract.status import (
     component_status,
     stack_status,
 )
+from stigmer.hardening import not_dumpable
 from stigmer.settings import Paths, Settings
 from stigmer.stack.component import Component, FatalComponentError
+from stigmer.stack.handover import Handover
 from stigmer.stack.pidfile import ProcessIdentity, read_pid_file, terminate, write_pid_file
 
 log = logging.getLogger("stigmer.supervisor")
@@ -210,8 +212,8 @@ def _exit_text(code: int | None) -> str:
     return f"exited with code {code}"
 
 
-def build_components(settings: Settings) -> list[Component]:
-    """The stack's components in start order."""
+def build_components(settings: Settings, secrets: dict[str, str]) -> list[Component]:
+    """The stack's components in start order (``secrets``: what agents' references resolve to)."""
     from stigmer.stack.api_server import ApiServer
     from stigmer.stack.temporal import ExternalTemporal, ManagedTemporal, TemporalProbe
 
@@ -226,20 +228,20 @@ def build_components(settings: Settings) -> list[Component]:
     if settings.runner_mode == "docker":
         from stigmer.stack.agent_runner_docker import DockerRunner
 
-        runner = DockerRunner(settings, probe)
+        runner = DockerRunner(settings, probe, secrets)
     else:
         from stigmer.stack.agent_runner import LocalRunner
 
-        runner = LocalRunner(settings, probe)
+        runner = LocalRunner(settings, probe, secrets)
     return [temporal, ApiServer(settings), runner]
 
 
 class Supervisor:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, secrets: dict[str, str]) -> None:
         self.settings = settings
         self.paths: Paths = settings.paths
         self.started_at = time.time()
-        self.units = [Supervised(c, settings) for c in build_components(settings)]
+        self.units = [Supervised(c, settings) for c in build_components(settings, secrets)]
         self._shutdown = asyncio.Event()
         self._stopped = asyncio.Event()
 
@@ -347,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     paths = Paths(Path(args.home))
     from stigmer.stack.logs import RotatingLog, RotatingLogHandler
 
+    os.umask(0o077)  # what the components write (stores, logs) is the owner's alone
+    # its environment is the one `server start` ran in (model keys, secrets): not for tools
+    not_dumpable()
     paths.ensure()
     handler = RotatingLogHandler(RotatingLog(paths.log_file("supervisor"), 10 * 1024 * 1024, 3))
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
@@ -365,14 +370,19 @@ def main(argv: list[str] | None = None) -> int:
         log.error("another supervisor holds %s; exiting", paths.supervisor_lock)
         return 3
     try:
-        settings = Settings.from_json(json.loads(paths.stack_file.read_text()))
+        try:  # the settings and secrets, whole, come on stdin from `server start`
+            handover = Handover.loads(sys.stdin.read())
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("no settings on stdin (%s): the supervisor is started by `server start`", exc)
+            return 2
+        settings = handover.settings
         write_pid_file(
             paths.pid_file("supervisor"), ProcessIdentity.of(os.getpid(), "supervisor", paths.home)
         )
         left = reap_leftovers(paths, settings.stop_grace)
         if left:
             log.warning("stopped leftovers of a previous supervisor: %s", ", ".join(left))
-        asyncio.run(Supervisor(settings).run())
+        asyncio.run(Supervisor(settings, handover.secrets).run())
         return 0
     finally:
         paths.pid_file("supervisor").unlink(missing_ok=True)

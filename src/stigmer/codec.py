@@ -1,0 +1,138 @@
+"""Sealed payloads: every payload that goes through Temporal is encrypted and authenticated.
+
+A Temporal ``PayloadCodec`` (the pattern of Temporal's encryption sample) with
+AES-256-GCM from ``cryptography``, keyed by the stack's key
+(``credentials/stack-key.json``, handed to the API server and the runner in
+their runtime configuration). A sealed payload has the encoding
+``binary/encrypted`` and the id of the key that sealed it; its data is a
+12-byte nonce and the ciphertext of the original payload, with the key id as
+associated data.
+
+Opening refuses anything this stack did not seal: another encoding, an
+unknown key id, a tag that does not verify. In a worker that refusal is a
+non-retryable ``ApplicationError``, so a workflow started by someone without
+the key fails at once, executing nothing, instead of retrying for ever.
+
+Failures are sealed too (:func:`data_converter` moves their messages and stack
+traces into encoded attributes), so the history holds no plaintext of a run.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from temporalio.api.common.v1 import Payload
+from temporalio.converter import (
+    DataConverter,
+    DefaultFailureConverterWithEncodedAttributes,
+    PayloadCodec,
+)
+from temporalio.exceptions import ApplicationError
+
+from stigmer.contract.config import StackKeys
+
+ENCODING = b"binary/encrypted"
+KEY_ID = "encryption-key-id"
+NOT_SEALED = "payload not sealed by this stack"
+
+
+class PayloadNotSealed(ApplicationError):
+    """A payload this stack did not seal (or cannot open): never retried."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(
+            f"{NOT_SEALED} ({why}); it was refused and nothing was executed",
+            type="PayloadNotSealed",
+            non_retryable=True,
+        )
+
+
+class SealingCodec(PayloadCodec):
+    """AES-256-GCM with the stack's keys: seals with the active one, opens with any."""
+
+    def __init__(self, keys: StackKeys) -> None:
+        self.active = keys.active
+        self._ciphers = {
+            kid: AESGCM(base64.b64decode(key.get_secret_value())) for kid, key in keys.keys.items()
+        }
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return [self.seal(p) for p in payloads]
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return [self.open(p) for p in payloads]
+
+    def seal(self, payload: Payload) -> Payload:
+        kid = self.active.encode()
+        nonce = os.urandom(12)
+        data = nonce + self._ciphers[self.active].encrypt(nonce, payload.SerializeToString(), kid)
+        return Payload(metadata={"encoding": ENCODING, KEY_ID: kid}, data=data)
+
+    def open(self, payload: Payload) -> Payload:
+        """The original payload.
+
+        Raises:
+            PayloadNotSealed: not sealed by this stack, or altered since.
+        """
+        encoding = payload.metadata.get("encoding", b"")
+        if encoding != ENCODING:
+            raise PayloadNotSealed(f"encoding {encoding.decode(errors='replace') or 'none'}")
+        kid = payload.metadata.get(KEY_ID, b"")
+        cipher = self._ciphers.get(kid.decode(errors="replace"))
+        if cipher is None:
+            raise PayloadNotSealed(f"unknown key id {kid.decode(errors='replace')!r}")
+        try:
+            plain = cipher.decrypt(payload.data[:12], payload.data[12:], kid)
+        except (InvalidTag, ValueError):
+            raise PayloadNotSealed("it does not verify with the stack's key") from None
+        return Payload.FromString(plain)
+
+
+def data_converter(keys: StackKeys) -> DataConverter:
+    """The data converter of every stigmer Temporal client (PydanticAIPlugin keeps the codec)."""
+    return DataConverter(
+        payload_codec=SealingCodec(keys),
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
+
+
+def decode_json_payloads(codec: SealingCodec, body: Any) -> dict[str, Any]:
+    """Temporal's remote codec protocol (``/decode``): ``{"payloads": [{metadata, data}]}``.
+
+    Metadata values and data are base64, as the Temporal UI and CLI send them.
+    A payload this stack did not seal is handed back as it is, as Temporal's
+    codec servers do (the SDK itself writes a few, such as local activity
+    markers, unsealed): this endpoint only shows; the worker is what refuses.
+
+    Raises:
+        ValueError: a malformed body.
+    """
+    if not isinstance(body, dict) or not isinstance(body.get("payloads"), list):
+        raise ValueError('the body must be {"payloads": [...]}')
+    out = []
+    for item in body["payloads"]:
+        if not isinstance(item, dict):
+            raise ValueError("each payload is an object with metadata and data")
+        try:
+            payload = Payload(
+                metadata={k: base64.b64decode(v) for k, v in (item.get("metadata") or {}).items()},
+                data=base64.b64decode(item.get("data") or ""),
+            )
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"a payload is not base64: {exc}") from None
+        try:
+            opened = codec.open(payload)
+        except PayloadNotSealed:
+            opened = payload
+        out.append(
+            {
+                "metadata": {k: base64.b64encode(v).decode() for k, v in opened.metadata.items()},
+                "data": base64.b64encode(opened.data).decode(),
+            }
+        )
+    return {"payloads": out}

@@ -1,0 +1,158 @@
+"""The API's request and response bodies, as the OpenAPI document (``/openapi.json``) shows them.
+
+Every error has the same body, ``{"detail": ...}``: a sentence, or for a
+request that does not fit its schema (422) a list of ``{loc, msg}`` that names
+each field and the reason, never the value sent (it may be a secret).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from stigmer.contract.events import Event, NewEvent
+from stigmer.contract.phases import PHASES
+
+
+def utf8(value: Any) -> Any:
+    """``value`` unchanged if every string in it is valid UTF-8 text without NUL; else ValueError.
+
+    JSON can carry lone surrogates (``\\udcff``, what Python makes of bytes that
+    are not UTF-8) and NUL characters; neither can be stored or sent to Temporal
+    everywhere, so they are refused with a 422 before anything is stored.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("not valid UTF-8 text") from None
+        if "\x00" in value:
+            raise ValueError("text may not contain NUL characters")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            utf8(k)
+            utf8(v)
+    elif isinstance(value, list):
+        for v in value:
+            utf8(v)
+    return value
+
+
+Text = Annotated[str, AfterValidator(utf8)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer."""
+
+    detail: str | list[ErrorItem]
+
+
+class AgentPut(_Body):
+    spec: Annotated[dict[str, Any], AfterValidator(utf8)]
+
+
+class Agent(BaseModel):
+    name: str
+    spec: dict[str, Any]
+    spec_hash: str
+    generation: int
+    created_at: str | None
+    updated_at: str | None
+    #: the model its runs use when a run names none: the spec's, else default_model
+    model: str
+
+
+class AgentPutResult(BaseModel):
+    status: str = Field(description="created, updated or unchanged")
+    agent: Agent
+
+
+class AgentList(BaseModel):
+    agents: list[Agent]
+
+
+class Deleted(BaseModel):
+    deleted: str
+
+
+class ExecutionCreate(_Body):
+    agent: Text
+    message: Text = ""
+    env: Annotated[dict[str, str], AfterValidator(utf8)] = Field(default_factory=dict)
+    model: Text | None = None
+
+
+class Execution(BaseModel):
+    id: str
+    agent: str
+    phase: str = Field(description=" | ".join(PHASES))
+    workflow_id: str
+    message: str | None
+    model: str | None
+    output: str | None
+    error: str | None
+    created_at: str | None
+    updated_at: str | None
+    last_seq: int | None = None
+
+
+class ExecutionList(BaseModel):
+    executions: list[Execution]
+
+
+class CancelResult(BaseModel):
+    id: str
+    cancel_requested: bool
+
+
+class EventsPost(_Body):
+    events: list[NewEvent] = Field(max_length=1000)
+
+
+class Seqs(BaseModel):
+    seqs: list[int]
+
+
+class EventList(BaseModel):
+    events: list[Event]
+
+
+class Info(BaseModel):
+    version: str
+    database: str
+    role: str
+
+
+class CodecPayload(BaseModel):
+    metadata: dict[str, str] = Field(default_factory=dict)
+    data: str = ""
+
+
+class CodecBody(BaseModel):
+    """Temporal's remote codec protocol: payloads with base64 metadata values and data."""
+
+    payloads: list[CodecPayload]
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` entries for these error codes (all with :class:`ErrorBody`)."""
+    what = {
+        400: "the body is not JSON",
+        401: "no bearer token, or one this stack does not know",
+        403: "the token's role may not do this",
+        404: "no such agent or execution",
+        409: "the request does not fit the current state",
+        422: "the request does not fit its schema",
+        503: "Temporal or the store is not available now",
+    }
+    return {c: {"model": ErrorBody, "description": what[c]} for c in codes}
