@@ -173,6 +173,51 @@ def test_a_workflow_started_without_the_key_executes_nothing(tstack: Stack, tmp_
     assert run_json(tstack, "still-works", "hi")["phase"] == "COMPLETED"
 
 
+def test_a_sealed_input_replayed_into_a_new_workflow_runs_nothing(
+    tstack: Stack, tmp_path: Path
+) -> None:
+    """Copying a real, sealed input into a new workflow (a replay) executes no tool again."""
+    from temporalio.api.common.v1 import WorkflowType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import StartWorkflowExecutionRequest
+    from temporalio.client import Client, WorkflowFailureError
+
+    log = f"ran-{uuid.uuid4().hex[:8]}.log"
+    script = [{"tool": "shell", "args": {"command": f"echo once >> {log}"}}, {"answer": "ok"}]
+    apply(tstack, tmp_path, agent_doc("replayed", script))
+    result = run_json(tstack, "replayed", "go")
+    assert (workspace(tstack) / log).read_text() == "once\n"
+
+    async def replay() -> str:
+        plain = await Client.connect(f"127.0.0.1:{tstack.ports['temporal']}")
+        history = await plain.get_workflow_handle(result["workflow_id"]).fetch_history()
+        sealed = history.events[0].workflow_execution_started_event_attributes.input
+        new_id = f"replay-{uuid.uuid4().hex[:8]}"
+        await plain.workflow_service.start_workflow_execution(
+            StartWorkflowExecutionRequest(
+                namespace="default",
+                workflow_id=new_id,
+                workflow_type=WorkflowType(name="AgentExecutionWorkflow"),
+                task_queue=TaskQueue(name="agent_execution_runner"),
+                input=sealed,
+                request_id=str(uuid.uuid4()),
+            )
+        )
+        ours = await Client.connect(
+            f"127.0.0.1:{tstack.ports['temporal']}", data_converter=stack_data_converter(tstack)
+        )
+        try:
+            await asyncio.wait_for(ours.get_workflow_handle(new_id).result(), timeout=60)
+        except WorkflowFailureError as exc:
+            return f"{exc.cause}: {getattr(exc.cause, 'cause', '')}"
+        raise AssertionError("the replayed workflow completed")
+
+    cause = asyncio.run(replay())
+    assert "refused" in cause, cause
+    time.sleep(1)
+    assert (workspace(tstack) / log).read_text() == "once\n", "the replay ran the tool again"
+
+
 def test_history_and_stores_hold_no_plaintext(tstack: Stack, tmp_path: Path) -> None:
     tag = uuid.uuid4().hex[:12]
     instructions = f"INSTRUCTIONS-{tag}"

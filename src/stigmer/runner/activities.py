@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import httpx
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from stigmer.runner import runtime
 from stigmer.runner.publish import post_events
@@ -15,9 +17,20 @@ from stigmer.runner.publish import post_events
 async def publish_events(execution_id: str, events: list[dict[str, Any]], refs: list[str]) -> None:
     """Append events the workflow itself produces (phases, the human message, usage, errors).
 
-    ``refs``: the run's secret references, whose values are masked.
+    ``refs``: the run's secret references, whose values are masked. A refusal
+    (409: the execution is past that phase, as when a sealed input is replayed
+    into another run) is final: the workflow fails instead of retrying.
     """
-    await post_events(execution_id, events, refs)
+    try:
+        await post_events(execution_id, events, refs)
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code == 409:
+            raise ApplicationError(
+                f"the API refused this run's events: {exc.response.text[:300]}",
+                type="EventsRefused",
+                non_retryable=True,
+            ) from None
+        raise
 
 
 @activity.defn(name="stigmer_ping")

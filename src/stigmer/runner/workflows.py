@@ -90,9 +90,12 @@ class AgentExecutionWorkflow(PydanticAIWorkflow):
 
     @workflow.run
     async def run(self, inp: ExecutionInput) -> dict[str, Any]:
+        # The RUNNING event claims the execution for this run (its id holds the run
+        # id; the server takes PENDING -> RUNNING once): a sealed input replayed
+        # into another workflow run is refused here, before any tool runs.
         await self._publish(
             inp,
-            ("running", PhasePayload(phase="RUNNING")),
+            (f"{workflow.info().run_id}/running", PhasePayload(phase="RUNNING")),
             ("human", MessagePayload(role="human", content=inp.message)),
         )
         settings = inp.spec.model_settings.model_dump(exclude_none=True)
