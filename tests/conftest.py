@@ -23,7 +23,7 @@ from typing import Any
 import psutil
 import pytest
 
-pytest_plugins = ["tests.fixtures_docker"]
+pytest_plugins = ["tests.fixtures_docker", "tests.fixtures_pg"]
 
 STIGMER = str(Path(sys.executable).parent / "stigmer")
 

@@ -45,13 +45,15 @@ def agent_yaml(
     )
 
 
-@pytest.fixture(scope="module", params=["local", "docker"])
+@pytest.fixture(scope="module", params=["local", "docker", "local-postgres"])
 def astack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    mode = request.param
-    home = tmp_path_factory.mktemp(f"agents-{mode}") / "home"
+    mode, _, store = request.param.partition("-")
+    home = tmp_path_factory.mktemp(f"agents-{request.param}") / "home"
     st = new_stack(home, mode, OPENAI_API_KEY=FAKE_OPENAI, ANTHROPIC_API_KEY=FAKE_ANTHROPIC)
+    if store == "postgres":  # the whole suite again, with the store on PostgreSQL
+        st.env["STIGMER_DATABASE_URL"] = request.getfixturevalue("pg_database_module").url
     # local mode runs the workflows in Temporal's sandbox (off by default, for speed):
     # a non-deterministic call in workflow code fails these tests at run time
     st.env["STIGMER_WORKFLOW_SANDBOX"] = "1" if mode == "local" else "0"

@@ -42,20 +42,29 @@ def test_interrupted_migration_leaves_nothing_half_done(tmp_path: Path) -> None:
     assert db.check(engine)
 
 
-def test_append_is_idempotent_and_ordered(tmp_path: Path) -> None:
-    engine = db.make_engine(f"sqlite:///{tmp_path / 's.db'}")
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 's.db'}"
+    return str(request.getfixturevalue("pg_database").url)
+
+
+def execution_input(execution_id: str) -> ExecutionInput:
+    return ExecutionInput(
+        execution_id=execution_id,
+        agent_name="a",
+        spec=AgentSpec(instructions="x"),
+        message="m",
+        model="test",
+    )
+
+
+def test_append_is_idempotent_and_ordered(store_url: str) -> None:
+    engine = db.make_engine(store_url)
     db.migrate(engine)
     store = Store(engine)
     store.put_agent("a", {"instructions": "x"})
-    ex = store.create_execution(
-        ExecutionInput(
-            execution_id="ex-1",
-            agent_name="a",
-            spec=AgentSpec(instructions="x"),
-            message="m",
-            model="test",
-        )
-    )
+    ex = store.create_execution(execution_input("ex-1"))
     assert ex["phase"] == "PENDING"
     evs = [
         {
@@ -106,3 +115,32 @@ def test_append_is_idempotent_and_ordered(tmp_path: Path) -> None:
     assert store.get_execution("ex-1")["phase"] == "COMPLETED"
     assert store.put_agent("a", {"instructions": "x"})[0] == "unchanged"
     assert store.put_agent("a", {"instructions": "y"})[0] == "updated"
+
+
+def test_two_servers_appending_at_once_never_race(store_url: str) -> None:
+    """Two stores on one database (two API servers) append to one execution from many threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    engines = [db.make_engine(store_url) for _ in range(2)]
+    db.migrate(engines[0])
+    db.migrate(engines[1])  # a second server migrating finds nothing to do
+    stores = [Store(e) for e in engines]
+    stores[0].create_execution(execution_input("ex-race"))
+    stores[0].append(
+        "ex-race", [{"event_id": "ex-race/run", "type": "phase", "payload": {"phase": "RUNNING"}}]
+    )
+
+    def publish(i: int) -> list[int]:
+        event = {"event_id": f"ex-race/e/{i % 40}", "type": "usage", "payload": {}}
+        return stores[i % 2].append("ex-race", [event])
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(publish, range(120)))  # each id is sent three times
+    seqs = [e["seq"] for e in stores[1].events_after("ex-race")]
+    assert seqs == list(range(1, 43)), seqs
+    by_id: dict[str, set[int]] = {}
+    for i, got in enumerate(results):
+        by_id.setdefault(f"e/{i % 40}", set()).update(got)
+    assert all(len(v) == 1 for v in by_id.values()), "a repeated id got two seqs"
+    for e in engines:
+        e.dispose()

@@ -31,11 +31,21 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(levelname)s %(name)s %(message)s", stream=sys.stdout
     )
     import uvicorn
+    from sqlalchemy.exc import DBAPIError
 
     from stigmer.server.app import create_app
 
+    try:
+        app = create_app(cfg)
+    except DBAPIError as exc:
+        cause = str(exc.orig or exc).strip().splitlines()
+        print(
+            f"database_url: the store does not answer: {cause[0] if cause else exc}",
+            file=sys.stderr,
+        )
+        return 1
     uvicorn.run(
-        create_app(cfg),
+        app,
         host=host,
         port=cfg.server.port,
         log_config=None,

@@ -47,6 +47,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
 
 from stigmer import __version__
 from stigmer.codec import SealingCodec, decode_json_payloads
@@ -78,6 +79,7 @@ from stigmer.server.schemas import (
 )
 from stigmer.server.store import EventRejected, Store, new_execution_id
 from stigmer.server.temporal_link import TemporalLink
+from stigmer.server.wakeups import Wakeups
 from stigmer.spec.models import SLUG, AgentSpec, SecretRef
 
 log = logging.getLogger("stigmer.server")
@@ -120,18 +122,19 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
     temporal = TemporalLink(cfg)
     default_model = cfg.default_model
     reserved_ok = set(server.reserved_secrets_allowed)
-    #: per execution, one wake-up flag per open event stream (set on every append)
-    waiters: dict[str, set[asyncio.Event]] = {}
+    wakeups = Wakeups()
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         watcher = asyncio.create_task(temporal.watch(), name="temporal-watch")
+        wakeups.listen(engine)
         try:
             yield
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            wakeups.close()
 
     app = FastAPI(
         title="stigmer",
@@ -158,6 +161,14 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
         # env value (a secret) or text JSON cannot encode. Field and reason only.
         detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
         return JSONResponse(status_code=422, content={"detail": detail})
+
+    @app.exception_handler(DBAPIError)
+    async def store_unavailable(_request: Request, exc: DBAPIError) -> JSONResponse:
+        # the database restarted or is gone for a moment: a retry will do
+        log.warning("store error: %s", str(exc.orig or exc).strip().splitlines()[0])
+        return JSONResponse(
+            status_code=503, content={"detail": "the store is not available now; retry"}
+        )
 
     @app.exception_handler(TemporalError)
     async def temporal_unavailable(_request: Request, exc: TemporalError) -> JSONResponse:
@@ -245,15 +256,19 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
 
     # -- executions -----------------------------------------------------------
 
-    def _execution(execution_id: str) -> dict[str, Any]:
-        ex = store.get_execution(execution_id)
+    async def off_loop(fn: Any, *args: Any) -> Any:
+        """A store call, in a worker thread: the event loop keeps serving streams meanwhile."""
+        return await asyncio.to_thread(fn, *args)
+
+    async def _execution(execution_id: str) -> dict[str, Any]:
+        ex = await off_loop(store.get_execution, execution_id)
         if ex is None:
             raise HTTPException(404, detail=f"no execution {execution_id!r}")
-        return ex
+        return ex  # type: ignore[no-any-return]
 
     @api.post("/executions", status_code=201, responses=error_responses(404, 503))
     async def create_execution(body: ExecutionCreate) -> Execution:
-        agent = store.get_agent(body.agent) if SLUG.match(body.agent) else None
+        agent = await off_loop(store.get_agent, body.agent) if SLUG.match(body.agent) else None
         if agent is None:
             raise HTTPException(404, detail=f"no agent named {body.agent!r}")
         if body.model:
@@ -272,7 +287,7 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
             env=body.env,
             model=body.model or agent["spec"].get("model") or default_model,
         )
-        ex = store.create_execution(wf_input)
+        ex = await off_loop(store.create_execution, wf_input)
         try:
             client = await temporal.client()
             await client.start_workflow(
@@ -280,7 +295,8 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
             )
         except Exception as exc:
             msg = f"could not start the workflow on Temporal: {exc}"
-            store.append(
+            await off_loop(
+                store.append,
                 execution_id,
                 [
                     _server_event(
@@ -291,7 +307,7 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
             )
             await _notify(execution_id)
             raise HTTPException(503, detail=msg) from None
-        return Execution(**(store.get_execution(execution_id) or ex))
+        return Execution(**(await off_loop(store.get_execution, execution_id) or ex))
 
     @api.get("/executions")
     def list_executions(
@@ -328,9 +344,11 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
             error=f"workflow {status.lower()}" if phase == "FAILED" else None,
         )
         with contextlib.suppress(EventRejected):  # the runner's own final phase came first
-            store.append(ex["id"], [new_event(f"{ex['id']}/reconcile/{phase}", payload)])
+            await off_loop(
+                store.append, ex["id"], [new_event(f"{ex['id']}/reconcile/{phase}", payload)]
+            )
         await _notify(ex["id"])
-        return store.get_execution(ex["id"]) or ex
+        return await off_loop(store.get_execution, ex["id"]) or ex
 
     async def _diagnose_stuck(ex: dict[str, Any], client: Any, desc: Any) -> None:
         """A workflow task that keeps failing (say, a stale runner image) gets one error event."""
@@ -356,12 +374,12 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
         payload = ErrorPayload(
             message=f"{reason} (attempt {pending.attempt}); {fix}", kind="WorkflowTaskFailing"
         )
-        store.append(ex["id"], [new_event(f"{ex['id']}/diagnose/stuck", payload)])
+        await off_loop(store.append, ex["id"], [new_event(f"{ex['id']}/diagnose/stuck", payload)])
         await _notify(ex["id"])
 
     @api.get("/executions/{execution_id}", responses=error_responses(404))
     async def get_execution(execution_id: ExecutionId) -> Execution:
-        return Execution(**await _reconcile(_execution(execution_id)))
+        return Execution(**await _reconcile(await _execution(execution_id)))
 
     @api.post(
         "/executions/{execution_id}/cancel",
@@ -369,7 +387,7 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
         responses=error_responses(404, 409, 503),
     )
     async def cancel_execution(execution_id: ExecutionId) -> CancelResult:
-        ex = _execution(execution_id)
+        ex = await _execution(execution_id)
         if ex["phase"] in TERMINAL_PHASES:
             raise HTTPException(
                 409, detail=f"execution {execution_id} already ended: {ex['phase']}"
@@ -381,8 +399,7 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
     # -- events ---------------------------------------------------------------
 
     async def _notify(execution_id: str) -> None:
-        for flag in waiters.get(execution_id, ()):
-            flag.set()
+        wakeups.wake(execution_id)
 
     @app.post(
         "/v1/executions/{execution_id}/events",
@@ -394,12 +411,11 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
         _role: Annotated[str, Depends(requires(roles, RUNNER))],
     ) -> Seqs:
         try:
-            seqs = store.append(execution_id, [e.model_dump() for e in body.events])
+            seqs = await off_loop(store.append, execution_id, [e.model_dump() for e in body.events])
         except KeyError:
             raise HTTPException(404, detail=f"no execution {execution_id!r}") from None
         except EventRejected as exc:
-            code = 409 if "cannot go from" in str(exc) else 422
-            raise HTTPException(code, detail=str(exc)) from None
+            raise HTTPException(409 if exc.conflict else 422, detail=str(exc)) from None
         await _notify(execution_id)
         return Seqs(seqs=seqs)
 
@@ -433,11 +449,11 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
         accept: Annotated[str, Header()] = "",
         last_event_id: Annotated[str | None, Header()] = None,
     ) -> Any:
-        _execution(execution_id)
+        await _execution(execution_id)
         if last_event_id and last_event_id.isascii() and last_event_id.isdigit():
             after = min(max(after, int(last_event_id)), MAX_SEQ)
         if not (stream or "text/event-stream" in accept):
-            return {"events": store.events_after(execution_id, after)}
+            return {"events": await off_loop(store.events_after, execution_id, after)}
         return StreamingResponse(
             _sse(request, execution_id, after),
             media_type="text/event-stream",
@@ -459,22 +475,21 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
         # The flag is cleared before each read of the store and set by every append:
         # an append that lands while this stream is busy (sending, checking the
         # connection) is never missed, so no event waits for the 1 s timeout.
-        flag = asyncio.Event()
-        waiters.setdefault(execution_id, set()).add(flag)
+        flag = wakeups.add(execution_id)
         last = after
         quiet = 0.0
         try:
             while True:
                 flag.clear()
-                batch = store.events_after(execution_id, last)
+                batch = await off_loop(store.events_after, execution_id, last)
                 for e in batch:
                     last = e["seq"]
                     yield f"id: {e['seq']}\nevent: {e['type']}\ndata: {json.dumps(e)}\n\n".encode()
-                ex = store.get_execution(execution_id)
+                ex = await off_loop(store.get_execution, execution_id)
                 if (
                     ex
                     and ex["phase"] in TERMINAL_PHASES
-                    and not store.events_after(execution_id, last)
+                    and not await off_loop(store.events_after, execution_id, last)
                 ):
                     return
                 if await request.is_disconnected():
@@ -495,11 +510,7 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
                     if quiet % KEEPALIVE == 0:
                         yield b": keepalive\n\n"
         finally:
-            flags = waiters.get(execution_id)
-            if flags is not None:
-                flags.discard(flag)
-                if not flags:
-                    waiters.pop(execution_id, None)
+            wakeups.discard(execution_id, flag)
 
     app.include_router(api)
     return app

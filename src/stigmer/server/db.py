@@ -1,29 +1,70 @@
-"""The store: SQLAlchemy engine and schema migrations (Alembic), SQLite by default.
+"""The store's engine and schema migrations (Alembic): SQLite by default, or PostgreSQL.
 
-The URL comes from ``STIGMER_DATABASE_URL`` (set by the supervisor from the
-``database_url`` setting; default ``sqlite:///$STIGMER_HOME/data/stigmer.db``).
-Migrations run at server start-up (``alembic upgrade head``).
+The URL is the server's configuration's ``store_url`` (the ``database_url``
+setting; default ``sqlite:///$STIGMER_HOME/data/stigmer.db``). A PostgreSQL URL
+is written as users write it, ``postgresql://user:pass@host/db``; it is driven
+by psycopg 3. Migrations run at server start-up (``alembic upgrade head``),
+under a PostgreSQL advisory lock so that several API servers starting at once
+migrate one after the other.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy.engine import URL
+
+from stigmer.errors import ConfigError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: Seconds to wait for the database to answer a new connection.
+CONNECT_TIMEOUT = 5
+#: The advisory lock key that serializes migrations (any constant of ours).
+MIGRATION_LOCK = 0x5716_3E4
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL mode, a busy timeout, foreign keys and real transactions.
+def normalize_url(raw: str) -> URL:
+    """The SQLAlchemy URL for ``raw``: ``postgresql://`` and ``postgres://`` use psycopg 3.
 
+    Raises:
+        ConfigError: not a URL, or a database stigmer does not support.
+    """
+    try:
+        url = make_url(raw)
+    except Exception:
+        raise ConfigError(
+            "database_url is not a database URL.",
+            "Write it as postgresql://USER:PASSWORD@HOST:PORT/DATABASE, or unset it for SQLite.",
+        ) from None
+    backend = url.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        return url.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        return url
+    raise ConfigError(
+        f"database_url names a {backend} database; stigmer's store is SQLite or PostgreSQL.",
+        "Write it as postgresql://USER:PASSWORD@HOST:PORT/DATABASE, or unset it for SQLite.",
+    )
+
+
+def is_postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def make_engine(raw_url: str) -> Engine:
+    """An engine for the store at ``raw_url``.
+
+    SQLite gets WAL mode, a busy timeout, foreign keys and real transactions:
     pysqlite's own transaction handling commits before DDL, so a migration cut
     short (a crash, a kill) could leave tables without their Alembic version.
     SQLAlchemy's documented recipe is used instead: the driver's handling is
     off and every transaction starts with an explicit ``BEGIN``, which makes a
-    migration all or nothing.
+    migration all or nothing. PostgreSQL gets a connect timeout and a pool that
+    checks each connection before use (the database may have restarted).
     """
-    if url.startswith("sqlite"):
+    url = normalize_url(raw_url)
+    if url.get_backend_name() == "sqlite":
         engine = create_engine(url, connect_args={"check_same_thread": False})
 
         @event.listens_for(engine, "connect")
@@ -37,10 +78,17 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn):  # type: ignore[no-untyped-def]
-            conn.exec_driver_sql("BEGIN")
+            # "IMMEDIATE" for the store's writes (Store.writing)
+            conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', '')}")
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT, "application_name": "stigmer-server"},
+    )
 
 
 def migrate(engine: Engine) -> None:
@@ -51,6 +99,8 @@ def migrate(engine: Engine) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
+        if is_postgres(engine):
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 
@@ -63,3 +113,29 @@ def check(engine: Engine) -> bool:
         return True
     except Exception:
         return False
+
+
+def reachable(raw_url: str) -> None:
+    """Connect once, or say why not (what ``server start`` checks before anything starts).
+
+    Raises:
+        ConfigError: naming ``database_url`` and the cause (a wrong password, a
+            host that does not answer, a database that does not exist).
+    """
+    url = normalize_url(raw_url)
+    if url.get_backend_name() == "sqlite":
+        return
+    engine = make_engine(raw_url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        shown = url.render_as_string(hide_password=True)
+        raise ConfigError(
+            f"database_url: cannot connect to {shown}: {cause[0] if cause else type(exc).__name__}",
+            "Check the user, password, host, port and database name in database_url "
+            "(STIGMER_DATABASE_URL), and that PostgreSQL runs and accepts connections from here.",
+        ) from None
+    finally:
+        engine.dispose()

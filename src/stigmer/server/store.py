@@ -5,8 +5,13 @@ objects here mirror them for queries.
 
 Event appends are idempotent: an event whose ``event_id`` is already stored
 for that execution is skipped and its existing ``seq`` returned. Sequence
-numbers are assigned here, per execution, strictly increasing from 1, under a
-lock (one API process owns the store). Events have the shapes of
+numbers are assigned in the database, in the append's transaction, strictly
+increasing from 1 per execution: the execution's row is locked first
+(``SELECT ... FOR UPDATE`` on PostgreSQL, so several API servers on one
+database never race; SQLite has one writer), and a conflict on the unique keys
+is retried. On PostgreSQL each append also sends ``NOTIFY stigmer_events`` with
+the execution's id, which wakes the streams of every API server
+(:mod:`stigmer.server.wakeups`). Events have the shapes of
 :mod:`stigmer.contract.events`; an append that breaks the rules (an id that is
 not the execution's, a phase change that cannot happen) stores nothing and
 raises :class:`EventRejected`.
@@ -16,11 +21,13 @@ Bearer tokens are kept as their SHA-256, with a role (``admin`` or ``runner``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +49,8 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from stigmer.contract.events import PhasePayload, format_timestamp, new_event, parse_timestamp
 from stigmer.contract.phases import TERMINAL_PHASES
@@ -95,6 +104,11 @@ tokens = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+#: PostgreSQL channel of the wake-ups: its payload is the execution id.
+WAKEUP_CHANNEL = "stigmer_events"
+#: Appends retried after a conflict on the unique keys (another writer was first).
+APPEND_ATTEMPTS = 5
+
 #: The phases an execution may go to from each phase (a final phase goes nowhere).
 NEXT_PHASES: dict[str, frozenset[str]] = {
     "PENDING": frozenset({"RUNNING", "FAILED", "CANCELLED"}),
@@ -103,7 +117,15 @@ NEXT_PHASES: dict[str, frozenset[str]] = {
 
 
 class EventRejected(ValueError):
-    """An append broke the event rules; nothing of it was stored."""
+    """An append broke the event rules; nothing of it was stored.
+
+    ``conflict``: it does not fit the execution's state (a phase that cannot
+    follow), rather than being malformed.
+    """
+
+    def __init__(self, message: str, *, conflict: bool = False) -> None:
+        super().__init__(message)
+        self.conflict = conflict
 
 
 def token_hash(token: str) -> str:
@@ -130,14 +152,29 @@ def new_execution_id() -> str:
 class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._append_lock = threading.Lock()
+        self.postgres = engine.dialect.name == "postgresql"
+        # SQLite: one writer; this keeps this process's threads from racing for it
+        self._append_lock = threading.Lock() if not self.postgres else contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """A write transaction; on SQLite ``BEGIN IMMEDIATE``, so two writers wait, not fail.
+
+        (A deferred transaction that reads, then writes, fails at once with
+        "database is locked" when another writer got there first.)
+        """
+        with (
+            self.engine.connect().execution_options(sqlite_begin="IMMEDIATE") as conn,
+            conn.begin(),
+        ):
+            yield conn
 
     # -- agents ---------------------------------------------------------------
 
     def put_agent(self, name: str, spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """Create or update; returns (``created``|``updated``|``unchanged``, agent)."""
         h = spec_hash(spec)
-        with self.engine.begin() as conn:
+        with self.writing() as conn:
             row = conn.execute(select(agents).where(agents.c.name == name)).mappings().first()
             if row is None:
                 conn.execute(
@@ -177,7 +214,7 @@ class Store:
         return [_agent(r) for r in rows]
 
     def delete_agent(self, name: str) -> bool:
-        with self.engine.begin() as conn:
+        with self.writing() as conn:
             return conn.execute(delete(agents).where(agents.c.name == name)).rowcount > 0
 
     # -- executions -----------------------------------------------------------
@@ -185,7 +222,7 @@ class Store:
     def create_execution(self, inp: ExecutionInput) -> dict[str, Any]:
         """Record an execution as PENDING, with its workflow input."""
         execution_id = inp.execution_id
-        with self.engine.begin() as conn:
+        with self.writing() as conn:
             conn.execute(
                 insert(executions).values(
                     id=execution_id,
@@ -232,7 +269,7 @@ class Store:
     def register_token(self, token: str, role: str, label: str = "") -> None:
         """Accept ``token`` for ``role`` from now on (idempotent; only its hash is kept)."""
         h = token_hash(token)
-        with self.engine.begin() as conn:
+        with self.writing() as conn:
             row = conn.execute(select(tokens.c.role).where(tokens.c.hash == h)).first()
             if row is None:
                 conn.execute(
@@ -257,11 +294,28 @@ class Store:
         A ``phase`` event also updates the execution's phase, ``output`` and
         ``error``; events that arrive after a terminal phase are dropped (no
         seq); a ``tool_call`` that ends gets ``duration_ms`` from its start event.
+
+        Raises:
+            KeyError: no such execution. EventRejected: an event breaks the rules.
         """
+        for attempt in range(APPEND_ATTEMPTS):
+            try:
+                return self._append(execution_id, new)
+            except IntegrityError:
+                # another writer took a seq or stored an id first: read again
+                if attempt == APPEND_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _append(self, execution_id: str, new: list[dict[str, Any]]) -> list[int]:
         seqs: list[int] = []
-        with self._append_lock, self.engine.begin() as conn:
+        stored = False
+        with self._append_lock, self.writing() as conn:
             ex = (
-                conn.execute(select(executions).where(executions.c.id == execution_id))
+                conn.execute(
+                    select(executions).where(executions.c.id == execution_id).with_for_update()
+                )
                 .mappings()
                 .first()
             )
@@ -294,7 +348,8 @@ class Store:
                     start = last == 0 and phase == new_phase == "PENDING"
                     if not start and new_phase not in NEXT_PHASES.get(phase, frozenset()):
                         raise EventRejected(
-                            f"execution {execution_id} cannot go from {phase} to {new_phase}"
+                            f"execution {execution_id} cannot go from {phase} to {new_phase}",
+                            conflict=True,
                         )
                 if phase in TERMINAL_PHASES:
                     # the log ends with the final phase: what a late publisher sends
@@ -331,6 +386,9 @@ class Store:
                     )
                 )
                 seqs.append(last)
+                stored = True
+            if self.postgres and stored:  # delivered when the transaction commits
+                conn.execute(select(func.pg_notify(WAKEUP_CHANNEL, execution_id)))
         return seqs
 
     @staticmethod

@@ -186,6 +186,10 @@ def start(
     from stigmer.stack.supervisor import reap_leftovers
 
     check(settings)  # what the children's configurations need (TLS files) is there
+    if settings.database_url:
+        from stigmer.server.db import reachable
+
+        reachable(settings.database_url)  # a wrong password or a down database: said now
     paths = settings.paths
     # everything the stack writes is the owner's alone: 0600 files in 0700 folders
     os.umask(0o077)
