@@ -61,11 +61,13 @@ class PgDatabase:
     name: str
     user: str
     password: str
+    host: str = PG_HOST
+    port: int = PG_PORT
 
     @property
     def url(self) -> str:
         """As users write it: ``postgresql://user:pass@host:port/db``."""
-        return f"postgresql://{self.user}:{self.password}@{PG_HOST}:{PG_PORT}/{self.name}"
+        return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{self.name}"
 
 
 def create_database() -> PgDatabase:
@@ -106,3 +108,116 @@ def pg_database_module() -> Iterator[PgDatabase]:
         yield db
     finally:
         drop_database(db)
+
+
+@dataclass(frozen=True)
+class PgCluster:
+    """A PostgreSQL cluster of the test's own (``pg_createcluster``), to restart or move freely."""
+
+    version: str
+    name: str
+    port: int
+    host: str = PG_HOST
+
+    def psql(self, sql: str, db: str = "postgres") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                "psql",
+                "-h",
+                "/var/run/postgresql",
+                "-p",
+                str(self.port),
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-qAt",
+                "-d",
+                db,
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def ctl(self, action: str, *prefix: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*prefix, "pg_ctlcluster", self.version, self.name, action],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    def database(self) -> PgDatabase:
+        ident = uuid.uuid4().hex[:10]
+        db = PgDatabase(f"stg_{ident}", f"stg_{ident}", secrets.token_hex(12), self.host, self.port)
+        for sql in (
+            f"CREATE ROLE {db.user} LOGIN PASSWORD '{db.password}'",
+            f"CREATE DATABASE {db.name} OWNER {db.user}",
+        ):
+            made = self.psql(sql)
+            assert made.returncode == 0, made.stderr
+        return db
+
+
+def create_cluster(port: int, listen: str = PG_HOST, hba: str = "") -> PgCluster:
+    """A new cluster on ``port``, listening on ``listen``; ``hba`` adds a pg_hba.conf line."""
+    why = pg_available()
+    if why:
+        unavailable(why)
+    version = subprocess.run(
+        ["pg_lsclusters", "-h"], capture_output=True, text=True, check=True
+    ).stdout.split()[0]
+    cluster = PgCluster(version, f"stg{uuid.uuid4().hex[:8]}", port, listen)
+    made = subprocess.run(
+        [
+            "pg_createcluster",
+            version,
+            cluster.name,
+            "-p",
+            str(port),
+            "--",
+            "--auth-local=peer",
+            "--auth-host=scram-sha-256",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    conf = f"/etc/postgresql/{version}/{cluster.name}"
+    with open(f"{conf}/postgresql.conf", "a") as fh:
+        fh.write(f"\nlisten_addresses = '{listen}'\nmax_connections = 200\n")
+    if hba:
+        with open(f"{conf}/pg_hba.conf", "a") as fh:
+            fh.write(hba + "\n")
+    return cluster
+
+
+def drop_cluster(cluster: PgCluster) -> None:
+    subprocess.run(
+        ["pg_ctlcluster", cluster.version, cluster.name, "stop", "-m", "immediate"],
+        capture_output=True,
+        timeout=60,
+    )
+    subprocess.run(
+        ["pg_dropcluster", cluster.version, cluster.name], capture_output=True, timeout=60
+    )
+
+
+@pytest.fixture
+def pg_cluster() -> Iterator[PgCluster]:
+    """A running cluster of the test's own on 127.0.0.1 (restart it without disturbing others)."""
+    from tests.conftest import free_port
+
+    cluster = create_cluster(free_port())
+    try:
+        started = cluster.ctl("start")
+        assert started.returncode == 0, started.stderr
+        yield cluster
+    finally:
+        drop_cluster(cluster)

@@ -17,6 +17,7 @@ from stigmer.contract.phases import TERMINAL_PHASES
 from stigmer.credentials import read_token
 from stigmer.errors import (
     ApiError,
+    ApiUnavailableError,
     AuthError,
     ConflictError,
     NotFoundError,
@@ -24,6 +25,9 @@ from stigmer.errors import (
     StigmerError,
 )
 from stigmer.settings import Settings
+
+#: Seconds a GET keeps retrying an API that answers 502/503/504.
+UNAVAILABLE_PATIENCE_S = 30.0
 
 
 class Client:
@@ -105,11 +109,25 @@ class Client:
         """``method path`` and its decoded JSON body (None when empty).
 
         ``send``: the keyword arguments of :meth:`_send` (``params``, ``json_body``).
+        A GET the API cannot serve for a moment (its store or Temporal restarting:
+        502, 503, 504) is retried for up to :data:`UNAVAILABLE_PATIENCE_S`.
 
         Raises:
             StackNotRunningError: nothing answers at the API address.
             NotFoundError: 404. ApiError: any other error status, or a timeout.
         """
+        deadline = time.monotonic() + UNAVAILABLE_PATIENCE_S
+        delay = 0.2
+        while True:
+            try:
+                return self._request_once(method, path, **send)
+            except ApiUnavailableError:
+                if method != "GET" or time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _request_once(self, method: str, path: str, **send: Any) -> Any:
         try:
             conn, resp = self._send(method, path, **send)
             try:
@@ -147,6 +165,11 @@ class Client:
             raise NotFoundError(str(detail), None)
         if status == 409:
             raise ConflictError(str(detail), None)
+        if status in (502, 503, 504):
+            raise ApiUnavailableError(
+                f"{method} {path}: the API cannot serve now ({status}): {detail}",
+                "Retry in a moment; see `stigmer server status`.",
+            )
         if isinstance(detail, list):
             detail = "; ".join(
                 f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}" for d in detail
@@ -281,7 +304,7 @@ class Client:
                 if self.get_execution(execution_id).get("phase") in TERMINAL_PHASES:
                     return
                 failures += 1
-            except (OSError, http.client.HTTPException, StackNotRunningError):
+            except (OSError, http.client.HTTPException, StackNotRunningError, ApiUnavailableError):
                 failures += 1
             finally:
                 if conn is not None:

@@ -128,6 +128,10 @@ class ConflictError(ApiError):
     """The request does not fit the resource's state (cancel an execution that ended)."""
 
 
+class ApiUnavailableError(ApiError):
+    """The API answered that it cannot serve now (502, 503, 504): its store or Temporal is away."""
+
+
 class AuthError(ApiError, code=14):
     """The API refused the bearer token, or there is none to send."""
 
