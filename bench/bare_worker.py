@@ -3,16 +3,16 @@
 Run in the runner image (same base, same Python, same temporalio) as
 ``python /opt/bench/bare_worker.py`` (bind-mounted read-only: the workflow sandbox
 needs a module file); configured by the runner's own configuration file
-(``STIGMER_CONFIG``: Temporal's address and namespace, the task queue and the
-worker identity), read as plain JSON. One trivial workflow and
+(on its stdin, ``STIGMER_CONFIG=-``: Temporal's address and namespace, the task
+queue and the worker identity), read as plain JSON. One trivial workflow and
 one trivial activity, the default (sandboxed) workflow runner: what any worker
 needs at the least.
 """
 
 import asyncio
 import json
-import os
 import signal
+import sys
 
 from temporalio import activity, workflow
 from temporalio.client import Client
@@ -32,9 +32,7 @@ class BenchNoopWorkflow:
 
 
 async def main() -> None:
-    with open(os.environ["STIGMER_CONFIG"]) as fh:
-        cfg = json.load(fh)
-    os.unlink(os.environ["STIGMER_CONFIG"])
+    cfg = json.load(sys.stdin)  # STIGMER_CONFIG=-: the configuration comes on stdin
     client = await Client.connect(
         cfg["temporal"]["address"],
         namespace=cfg["temporal"]["namespace"],

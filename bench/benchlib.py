@@ -294,18 +294,15 @@ def container_vmrss(container_id: str) -> int | None:
     return total if found else None
 
 
-def runner_config_dir(
-    home: Path, env: dict[str, str], folder: Path, identity: str, task_queue: str
-) -> Path:
+def runner_config_json(home: Path, env: dict[str, str], identity: str, task_queue: str) -> str:
     """A runner configuration like the stack's own, for another identity and task queue.
 
     Built by the supervisor's own code (``stigmer.stack.handover.runner_config``)
-    from the stack's settings, written into ``folder`` (0700, owned by the
-    container's user, as the supervisor does); the container reads and deletes it.
+    from the stack's settings; handed to the container on its stdin, as the
+    supervisor does (``stigmer.stack.agent_runner_docker.run_with_config``).
     """
-    from stigmer.contract.config import write_runtime_config
     from stigmer.settings import resolve
-    from stigmer.stack.agent_runner_docker import CONTAINER_UID, HEARTBEAT_IN_CONTAINER
+    from stigmer.stack.agent_runner_docker import HEARTBEAT_IN_CONTAINER
     from stigmer.stack.handover import runner_config
 
     settings = resolve(home, env=env)
@@ -318,27 +315,17 @@ def runner_config_dir(
         heartbeat_file=HEARTBEAT_IN_CONTAINER,
         secrets={},
     )
-    folder.mkdir(parents=True, exist_ok=True)
-    os.chmod(folder, 0o700)
-    write_runtime_config(folder / "config.json", cfg)
-    if os.getuid() == 0:
-        os.chown(folder, CONTAINER_UID, CONTAINER_UID)
-        os.chown(folder / "config.json", CONTAINER_UID, CONTAINER_UID)
-    return folder
+    return cfg.model_dump_json()
 
 
-def clone_kwargs(
-    stack_container: Any, name: str, config_dir: Path, labels: dict[str, str]
-) -> dict[str, Any]:
-    """``containers.run`` kwargs that reproduce the stack's runner container.
+def clone_kwargs(stack_container: Any, name: str, labels: dict[str, str]) -> dict[str, Any]:
+    """``containers.create`` kwargs that reproduce the stack's runner container.
 
     Same image, env, user, mounts, network, limits and hardening, read from
     ``docker inspect`` of the container the supervisor started; its
-    configuration comes from ``config_dir`` (see :func:`runner_config_dir`).
+    configuration is handed over on stdin (see :func:`runner_config_json`).
     """
     from docker.types import Mount
-
-    from stigmer.stack.agent_runner_docker import CONFIG_DIR_IN_CONTAINER
 
     attrs = stack_container.attrs
     cfg, host = attrs["Config"], attrs["HostConfig"]
@@ -346,7 +333,7 @@ def clone_kwargs(
     mounts = [
         Mount(
             m["Target"],
-            str(config_dir) if m["Target"] == CONFIG_DIR_IN_CONTAINER else m["Source"],
+            m["Source"],
             type=m.get("Type", "bind"),
             read_only=bool(m.get("ReadOnly")),
         )
@@ -355,7 +342,6 @@ def clone_kwargs(
     kwargs: dict[str, Any] = {
         "image": cfg["Image"],
         "name": name,
-        "detach": True,
         "environment": env,
         "user": cfg.get("User") or None,
         "labels": {**(cfg.get("Labels") or {}), **labels},

@@ -616,17 +616,17 @@ class Bench:
         """Start a container like the stack's runner; (container, perf_counter before create)."""
         assert self.stack_env and self.stack_home
         name = f"stigmer-bench-{self.id}-{suffix}"
-        config_dir = bl.runner_config_dir(
-            self.stack_home, self.stack_env, self.work / f"config-{suffix}", identity, task_queue
-        )
-        kwargs = bl.clone_kwargs(self.stack_container(), name, config_dir, self.labels)
+        config = bl.runner_config_json(self.stack_home, self.stack_env, identity, task_queue)
+        kwargs = bl.clone_kwargs(self.stack_container(), name, self.labels)
         if command:
             kwargs["command"] = command
         if mounts:
             kwargs["mounts"] = [*kwargs["mounts"], *mounts]
         self.cleanup.containers.append(name)
+        from stigmer.stack.agent_runner_docker import run_with_config
+
         t0 = time.perf_counter()
-        return self.docker.containers.run(**kwargs), t0
+        return run_with_config(self.docker, config, **kwargs), t0
 
     def wait_polling(self, c: Any, tq: str, ident: str, timeout: float = 120) -> float:
         """perf_counter() when ``ident`` (container ``c``) polls ``tq``; fails fast if it exits."""

@@ -31,10 +31,11 @@ export STIGMER_RUNNER_MODE="${STIGMER_RUNNER_MODE:-auto}"
 if [ "$STIGMER_RUNNER_MODE" != local ]; then
   if docker info >/dev/null 2>&1; then
     image="${STIGMER_RUNNER_IMAGE:-stigmer-agent-runner:local}"
+    build_log="$(mktemp -t stigmer-demo-build.XXXXXX)"
     # cached layers make this a few seconds when nothing changed
     echo "==> make build-agent-runner-image ($image)"
-    if ! make build-agent-runner-image IMAGE="$image" >/tmp/stigmer-demo-build.log 2>&1; then
-      echo "    the build failed (see /tmp/stigmer-demo-build.log); using the local runner"
+    if ! make build-agent-runner-image IMAGE="$image" >"$build_log" 2>&1; then
+      echo "    the build failed (see $build_log); using the local runner"
       export STIGMER_RUNNER_MODE=local
     fi
   elif [ "$STIGMER_RUNNER_MODE" = auto ]; then
@@ -54,10 +55,7 @@ echo "==> stigmer server start   (home $STIGMER_HOME, runner: $STIGMER_RUNNER_MO
 stigmer server start --offline
 
 workspace="$STIGMER_HOME/data/workspace"
-mkdir -p "$workspace/notes"
-printf 'Temporal keeps the history of every workflow, so a crashed worker resumes where it stopped.\n' > "$workspace/notes/durability.txt"
-printf 'The agent-runner is a Temporal worker; it runs in a non-root container with a read-only root filesystem.\n' > "$workspace/notes/runner.txt"
-printf 'Events stream over SSE and resume from a sequence number, so nothing is missed or repeated.\n' > "$workspace/notes/events.txt"
+cp -r examples/workspace/. "$workspace/"   # the examples' input files
 
 echo "==> stigmer apply -f examples/"
 stigmer apply -f examples/
@@ -67,8 +65,8 @@ echo "==> the report the agent wrote ($workspace/reports/notes-summary.md):"
 cat "$workspace/reports/notes-summary.md"
 cat <<'TXT'
 
-==> with a real model instead of the offline `test` model:
-    export ANTHROPIC_API_KEY=...     # or OPENAI_API_KEY=...
+==> next, with a stack of your own (README "Using it"), and a real model:
+    uv sync && . .venv/bin/activate && stigmer server start
+    export ANTHROPIC_API_KEY=...     # or OPENAI_API_KEY=..., before `server start`
     stigmer run summarize-folder "Summarize the notes folder" --model anthropic:claude-sonnet-4-5
-    (or set `model:` in examples/summarize-folder.yaml, or `stigmer config set default_model ...`)
 TXT

@@ -21,6 +21,7 @@ from stigmer.errors import (
     AuthError,
     ConflictError,
     NotFoundError,
+    RequestRejectedError,
     StackNotRunningError,
     StigmerError,
 )
@@ -48,7 +49,7 @@ class Client:
 
     def __init__(self, settings: Settings, timeout: float = 30.0) -> None:
         self.settings = settings
-        self.base = settings.api_url
+        self.base = self._endpoint(settings)
         url = urlsplit(self.base)
         if url.scheme != "http" or not url.hostname:
             raise StigmerError(
@@ -61,6 +62,29 @@ class Client:
         self.timeout = timeout
         token = read_token(settings.paths.api_token)
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    @staticmethod
+    def _endpoint(settings: Settings) -> str:
+        """The URL of this home's API, as its running supervisor tells it.
+
+        Loopback is open to every local user: something else may listen on the
+        configured port while the stack is down. The supervisor's socket is the
+        owner's alone, so only an API it vouches for gets the token.
+
+        Raises:
+            StackNotRunningError: no supervisor answers, or this host runs no API.
+        """
+        from stigmer.stack.rpc import rpc
+
+        answer = rpc(settings.paths, "api", timeout=3.0)
+        url = answer.get("api") if answer else None
+        if not isinstance(url, str):
+            raise StackNotRunningError(
+                f"stigmer is not running in {settings.home}"
+                + ("." if answer is None else " with an API server on this host."),
+                "Start it: `stigmer server start` (check `stigmer server status`).",
+            )
+        return url
 
     def close(self) -> None:
         """Nothing to release: each request uses its own connection."""
@@ -174,6 +198,8 @@ class Client:
             detail = "; ".join(
                 f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}" for d in detail
             )
+        if status in (400, 422):
+            raise RequestRejectedError(f"{detail}", None)
         raise ApiError(f"{method} {path} failed ({status}): {detail}", None)
 
     def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
@@ -192,8 +218,10 @@ class Client:
 
     # -- agents -------------------------------------------------------------
 
-    def put_agent(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-        return self._object("PUT", f"/v1/agents/{name}", json_body={"spec": spec})
+    def put_agent(self, name: str, spec: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        """Create or update; with ``dry_run`` the server only validates and says what it would do."""
+        params = {"dry_run": "true"} if dry_run else None
+        return self._object("PUT", f"/v1/agents/{name}", json_body={"spec": spec}, params=params)
 
     def list_agents(self) -> list[dict[str, Any]]:
         return self._list("GET", "/v1/agents", "agents")
@@ -230,10 +258,7 @@ class Client:
         try:
             return self._object("GET", f"/v1/executions/{execution_id}")
         except NotFoundError:
-            raise NotFoundError(
-                f"There is no execution {execution_id!r}.",
-                "List them with `stigmer execution list`.",
-            ) from None
+            raise _no_such_execution(execution_id) from None
 
     def list_executions(self, agent: str | None, limit: int) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"limit": limit}
@@ -246,6 +271,8 @@ class Client:
             return self._object("POST", f"/v1/executions/{execution_id}/cancel")
         except ConflictError as exc:
             raise ConflictError(exc.message, "Nothing to cancel.") from None
+        except NotFoundError:
+            raise _no_such_execution(execution_id) from None
 
     def events(self, execution_id: str, after: int = 0) -> list[dict[str, Any]]:
         return self._list(
@@ -312,6 +339,12 @@ class Client:
             if failures > retries:
                 raise self._not_running()
             time.sleep(min(0.2 * failures, 2.0))
+
+
+def _no_such_execution(execution_id: str) -> NotFoundError:
+    return NotFoundError(
+        f"There is no execution {execution_id!r}.", "List them with `stigmer execution list`."
+    )
 
 
 def _no_such_agent(name: str) -> NotFoundError:

@@ -128,6 +128,10 @@ class ConflictError(ApiError):
     """The request does not fit the resource's state (cancel an execution that ended)."""
 
 
+class RequestRejectedError(ApiError):
+    """The API refused what was sent as invalid (400, 422): the message says which field and why."""
+
+
 class ApiUnavailableError(ApiError):
     """The API answered that it cannot serve now (502, 503, 504): its store or Temporal is away."""
 

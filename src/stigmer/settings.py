@@ -75,6 +75,14 @@ class Key:
         """Every env var that sets this key, highest precedence first."""
         return (self.env, *self.aliases)
 
+    def fix(self, origin: str, need: str) -> str:
+        """What to do about a bad value from ``origin``: change it where it was set."""
+        if origin.startswith("env "):
+            return f"Fix or unset {origin[4:]} (it overrides config.yaml): {need}."
+        if origin == "a flag":
+            return f"Give the flag {need}."
+        return f"`stigmer config set {self.name} VALUE` with {need}."
+
     def parse(self, raw: Any, origin: str) -> Any:
         """Turn a raw value (string from env/CLI, YAML scalar) into this key's type.
 
@@ -88,42 +96,36 @@ class Key:
                 f"{self.name} is empty (from {origin}).",
                 f"Give it a value, or remove it to use the default ({self.default}).",
             )
+
+        def bad(why: str, need: str) -> ConfigError:
+            return ConfigError(
+                f"Invalid value {raw!r} for {self.name} (from {origin}){why}.",
+                self.fix(origin, need),
+            )
+
         try:
             value = _convert(self.type, raw)
         except ValueError:
-            raise ConfigError(
-                f"Invalid value {raw!r} for {self.name} (from {origin}): expected {self.type.__name__}.",
-                f"Set {self.name} to a valid {self.type.__name__}, for example "
-                f"`stigmer config set {self.name} {self.default}`.",
+            raise bad(
+                f": expected {self.type.__name__}",
+                f"a valid {self.type.__name__} (default {self.default})",
             ) from None
         if self.choices and value not in self.choices:
-            raise ConfigError(
-                f"Invalid value {raw!r} for {self.name} (from {origin}).",
-                f"Use one of: {', '.join(self.choices)}.",
-            )
+            raise bad("", f"one of {', '.join(self.choices)}")
         if self.minimum is not None and value < self.minimum:
-            raise ConfigError(
-                f"Invalid value {raw!r} for {self.name} (from {origin}): it must be at least {self.minimum:g}.",
-                f"Use a value of {self.minimum:g} or more (default {self.default}).",
+            raise bad(
+                f": it must be at least {self.minimum:g}",
+                f"{self.minimum:g} or more (default {self.default})",
             )
         if self.pattern and not re.fullmatch(self.pattern, str(value)):
-            raise ConfigError(
-                f"Invalid value {raw!r} for {self.name} (from {origin}).",
-                f"It must match {self.pattern} (default {self.default}).",
-            )
+            raise bad("", f"a value that matches {self.pattern} (default {self.default})")
         if self.type is int and self.name.endswith("_port") and not (0 < value < 65536):
-            raise ConfigError(
-                f"Invalid port {value} for {self.name} (from {origin}).",
-                "Use a port between 1 and 65535.",
-            )
+            raise bad(": not a port", "a port between 1 and 65535")
         if self.check is not None:
             try:
                 self.check(value)
             except ValueError as exc:
-                raise ConfigError(
-                    f"Invalid value {raw!r} for {self.name} (from {origin}): {exc}.",
-                    f"Fix it: `stigmer config set {self.name} VALUE`.",
-                ) from None
+                raise bad(f": {exc}", "a valid value") from None
         return value
 
 
@@ -439,7 +441,7 @@ class Paths:
 
     @property
     def run(self) -> Path:
-        """Pid files, locks, the control socket and the children's configurations."""
+        """Pid files, locks, the control socket."""
         return self.home / "run"
 
     @property
@@ -457,14 +459,6 @@ class Paths:
         The supervisor gets them whole, with the secrets, on its stdin.
         """
         return self.run / "stack.json"
-
-    def component_dir(self, name: str) -> Path:
-        """``run/<component>/``: the component's configuration (mode 0700)."""
-        return self.run / name
-
-    def component_config(self, name: str) -> Path:
-        """The runtime configuration handed to a child (mode 0600)."""
-        return self.component_dir(name) / "config.json"
 
     @property
     def control_socket(self) -> Path:
@@ -523,7 +517,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         raise ConfigError(
             f"{where}: the config file is not valid YAML ({getattr(exc, 'problem', exc)}).",
-            f"Fix or delete {path}; `stigmer config list` shows the keys.",
+            f"Fix or delete {path} (the keys are in the README's Settings table).",
         ) from None
     if data is None:
         return {}

@@ -115,9 +115,12 @@ def test_docker_runner_is_hardened_healthy_and_restarted(
     assert host["NetworkMode"] == "host"
     for m in c.attrs["Mounts"]:
         assert "docker.sock" not in m["Source"], m
+    # only the workspace is mounted: the configuration came on stdin
+    assert [m["Destination"] for m in c.attrs["Mounts"]] == ["/workspace"]
     env = " ".join(c.attrs["Config"]["Env"])
-    token = (dstack.home / "credentials" / "api-token").read_text().strip()
-    assert token not in env, "the API token must not be in the container's env"
+    for name in ("api-token", "runner-token"):
+        token = (dstack.home / "credentials" / name).read_text().strip()
+        assert token not in env, "a token must not be in the container's env"
     assert "Connected to Temporal server" in dstack.log("agent-runner")
 
     deadline = time.monotonic() + 90
@@ -284,12 +287,19 @@ def test_leftover_container_replaced_and_foreign_one_left_alone(
 def test_workspace_files_owned_by_invoking_user(
     docker_client: docker.DockerClient, dstack: Stack, tmp_path: Path
 ) -> None:
-    # as root: the container runs as uid 1000 and can write
+    # as root: the container runs as a uid no account of this host has, and can write
+    import pwd
+
+    from stigmer.stack.agent_runner_docker import container_user
+
+    uid, _ = container_user()
+    with pytest.raises(KeyError):
+        pwd.getpwuid(uid)
     dstack.start()
     result = asyncio.run(run_workflow(dstack, "StigmerWorkspaceProbe", "root-run.txt"))
-    assert result["euid"] == 1000
+    assert result["euid"] == uid
     path = dstack.home / "data" / "workspace" / "root-run.txt"
-    assert path.exists() and path.stat().st_uid == 1000
+    assert path.exists() and path.stat().st_uid == uid
     dstack.cli("server", "stop", check=True)
 
 

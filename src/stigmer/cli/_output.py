@@ -81,3 +81,25 @@ def print_listing(
     for item in items:
         table.add_row(*row(item))
     Console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+def exit_141_on_broken_pipe() -> None:
+    """Make every Rich console end with 141 when its reader goes away (``| head``).
+
+    Rich's default exits 1, which ``stigmer run`` uses for a FAILED execution,
+    and Typer's help is printed by Rich too.
+    """
+    from rich.console import Console
+
+    if getattr(Console.on_broken_pipe, "stigmer", False):
+        return
+    original = Console.on_broken_pipe
+
+    def on_broken_pipe(self: Console) -> None:
+        try:
+            original(self)
+        except SystemExit:
+            raise SystemExit(141) from None
+
+    on_broken_pipe.stigmer = True  # type: ignore[attr-defined]
+    Console.on_broken_pipe = on_broken_pipe  # type: ignore[method-assign]

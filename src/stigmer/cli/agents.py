@@ -18,28 +18,51 @@ execution_app = typer.Typer(
 
 
 def apply(
-    file: str = typer.Option(..., "-f", "--file", help="An agent YAML file, or a folder of them."),
+    file: list[str] = typer.Option(
+        ..., "-f", "--file", help="An agent YAML file, or a folder of them (repeatable)."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Say what would be created, updated or unchanged; store nothing."
+    ),
     output: str = typer.Option("text", "--output", "-o", help="text or json."),
 ) -> None:
-    """Create or update agents from YAML. Everything is validated before anything is stored."""
-    from stigmer.spec.loader import load_path
+    """Create or update agents from YAML. Everything is validated before anything is stored.
+
+    The files are checked here first, then by the server (which knows its own
+    rules, such as reserved secret names) for every agent; only when all pass
+    is any stored.
+    """
+    from stigmer.errors import RequestRejectedError, SpecError
+    from stigmer.spec.loader import load_paths
 
     as_json = output_json(output)
-    agents = load_path(file)
+    agents = load_paths(file)
+    client = Client.resolved()
+    planned, problems = [], []
+    for loaded in agents:
+        spec = loaded.doc.spec.model_dump(mode="json", exclude_none=True)
+        try:
+            planned.append((loaded, spec, client.put_agent(loaded.doc.name, spec, dry_run=True)))
+        except RequestRejectedError as exc:
+            problems.append(f"{loaded.source}: agent {loaded.doc.name}: {exc.message}")
+    if problems:
+        raise SpecError(
+            f"The server refused {len(problems)} of {len(agents)} agent(s); nothing was stored.",
+            "Fix them and apply again.",
+            details="\n".join(problems),
+        )
     results = []
-    with Client.resolved() as client:
-        for loaded in agents:
-            spec = loaded.doc.spec.model_dump(mode="json", exclude_none=True)
-            res = client.put_agent(loaded.doc.name, spec)
-            results.append(
-                {"name": loaded.doc.name, "status": res["status"], "source": loaded.source}
-            )
+    for loaded, spec, preview in planned:
+        res = preview if dry_run else client.put_agent(loaded.doc.name, spec)
+        results.append({"name": loaded.doc.name, "status": res["status"], "source": loaded.source})
     if as_json:
-        print_json({"agents": results})
+        print_json({"agents": results, "dry_run": dry_run})
         return
     for r in results:
-        note = " (no change)" if r["status"] == "unchanged" else ""
-        print(f"agent/{r['name']} {r['status']}{note}")
+        verb = {"created": "would be created", "updated": "would be updated"}.get(
+            r["status"], r["status"]
+        )
+        print(f"agent/{r['name']} {verb if dry_run else r['status']}")
 
 
 @agent_app.command("list")

@@ -15,6 +15,9 @@ from stigmer.cli import agents as agents_cmd
 from stigmer.cli import config as config_cmd
 from stigmer.cli import image as image_cmd
 from stigmer.cli import server as server_cmd
+from stigmer.cli._output import exit_141_on_broken_pipe
+
+exit_141_on_broken_pipe()  # help and tables are printed by Rich
 
 app = typer.Typer(
     name="stigmer",

@@ -9,6 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from stigmer.cli._output import exit_141_on_broken_pipe
+
 PHASE_STYLE = {
     "PENDING": "dim",
     "RUNNING": "cyan",
@@ -24,21 +26,12 @@ def _short(value: Any, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-class _Console(Console):
-    def on_broken_pipe(self) -> None:
-        """The reader went away (``| head``): stop quietly with 141, like ``main`` does.
-
-        Rich's default exits 1, which ``stigmer run`` uses for a FAILED execution.
-        """
-        try:
-            super().on_broken_pipe()
-        except SystemExit:
-            raise SystemExit(141) from None
+exit_141_on_broken_pipe()
 
 
 class Renderer:
     def __init__(self) -> None:
-        self.console = _Console(
+        self.console = Console(
             highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120
         )
 

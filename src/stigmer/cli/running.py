@@ -13,7 +13,8 @@ import sys
 from typing import Any, TypedDict
 
 from stigmer.cli._output import output_json, print_json
-from stigmer.errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, ConfigError
+from stigmer.contract.registry import parse_model
+from stigmer.errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigError
 
 #: Exit status of `run` and `execution logs -f` by final phase.
 EXIT_BY_PHASE = {"COMPLETED": EXIT_OK, "FAILED": EXIT_FAILED, "CANCELLED": EXIT_CANCELLED}
@@ -73,6 +74,11 @@ def run_agent(
             ) from None
     from stigmer.client import Client
 
+    if model is not None:
+        try:
+            parse_model(model)
+        except ValueError as exc:
+            raise ConfigError(f"--model: {exc}.", "Write it as provider:model, or test.") from None
     with Client.resolved() as api:
         ex = api.run(agent, message, parse_env(env), model)
         if detach:
@@ -123,7 +129,8 @@ def follow(
                     )
                 if as_json:
                     print_json(client.get_execution(execution_id) | {"detached": True})
-                return 0
+                # interrupted, not finished: 0 would read as COMPLETED
+                return EXIT_INTERRUPTED
             client.cancel(execution_id)
             if renderer:
                 renderer.note("cancel requested; waiting for the execution to stop...")

@@ -283,6 +283,7 @@ def _restart(**params: Any) -> None:
     # settings that cannot work are refused before the running stack is stopped
     check_port_settings(control.port_needs(settings))
     check(settings)
+    ensure_provider_key(settings)
     control.stop(settings)
     _start(settings, params["json_out"], params["rebuild"])
 
@@ -402,13 +403,11 @@ def logs(
         return
     width = max(len(n) for n in names)
     color = sys.stdout.isatty()
-    try:
-        for line in logmod.tail(settings.paths, names, tail, stderr):
+    # Ctrl-C ends -f with 130 and a closed pipe (`| head`) with 141, in main()
+    for line in logmod.tail(settings.paths, names, tail, stderr):
+        logmod.render(line, width, color=color)
+    sys.stdout.flush()
+    if follow:
+        for line in logmod.follow(settings.paths, names, stderr):
             logmod.render(line, width, color=color)
-        sys.stdout.flush()
-        if follow:
-            for line in logmod.follow(settings.paths, names, stderr):
-                logmod.render(line, width, color=color)
-                sys.stdout.flush()
-    except (KeyboardInterrupt, BrokenPipeError):
-        pass
+            sys.stdout.flush()

@@ -1,14 +1,15 @@
 """The runtime configuration a child process is handed: one typed document.
 
 The supervisor resolves the settings (flag > env > config file > default),
-turns them into a :class:`RuntimeConfig` for each child, writes it with mode
-0600 and starts the child with one environment variable, ``STIGMER_CONFIG``,
-pointing at it. The child reads it with :func:`load_runtime_config` and nothing
-else: no other environment variable configures it.
+turns them into a :class:`RuntimeConfig` for each child and starts the child
+with one environment variable, ``STIGMER_CONFIG``: ``-`` (the document comes on
+its stdin, what the supervisor does) or the path of a file (mode 0600; read
+and deleted with ``consume=True``). The child reads it with
+:func:`load_runtime_config` and nothing else: no other environment variable
+configures it.
 
-The agent-runner's document also holds its secrets (its API token, the model
-keys, the values of the secrets agents may reference). It is read once and
-deleted (``consume=True``), so nothing a tool runs can read it afterwards.
+The documents hold secrets (the runner's token, the model keys, the values of
+the secrets agents may reference): on stdin they are never in a file at all.
 
 Secret values are :data:`Secret` fields: masked in ``repr`` and logs, written
 in clear only to the 0600 file.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -181,22 +183,24 @@ def load_runtime_config(
         ConfigError: no pointer, no file, not JSON, not a configuration for this
             role, or one of a version this process does not know.
     """
-    where = path or os.environ.get(CONFIG_ENV)
-    started_by = "This process is started by `stigmer server start`, which writes it."
+    where = str(path or os.environ.get(CONFIG_ENV) or "")
+    started_by = "This process is started by `stigmer server start`, which hands it over."
     if not where:
         raise ConfigError(
             f"{role}: {CONFIG_ENV} is not set: there is no configuration.", started_by
         )
-    p = Path(where)
+    p = Path("<stdin>" if where == "-" else where)
     try:
-        text = p.read_text()
+        text = sys.stdin.read() if where == "-" else p.read_text()
     except OSError as exc:
         raise ConfigError(
             f"{role}: cannot read the configuration {p}: {exc.strerror or exc}.", started_by
         ) from None
     finally:
-        if consume:
+        if consume and where != "-":
             p.unlink(missing_ok=True)
+    if not text.strip():
+        raise ConfigError(f"{role}: the configuration on {p} is empty.", started_by)
     try:
         cfg = RuntimeConfig.model_validate(json.loads(text))
     except (ValueError, ValidationError) as exc:

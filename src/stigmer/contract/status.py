@@ -50,6 +50,8 @@ class ComponentStatus(ComponentDetails):
     last_exit_code: int | None
     #: what to do about ``last_error`` (a command or a setting to change), if known
     fix: str | None
+    #: while not ready: what it waits for ("Temporal at X is not reachable: ...")
+    waiting_for: str | None
 
 
 class SupervisorInfo(TypedDict):
@@ -95,6 +97,7 @@ _UNKNOWN = (
     "last_error",
     "last_exit_code",
     "fix",
+    "waiting_for",
 )
 
 

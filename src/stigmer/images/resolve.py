@@ -27,10 +27,14 @@ from stigmer.images import buildinfo
 BUILD_FIX = (
     "Build it from a checkout of the stigmer repository:\n"
     "  make build-agent-runner-image{image_arg}\n"
-    "or with plain docker:\n"
-    "  docker build -t {local} .\n"
+    "(or `stigmer server start --rebuild` there).\n"
     "Or run without Docker: `stigmer server start --runner local`."
 )
+
+
+def _make_build(ref: str) -> str:
+    default = "stigmer-agent-runner:local"
+    return "make build-agent-runner-image" + ("" if ref == default else f" IMAGE={ref}")
 
 
 def build_fix(local: str) -> str:
@@ -121,7 +125,7 @@ def local_report(client: Any, settings: Any, source: str = "local") -> ImageRepo
     if report.version != __version__:
         report.warnings.append(
             f"version skew: {ref} was built for version {report.version or 'unknown'}, "
-            f"this CLI is {__version__}. Rebuild it (`make build-agent-runner-image`) or remove it "
+            f"this CLI is {__version__}. Rebuild it (`{_make_build(ref)}`) or remove it "
             f"(`docker rmi {ref}`) so that {report.registry_ref} is pulled."
         )
     root = buildinfo.checkout_root()
@@ -131,7 +135,7 @@ def local_report(client: Any, settings: Any, source: str = "local") -> ImageRepo
             report.stale = True
             report.warnings.append(
                 f"stale image: {ref} was built from other runner sources or another lock file "
-                f"than this checkout. Rebuild: `make build-agent-runner-image` or "
+                f"than this checkout. Rebuild: `{_make_build(ref)}` or "
                 f"`stigmer server start --rebuild`."
             )
     return report

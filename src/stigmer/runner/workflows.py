@@ -139,10 +139,13 @@ def _describe(exc: BaseException) -> str:
     cur: BaseException | None = exc
     while cur is not None and len(parts) < 5:
         text = str(cur).strip()
-        if text and text not in parts:
+        if text and not any(text in p for p in parts):
             parts.append(text)
         cur = cur.__cause__
-    return ": ".join(parts[-2:]) if parts else type(exc).__name__
+    last = parts[-2:]
+    if len(last) == 2 and last[1] in last[0]:  # "X: msg" wrapping "msg"
+        last = last[:1]
+    return ": ".join(last) if last else type(exc).__name__
 
 
 @workflow.defn(name="StigmerPing")

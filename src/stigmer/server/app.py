@@ -204,7 +204,8 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
     # -- agents ---------------------------------------------------------------
 
     @api.put("/agents/{name}")
-    def put_agent(name: AgentName, body: AgentPut) -> AgentPutResult:
+    def put_agent(name: AgentName, body: AgentPut, dry_run: bool = False) -> AgentPutResult:
+        """Create or update an agent; with ``dry_run``, validate and say what would happen."""
         if not SLUG.match(name):
             raise HTTPException(
                 422,
@@ -234,7 +235,9 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
                     }
                 ],
             )
-        status, agent = store.put_agent(name, spec.model_dump(mode="json", exclude_none=True))
+        status, agent = store.put_agent(
+            name, spec.model_dump(mode="json", exclude_none=True), dry_run=dry_run
+        )
         return AgentPutResult(status=status, agent=AgentOut(**_with_model(agent)))
 
     @api.get("/agents")

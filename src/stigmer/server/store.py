@@ -171,9 +171,35 @@ class Store:
 
     # -- agents ---------------------------------------------------------------
 
-    def put_agent(self, name: str, spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        """Create or update; returns (``created``|``updated``|``unchanged``, agent)."""
+    def put_agent(
+        self, name: str, spec: dict[str, Any], dry_run: bool = False
+    ) -> tuple[str, dict[str, Any]]:
+        """Create or update; returns (``created``|``updated``|``unchanged``, agent).
+
+        With ``dry_run`` nothing is stored: the status says what a put would do,
+        and the agent is the record as it would be.
+        """
         h = spec_hash(spec)
+        if dry_run:
+            found = self.get_agent(name)
+            if found is None:
+                stamp = iso(now())
+                return "created", {
+                    "name": name,
+                    "spec": spec,
+                    "spec_hash": h,
+                    "generation": 1,
+                    "created_at": stamp,
+                    "updated_at": stamp,
+                }
+            if found["spec_hash"] == h:
+                return "unchanged", found
+            return "updated", {
+                **found,
+                "spec": spec,
+                "spec_hash": h,
+                "generation": found["generation"] + 1,
+            }
         with self.writing() as conn:
             row = conn.execute(select(agents).where(agents.c.name == name)).mappings().first()
             if row is None:

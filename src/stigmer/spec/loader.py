@@ -165,3 +165,23 @@ def load_path(path: str | Path) -> list[LoadedAgent]:
             )
         seen[a.doc.name] = a.source
     return agents
+
+
+def load_paths(paths: list[str]) -> list[LoadedAgent]:
+    """Agents from several files or folders (``apply -f A -f B``); names unique across all.
+
+    Raises:
+        SpecError: as :func:`load_path`, for any of them.
+    """
+    agents: list[LoadedAgent] = []
+    for p in paths:
+        agents += load_path(p)
+    seen: dict[str, str] = {}
+    for a in agents:
+        if a.doc.name in seen:
+            raise SpecError(
+                f"agent {a.doc.name!r} is defined twice: {seen[a.doc.name]} and {a.source}.",
+                "Give each agent a unique metadata.name.",
+            )
+        seen[a.doc.name] = a.source
+    return agents

@@ -7,14 +7,15 @@ what differs is how it is launched:
   ``stigmer-agent-runner``), labelled with the owning ``STIGMER_HOME``; a
   leftover of ours is replaced, a running one of another home is never touched;
 * the workspace (``workspace`` setting, default ``STIGMER_HOME/data/workspace``)
-  bind-mounted at ``/workspace``; the container
-  runs as the invoking uid:gid so files come out owned by the user, or as 1000
-  when the user is root (the workspace is then handed to uid 1000);
+  bind-mounted at ``/workspace``; the container runs as the invoking uid:gid so
+  files come out owned by the user; when the user is root, as a uid that no
+  account of this host has (:func:`container_user`: no host user can signal its
+  processes or read their ``/proc`` files), and the workspace is handed to it;
 * host networking on Linux, ``host.docker.internal`` elsewhere, so Temporal and
   the API keep listening on loopback only;
-* its runtime configuration, secrets included, in ``run/agent-runner/`` (0700,
-  owned by the container's user) mounted at ``/run/stigmer``: the worker reads
-  ``config.json`` and deletes it, so neither ``docker inspect`` nor a tool sees it;
+* its runtime configuration, secrets included, on its stdin (``STIGMER_CONFIG=-``):
+  never in a file, a mount or its environment, so neither ``docker inspect`` nor
+  a tool can find it;
 * ``--cap-drop ALL``, ``no-new-privileges``, read-only root filesystem with a
   tmpfs ``/tmp``, pids and memory limits, no restart policy (the supervisor
   restarts it), never the Docker socket;
@@ -28,6 +29,7 @@ import asyncio
 import contextlib
 import os
 import platform
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -39,16 +41,70 @@ from stigmer.errors import DockerNotRunningError
 from stigmer.settings import Paths, Settings
 from stigmer.stack.agent_runner import RunnerReadiness
 from stigmer.stack.component import Component, FatalComponentError
-from stigmer.stack.handover import runner_config, write_config
+from stigmer.stack.handover import runner_config
 from stigmer.stack.logs import RotatingLog
 from stigmer.stack.temporal import TemporalProbe
 
 LABEL_HOME = "io.stigmer.home"
 LABEL_COMPONENT = "io.stigmer.component"
-CONTAINER_UID = 1000
-#: Where the runner's configuration folder is mounted, and the image's heartbeat file.
-CONFIG_DIR_IN_CONTAINER = "/run/stigmer"
+#: The image's heartbeat file (its health check reads it).
 HEARTBEAT_IN_CONTAINER = "/tmp/stigmer-runner.heartbeat"
+#: Where :func:`container_user` looks for a uid no account has (root only).
+UNUSED_UIDS = range(61000, 65000)
+
+
+def container_user() -> tuple[int, int]:
+    """The uid:gid the runner container runs as.
+
+    The invoking user's, so that workspace files are theirs. As root, the first
+    uid and gid of :data:`UNUSED_UIDS` that no account or group of this host has:
+    the image's own uid 1000 is often a real account on the host, and that user
+    could then signal the tools and read their ``/proc`` files.
+    """
+    uid = os.getuid()
+    if uid != 0:
+        return uid, os.getgid()
+    import grp
+    import pwd
+
+    for n in UNUSED_UIDS:
+        try:
+            pwd.getpwuid(n)
+            continue
+        except KeyError:
+            pass
+        try:
+            grp.getgrgid(n)
+            continue
+        except KeyError:
+            return n, n
+    raise FatalComponentError(
+        f"no uid in {UNUSED_UIDS.start}-{UNUSED_UIDS.stop} is free for the runner container",
+        "Run the stack as an ordinary user instead of root.",
+    )
+
+
+def run_with_config(client: Any, config_json: str, **kwargs: Any) -> Any:
+    """Create and start a container, handing it ``config_json`` on stdin; the container.
+
+    The container reads its stdin to the end (``STIGMER_CONFIG=-``): the
+    configuration, secrets included, exists only in the worker's memory.
+    """
+    container = client.containers.create(stdin_open=True, **kwargs)
+    try:
+        sock = container.attach_socket(params={"stdin": 1, "stream": 1})
+        try:
+            container.start()
+            raw = getattr(sock, "_sock", sock)
+            raw.sendall(config_json.encode())
+            raw.shutdown(socket.SHUT_WR)
+        finally:
+            sock.close()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            container.remove(force=True)
+        raise
+    return container
 
 
 class ContainerConflictError(FatalComponentError):
@@ -168,32 +224,21 @@ class DockerRunner(RunnerReadiness, Component):
                 raise RuntimeError(exc.message) from None
         return self.client
 
-    def _user(self) -> tuple[int, int]:
-        uid = os.getuid()
-        if uid == 0:
-            return CONTAINER_UID, CONTAINER_UID
-        return uid, os.getgid()
-
-    def _prepare_workspace(self) -> Path:
+    def _prepare_workspace(self, uid: int, gid: int) -> Path:
         ws = self.settings.workspace_dir
         ws.mkdir(parents=True, exist_ok=True)
         if os.getuid() == 0:
-            # root (CI): the container runs as 1000, so hand it the workspace
+            # root: the container runs as another uid, so hand it the workspace
             for dirpath, dirnames, filenames in os.walk(ws):
-                os.chown(dirpath, CONTAINER_UID, CONTAINER_UID)
+                os.chown(dirpath, uid, gid, follow_symlinks=False)
                 for f in filenames:
                     with contextlib.suppress(OSError):
-                        os.chown(
-                            os.path.join(dirpath, f),
-                            CONTAINER_UID,
-                            CONTAINER_UID,
-                            follow_symlinks=False,
-                        )
+                        os.chown(os.path.join(dirpath, f), uid, gid, follow_symlinks=False)
                 del dirnames
         return ws
 
-    def _write_config(self) -> Path:
-        """The runner's configuration in its folder, owned by the container's user; the folder."""
+    def _config(self) -> str:
+        """The runner's configuration, as the JSON handed to it on stdin."""
         cfg = runner_config(
             self.settings,
             identity=self.new_identity(),
@@ -203,12 +248,7 @@ class DockerRunner(RunnerReadiness, Component):
             secrets=self.secrets,
             reachable=None if self.linux else HOST_FROM_CONTAINER,
         )
-        path = write_config(self.settings, self.name, cfg)
-        uid, gid = self._user()
-        if os.getuid() == 0:  # the worker deletes the file once read: it must own both
-            os.chown(path.parent, uid, gid)
-            os.chown(path, uid, gid)
-        return path.parent
+        return cfg.model_dump_json()
 
     async def launch(self) -> None:
         await asyncio.to_thread(self._launch_sync)
@@ -222,26 +262,23 @@ class DockerRunner(RunnerReadiness, Component):
         note = claim_container_name(client, self.settings)
         if note:
             self._err.write(f"[stigmer] {note}")
-        ws = self._prepare_workspace()
-        config_dir = self._write_config()
-        uid, gid = self._user()
+        uid, gid = container_user()
+        ws = self._prepare_workspace(uid, gid)
         kwargs: dict[str, Any] = {}
         if self.linux:
             kwargs["network_mode"] = "host"
         else:
             kwargs["extra_hosts"] = {"host.docker.internal": "host-gateway"}
         try:
-            self.container = client.containers.run(
-                self.settings.runner_image,
+            self.container = run_with_config(
+                client,
+                self._config(),
+                image=self.settings.runner_image,
                 name=self.settings.runner_container,
-                detach=True,
-                environment={CONFIG_ENV: f"{CONFIG_DIR_IN_CONTAINER}/config.json"},
+                environment={CONFIG_ENV: "-"},
                 user=f"{uid}:{gid}",
                 labels={LABEL_HOME: str(self.paths.home), LABEL_COMPONENT: self.name},
-                mounts=[
-                    Mount("/workspace", str(ws), type="bind", read_only=False),
-                    Mount(CONFIG_DIR_IN_CONTAINER, str(config_dir), type="bind", read_only=False),
-                ],
+                mounts=[Mount("/workspace", str(ws), type="bind", read_only=False)],
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges:true"],
                 read_only=True,
@@ -324,7 +361,6 @@ class DockerRunner(RunnerReadiness, Component):
                 container.remove(force=True)
 
         await asyncio.to_thread(stop)
-        self.paths.component_config(self.name).unlink(missing_ok=True)
 
     async def close(self) -> None:
         self._out.close()

@@ -19,7 +19,7 @@ from collections import deque
 from stigmer.contract.config import RuntimeConfig
 from stigmer.contract.status import ComponentDetails
 from stigmer.settings import Paths, Settings
-from stigmer.stack.handover import child_environment, write_config
+from stigmer.stack.handover import child_environment
 from stigmer.stack.logs import RotatingLog
 from stigmer.stack.pidfile import ProcessIdentity, write_pid_file
 
@@ -70,6 +70,10 @@ class Component(ABC):
 
     def runtime_config(self) -> RuntimeConfig | None:
         """The configuration this component's process is handed, if it takes one."""
+        return None
+
+    def waiting_for(self) -> str | None:
+        """Why it is not ready yet, if known (shown while it starts)."""
         return None
 
     def preflight(self) -> None:  # noqa: B027 - optional hook
@@ -128,34 +132,40 @@ class ProcessComponent(Component):
     def command(self) -> list[str]:
         """argv of the process."""
 
-    def environment(self) -> dict[str, str]:
-        """Environment of the process: the basics and, if it takes one, its configuration.
-
-        The configuration is written afresh for every launch.
-        """
-        cfg = self.runtime_config()
-        path = write_config(self.settings, self.name, cfg) if cfg is not None else None
-        return child_environment(self.settings, path)
+    def environment(self, configured: bool) -> dict[str, str]:
+        """Environment of the process: the basics, and ``STIGMER_CONFIG=-`` if it takes one."""
+        return child_environment(self.settings, "-" if configured else None)
 
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc and self.proc.returncode is None else None
 
     async def launch(self) -> None:
+        """Start the process; its configuration (made afresh, secrets included) goes on its stdin.
+
+        Never in a file or its environment: nothing but the child ever holds it.
+        """
         self.preflight()
         argv = self.command()
+        cfg = self.runtime_config()
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 *argv,
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=asyncio.subprocess.PIPE if cfg else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                env=self.environment(),
+                env=self.environment(cfg is not None),
                 cwd=str(self.paths.home),
                 start_new_session=True,
             )
         except (FileNotFoundError, PermissionError) as exc:
             raise FatalComponentError(f"cannot run {argv[0]}: {exc}") from exc
+        if cfg is not None:
+            assert self.proc.stdin is not None
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self.proc.stdin.write(cfg.model_dump_json().encode())
+                await self.proc.stdin.drain()
+            self.proc.stdin.close()
         with contextlib.suppress(Exception):
             write_pid_file(
                 self.paths.pid_file(self.name),
@@ -192,8 +202,6 @@ class ProcessComponent(Component):
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.gather(*self._pumps), timeout=2)
         self.paths.pid_file(self.name).unlink(missing_ok=True)
-        # a child that died before reading its configuration leaves it: it holds secrets
-        self.paths.component_config(self.name).unlink(missing_ok=True)
         return code
 
     async def terminate(self, grace: float) -> None:

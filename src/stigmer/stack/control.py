@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,37 +21,15 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any, cast
 
-from stigmer.contract.registry import COMPONENTS, RUNNER
-from stigmer.contract.status import StackStatus, component_status, stack_status
+from stigmer.contract.registry import COMPONENTS, RUNNER, TEMPORAL
+from stigmer.contract.status import ComponentStatus, StackStatus, component_status, stack_status
 from stigmer.credentials import ensure_stack_key, ensure_token
-from stigmer.errors import StackBusyError, StackStartError, SupervisorError
+from stigmer.errors import StackBusyError, StackStartError, SupervisorError, TemporalError
 from stigmer.files import make_private, write_private
 from stigmer.settings import Paths, Settings, ensure_config_file
+from stigmer.stack.rpc import rpc
 
 ORPHANED = "left running by a supervisor that died; `stigmer server stop` cleans up"
-
-
-def rpc(paths: Paths, op: str, timeout: float = 5.0) -> dict[str, Any] | None:
-    """Send ``{"op": op}`` to the supervisor; its JSON answer, or None if none is listening."""
-    sock_path = str(paths.control_socket)
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            s.connect(sock_path)
-            s.sendall(json.dumps({"op": op}).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-    except (TimeoutError, FileNotFoundError, ConnectionRefusedError, OSError):
-        return None
-    try:
-        answer = json.loads(data)
-    except ValueError:
-        return None
-    return answer if isinstance(answer, dict) else None
 
 
 def supervisor_holds_lock(paths: Paths) -> bool:
@@ -120,8 +97,21 @@ def supervisor_status(paths: Paths, timeout: float = 5.0) -> StackStatus | None:
 
 
 def status(settings: Settings) -> StackStatus:
-    """The supervisor's status, or :func:`stopped_status` when it is not running."""
-    return supervisor_status(settings.paths) or stopped_status(settings)
+    """The supervisor's status, or :func:`stopped_status` when it is not running.
+
+    Raises:
+        SupervisorError: a supervisor holds the lock but does not answer (stopped
+            with SIGSTOP, or wedged).
+    """
+    answer = supervisor_status(settings.paths)
+    if answer is not None:
+        return answer
+    if supervisor_holds_lock(settings.paths):
+        raise SupervisorError(
+            f"The stigmer supervisor of {settings.home} runs but does not answer.",
+            "It may be stopped (SIGSTOP) or wedged: `stigmer server stop` stops it for good.",
+        )
+    return stopped_status(settings)
 
 
 @contextmanager
@@ -328,16 +318,30 @@ def _wait_ready(
                 return st
         time.sleep(0.1)
     pending = [
-        f"{c['name']}: {c['state']}" + (f" ({c['last_error']})" if c.get("last_error") else "")
+        c
         for c in (last or {}).get("components", [])
         if not (c["state"] == "running" and c["ready"])
     ]
+    temporal = next((c for c in pending if c["name"] == TEMPORAL and c.get("waiting_for")), None)
+    if temporal is not None:  # the cause is known: Temporal does not answer
+        raise TemporalError(
+            f"{temporal['waiting_for']} (waited {settings.start_timeout:.0f}s).",
+            "Check temporal_address (STIGMER_TEMPORAL_ADDRESS) and that Temporal runs there; "
+            "a TLS server also needs temporal_tls.",
+            kind="unreachable",
+            setting="temporal_address",
+        )
     raise StackStartError(
         f"The stack was not ready within {settings.start_timeout:.0f}s.",
         "Check `stigmer server logs`; raise the limit with --timeout or "
         "`stigmer config set start_timeout SECONDS`.",
-        details="\n".join(pending) or None,
+        details="\n".join(_why(c) for c in pending) or None,
     )
+
+
+def _why(c: ComponentStatus) -> str:
+    cause = c.get("waiting_for") or c.get("last_error")
+    return f"{c['name']}: {c['state']}" + (f" ({cause})" if cause else "")
 
 
 def _see_logs(name: str, paths: Paths) -> str:

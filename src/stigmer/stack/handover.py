@@ -1,10 +1,10 @@
 """From settings to each child's runtime configuration (:mod:`stigmer.contract.config`).
 
 The supervisor is the only process that reads settings. For each child it
-builds a :class:`~stigmer.contract.config.RuntimeConfig`, writes it to
-``run/<component>/config.json`` (mode 0600, in a 0700 folder) and starts the
-child with ``STIGMER_CONFIG`` pointing at it, plus the few variables a process
-needs to run at all (:func:`child_environment`). TLS material is read here and
+builds a :class:`~stigmer.contract.config.RuntimeConfig` and hands it over on
+the child's stdin (``STIGMER_CONFIG=-``), so that it, secrets included, is
+never in a file or an environment; the child also gets the few variables a
+process needs to run at all (:func:`child_environment`). TLS material is read here and
 travels as PEM text, so a child in a container or on another host needs no
 paths of this one.
 """
@@ -26,7 +26,6 @@ from stigmer.contract.config import (
     ServerSection,
     StackKeys,
     TemporalTarget,
-    write_runtime_config,
 )
 from stigmer.contract.registry import PROVIDERS, reserved_secret
 from stigmer.credentials import ADMIN, RUNNER, ensure_stack_key, ensure_token
@@ -95,8 +94,10 @@ def supervisor_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-def child_environment(settings: Settings, config: Path | None = None) -> dict[str, str]:
+def child_environment(settings: Settings, config: str | None = None) -> dict[str, str]:
     """The environment of a child process: the basics, ``STIGMER_HOME`` and the config pointer.
+
+    ``config``: where the child finds its configuration (``-``: on its stdin).
 
     ``STIGMER_HOME`` configures nothing; it marks the process as this home's
     (``stigmer server stop`` and the tests find leftovers by it).
@@ -262,16 +263,6 @@ def runner_config(
             secrets=secrets,  # type: ignore[arg-type]
         ),
     )
-
-
-def write_config(settings: Settings, component: str, cfg: RuntimeConfig) -> Path:
-    """Write ``cfg`` to ``run/<component>/config.json`` (0600 in a 0700 folder); its path."""
-    folder = settings.paths.component_dir(component)
-    folder.mkdir(parents=True, exist_ok=True)
-    os.chmod(folder, 0o700)
-    path = settings.paths.component_config(component)
-    write_runtime_config(path, cfg)
-    return path
 
 
 def check(settings: Settings) -> None:

@@ -9,7 +9,8 @@
   continuously, restarts a component that dies with exponential backoff, and
   marks it ``failed`` after ``restart_limit`` crashes within ``restart_window``;
 * answers JSON requests on ``run/supervisor.sock`` (mode 0600, never a network
-  port): ``{"op": "status"}`` and ``{"op": "shutdown"}``;
+  port): ``{"op": "status"}``, ``{"op": "api"}`` (where this stack's API is) and
+  ``{"op": "shutdown"}``;
 * on SIGTERM or ``shutdown``, stops components in reverse order (graceful, then
   forced) and exits.
 """
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from stigmer import __version__
-from stigmer.contract.registry import COMPONENTS
+from stigmer.contract.registry import API_SERVER, COMPONENTS
 from stigmer.contract.status import (
     ComponentStatus,
     StackStatus,
@@ -194,6 +195,7 @@ class Supervised:
             last_error=self.last_error,
             last_exit_code=self.last_exit_code,
             fix=self.fix,
+            waiting_for=None if self.ready else self.comp.waiting_for(),
         )
         return {**status, **self.comp.extra_status()}
 
@@ -275,6 +277,12 @@ class Supervisor:
             resp: Any
             if op == "status":
                 resp = self.status()
+            elif op == "api":  # where this stack's API is: the CLI sends its token nowhere else
+                api = next((u for u in self.units if u.comp.name == API_SERVER), None)
+                resp = {
+                    "api": self.settings.api_url if api else None,
+                    "state": api.state if api else None,
+                }
             elif op == "shutdown":
                 self._shutdown.set()
                 resp = {"ok": True}
@@ -323,8 +331,6 @@ def reap_leftovers(paths: Paths, grace: float, names: tuple[str, ...] | None = N
         if ident is not None and terminate(ident, grace):
             stopped.append(f"{name} (pid {ident.pid})")
         pf.unlink(missing_ok=True)
-        # a configuration no child read holds secrets
-        paths.component_config(name).unlink(missing_ok=True)
     paths.control_socket.unlink(missing_ok=True)
     if docker_mode_recorded(paths):
         from stigmer.stack.agent_runner_docker import reap_containers

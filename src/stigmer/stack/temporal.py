@@ -279,7 +279,7 @@ class ExternalTemporal(Component):
         self._stop.set()
 
     async def ready(self) -> bool:
-        ok = await self.probe.namespace_ready()
-        if not ok and self.probe.last_error:
-            self.recent_errors.append(self.probe.last_error)
-        return ok
+        return await self.probe.namespace_ready()
+
+    def waiting_for(self) -> str | None:
+        return self.probe.last_error
