@@ -4,9 +4,15 @@ A Temporal ``PayloadCodec`` (the pattern of Temporal's encryption sample) with
 AES-256-GCM from ``cryptography``, keyed by the stack's key
 (``credentials/stack-key.json``, handed to the API server and the runner in
 their runtime configuration). A sealed payload has the encoding
-``binary/encrypted`` and the id of the key that sealed it; its data is a
-12-byte nonce and the ciphertext of the original payload, with the key id as
-associated data.
+``binary/encrypted``, the id of the key that sealed it and the id of the
+workflow it belongs to; its data is a 12-byte nonce and the ciphertext of the
+original payload, with the key id and the workflow id as associated data.
+
+The codec takes Temporal's serialization context: a payload is sealed for its
+workflow (a workflow's input, an activity's arguments and result), and a
+worker opens it only within that same workflow. A sealed input or activity
+argument copied into another workflow (a replay, or a splice of two runs'
+payloads) is refused.
 
 Opening refuses anything this stack did not seal: another encoding, an
 unknown key id, a tag that does not verify. In a worker that refusal is a
@@ -28,9 +34,13 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import (
+    ActivitySerializationContext,
     DataConverter,
     DefaultFailureConverterWithEncodedAttributes,
     PayloadCodec,
+    SerializationContext,
+    WithSerializationContext,
+    WorkflowSerializationContext,
 )
 from temporalio.exceptions import ApplicationError
 
@@ -38,6 +48,7 @@ from stigmer.contract.config import StackKeys
 
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
+WORKFLOW_ID = "stigmer-workflow-id"
 NOT_SEALED = "payload not sealed by this stack"
 
 
@@ -52,14 +63,27 @@ class PayloadNotSealed(ApplicationError):
         )
 
 
-class SealingCodec(PayloadCodec):
-    """AES-256-GCM with the stack's keys: seals with the active one, opens with any."""
+class SealingCodec(PayloadCodec, WithSerializationContext):
+    """AES-256-GCM with the stack's keys: seals with the active one, opens with any.
 
-    def __init__(self, keys: StackKeys) -> None:
+    ``workflow_id``: the workflow this copy seals for and opens within (from
+    the serialization context); without one it opens a payload for any
+    workflow (the API's codec endpoint, decoding a failure for display).
+    """
+
+    def __init__(self, keys: StackKeys, workflow_id: str | None = None) -> None:
+        self.keys = keys
+        self.workflow_id = workflow_id
         self.active = keys.active
         self._ciphers = {
             kid: AESGCM(base64.b64decode(key.get_secret_value())) for kid, key in keys.keys.items()
         }
+
+    def with_context(self, context: SerializationContext) -> SealingCodec:
+        wid = None
+        if isinstance(context, WorkflowSerializationContext | ActivitySerializationContext):
+            wid = context.workflow_id
+        return self if wid == self.workflow_id else SealingCodec(self.keys, wid)
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         return [self.seal(p) for p in payloads]
@@ -69,9 +93,11 @@ class SealingCodec(PayloadCodec):
 
     def seal(self, payload: Payload) -> Payload:
         kid = self.active.encode()
+        wid = (self.workflow_id or "").encode()
         nonce = os.urandom(12)
-        data = nonce + self._ciphers[self.active].encrypt(nonce, payload.SerializeToString(), kid)
-        return Payload(metadata={"encoding": ENCODING, KEY_ID: kid}, data=data)
+        plain = payload.SerializeToString()
+        data = nonce + self._ciphers[self.active].encrypt(nonce, plain, kid + b"\0" + wid)
+        return Payload(metadata={"encoding": ENCODING, KEY_ID: kid, WORKFLOW_ID: wid}, data=data)
 
     def open(self, payload: Payload) -> Payload:
         """The original payload.
@@ -86,8 +112,14 @@ class SealingCodec(PayloadCodec):
         cipher = self._ciphers.get(kid.decode(errors="replace"))
         if cipher is None:
             raise PayloadNotSealed(f"unknown key id {kid.decode(errors='replace')!r}")
+        wid = payload.metadata.get(WORKFLOW_ID, b"")
+        if self.workflow_id is not None and wid != self.workflow_id.encode():
+            raise PayloadNotSealed(
+                f"it was sealed for workflow {wid.decode(errors='replace') or '(none)'!r}, "
+                f"not for {self.workflow_id!r}: a payload copied from another workflow"
+            )
         try:
-            plain = cipher.decrypt(payload.data[:12], payload.data[12:], kid)
+            plain = cipher.decrypt(payload.data[:12], payload.data[12:], kid + b"\0" + wid)
         except (InvalidTag, ValueError):
             raise PayloadNotSealed("it does not verify with the stack's key") from None
         return Payload.FromString(plain)

@@ -218,6 +218,103 @@ def test_a_sealed_input_replayed_into_a_new_workflow_runs_nothing(
     assert (workspace(tstack) / log).read_text() == "once\n", "the replay ran the tool again"
 
 
+@pytest.mark.parametrize("same_id", [False, True], ids=["new-id", "same-id"])
+def test_a_tool_call_replayed_from_an_attackers_workflow_never_runs(
+    tstack: Stack, tmp_path: Path, same_id: bool
+) -> None:
+    """Someone copies a real tool call's sealed payloads into a workflow of their own.
+
+    With a new workflow id the payloads do not open (they are sealed for their
+    workflow); with the execution's own id (the original run has ended) they
+    do, but the server refuses the call's first event, from another run, so
+    the tool does not run.
+    """
+    import base64
+
+    from temporalio.client import Client
+    from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+    from tests.attacker_workflows import ReplayToolCall
+
+    log = f"step-{uuid.uuid4().hex[:8]}.log"
+    script = [{"tool": "shell", "args": {"command": f"echo once >> {log}"}}, {"answer": "ok"}]
+    apply(tstack, tmp_path, agent_doc("stepped", script))
+    result = run_json(tstack, "stepped", "go")
+    assert (workspace(tstack) / log).read_text() == "once\n"
+    queue = f"atk-{uuid.uuid4().hex[:8]}"
+
+    async def replay() -> Any:
+        plain = await Client.connect(f"127.0.0.1:{tstack.ports['temporal']}")
+        history = await plain.get_workflow_handle(result["workflow_id"]).fetch_history()
+        scheduled = next(
+            e.activity_task_scheduled_event_attributes
+            for e in history.events
+            if e.HasField("activity_task_scheduled_event_attributes")
+            and e.activity_task_scheduled_event_attributes.activity_type.name.endswith("call_tool")
+        )
+        copied = [
+            base64.b64encode(p.SerializeToString()).decode() for p in scheduled.input.payloads
+        ]
+        target = result["workflow_id"] if same_id else f"atk-{uuid.uuid4().hex[:8]}"
+        async with Worker(
+            plain,
+            task_queue=queue,
+            workflows=[ReplayToolCall],
+            workflow_runner=UnsandboxedWorkflowRunner(),
+        ):
+            handle = await plain.start_workflow(
+                "AgentExecutionWorkflow", copied, id=target, task_queue=queue
+            )
+            try:
+                return await asyncio.wait_for(handle.result(), timeout=60)
+            except Exception as exc:
+                return exc
+
+    outcome = asyncio.run(replay())
+    assert isinstance(outcome, Exception), f"the replayed call returned {outcome!r}"
+    time.sleep(1)
+    assert (workspace(tstack) / log).read_text() == "once\n", "the replayed call ran the tool"
+
+
+def test_a_takeover_of_a_running_execution_cannot_make_it_complete(
+    tstack: Stack, tmp_path: Path
+) -> None:
+    """Terminating the run and completing a workflow of the same id from one's own worker."""
+    from temporalio.client import Client
+    from temporalio.common import WorkflowIDConflictPolicy
+    from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+    from tests.attacker_workflows import FakeCompletion
+
+    script = [{"tool": "shell", "args": {"command": "sleep 20"}}, {"answer": "real"}]
+    apply(tstack, tmp_path, agent_doc("hijacked", script))
+    ex_id = tstack.cli("run", "hijacked", "x", "--detach", check=True).stdout.strip()
+    queue = f"atk-{uuid.uuid4().hex[:8]}"
+
+    async def takeover() -> None:
+        plain = await Client.connect(f"127.0.0.1:{tstack.ports['temporal']}")
+        async with Worker(
+            plain,
+            task_queue=queue,
+            workflows=[FakeCompletion],
+            workflow_runner=UnsandboxedWorkflowRunner(),
+        ):
+            time.sleep(2)
+            handle = await plain.start_workflow(
+                "AgentExecutionWorkflow",
+                id=f"agent-execution/{ex_id}",
+                task_queue=queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING,
+            )
+            await handle.result()
+
+    asyncio.run(takeover())
+    follow = tstack.cli("execution", "logs", "-f", ex_id, timeout=120)
+    done = json.loads(tstack.cli("execution", "get", ex_id, "-o", "json", check=True).stdout)
+    assert done["phase"] == "FAILED", done
+    assert done["output"] != "FORGED" and follow.returncode == 1
+
+
 def test_history_and_stores_hold_no_plaintext(tstack: Stack, tmp_path: Path) -> None:
     tag = uuid.uuid4().hex[:12]
     instructions = f"INSTRUCTIONS-{tag}"
@@ -466,6 +563,24 @@ def test_the_event_endpoint_refuses_forgeries(tstack: Stack, tmp_path: Path) -> 
         post(runner, {"event_id": f"{a}/x/5", "type": "phase", "payload": {"phase": "PENDING"}})
         == 409
     )
+    lone = {
+        "event_id": f"{a}/x/6",
+        "type": "message",
+        "payload": {"role": "tool", "content": "\udcff"},
+    }
+    assert post(runner, lone) == 422  # text that cannot be stored or streamed
+    huge = {"event_id": f"{a}/x/7", "type": "usage", "payload": {}, "pad": "x" * (5 << 20)}
+    assert post(runner, huge) == 413
+    assert (
+        api(tstack, "POST", f"/v1/executions/{a}/events", "no-token", {"x": "y" * (5 << 20)})[0]
+        == 413
+    )
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{tstack.ports['server']}/v1/executions/{a}/events",
+        headers={"Authorization": f"Bearer {admin}", "Last-Event-ID": "9" * 5000},
+    )
+    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=10) as resp:
+        assert resp.status == 200
     assert events_of(tstack, a) == before, "a refused event was stored"
     assert tstack.cli("execution", "logs", "-f", a, timeout=120).returncode == 0
     done = json.loads(tstack.cli("execution", "get", a, "-o", "json", check=True).stdout)

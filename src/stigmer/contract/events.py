@@ -122,6 +122,8 @@ class NewEvent(BaseModel):
     type: EventType
     payload: dict[str, Any]
     at: str | None = None  # the publisher's clock, format_timestamp()
+    #: the workflow run that publishes it: an execution takes events from its own run only
+    run_id: str | None = Field(default=None, max_length=64)
 
     @model_validator(mode="after")
     def _payload_fits_type(self) -> NewEvent:
@@ -140,14 +142,22 @@ class Event(NewEvent):
     seq: int
 
 
-def new_event(event_id: str, payload: Payload, at: datetime | str | None = None) -> dict[str, Any]:
-    """The JSON form of an event: ``{"event_id", "type", "payload", "at"}``."""
-    return {
+def new_event(
+    event_id: str,
+    payload: Payload,
+    at: datetime | str | None = None,
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    """The JSON form of an event: ``{"event_id", "type", "payload", "at", "run_id"?}``."""
+    out = {
         "event_id": event_id,
         "type": _TYPE_OF[type(payload)],
         "payload": payload.model_dump(mode="json", exclude_none=True),
         "at": at if isinstance(at, str) else format_timestamp(at),
     }
+    if run_id is not None:
+        out["run_id"] = run_id
+    return out
 
 
 def jsonable(value: Any, limit: int = 2000) -> Any:

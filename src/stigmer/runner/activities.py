@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import httpx
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from stigmer.runner import runtime
 from stigmer.runner.publish import post_events
@@ -18,19 +16,10 @@ async def publish_events(execution_id: str, events: list[dict[str, Any]], refs: 
     """Append events the workflow itself produces (phases, the human message, usage, errors).
 
     ``refs``: the run's secret references, whose values are masked. A refusal
-    (409: the execution is past that phase, as when a sealed input is replayed
-    into another run) is final: the workflow fails instead of retrying.
+    (409: not this run's execution, or past that phase) is final: the workflow
+    fails instead of retrying.
     """
-    try:
-        await post_events(execution_id, events, refs)
-    except httpx.HTTPStatusError as exc:
-        if exc.response.status_code == 409:
-            raise ApplicationError(
-                f"the API refused this run's events: {exc.response.text[:300]}",
-                type="EventsRefused",
-                non_retryable=True,
-            ) from None
-        raise
+    await post_events(execution_id, events, refs)
 
 
 @activity.defn(name="stigmer_ping")

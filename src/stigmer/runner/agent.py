@@ -57,13 +57,14 @@ TOOL_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 class WorkspaceToolset(FunctionToolset[RunDeps]):
     """The built-in tools; inside a tool activity each call publishes its own events.
 
-    ``tool_call`` started (after 0.25 s, or with the result for a quicker call),
-    then ``tool_call`` completed or failed (``ModelRetry``/``ToolFailed``: the
-    model sees the error; or the execution was cancelled) and the ``tool``
-    message. Any other exception, a worker shutdown or a timeout ends the
-    attempt with only ``started`` sent: Temporal retries it, and the retry
-    reports the result under the same event ids. Outside an activity (an agent
-    run without Temporal) nothing is published.
+    ``tool_call`` started, sent before the tool runs (the server accepts it
+    only from the execution's own workflow run: a call replayed from another
+    run never reaches the tool), then ``tool_call`` completed or failed
+    (``ModelRetry``/``ToolFailed``: the model sees the error; or the execution
+    was cancelled) and the ``tool`` message. Any other exception, a worker
+    shutdown or a timeout ends the attempt with only ``started`` sent: Temporal
+    retries it, and the retry reports the result under the same event ids.
+    Outside an activity (an agent run without Temporal) nothing is published.
     """
 
     async def call_tool(
@@ -80,7 +81,7 @@ class WorkspaceToolset(FunctionToolset[RunDeps]):
         refs = list(ctx.deps.secret_env.values())
         mask = runtime.current().mask
         events = ToolCallEvents(ctx.deps.execution_id, ctx.tool_call_id, name, refs)
-        events.started(tool_args)
+        await events.started(tool_args)  # refused for a run that is not the execution's
         try:
             result = mask(await super().call_tool(name, tool_args, ctx, tool), refs)
         except ModelRetry as exc:
@@ -96,11 +97,7 @@ class WorkspaceToolset(FunctionToolset[RunDeps]):
             if details is not None and details.cancel_requested:
                 # the execution was cancelled: this call ends here, for good
                 await events.finished(failed=True, result="cancelled with the execution")
-            else:  # worker shutdown, timeout: another attempt will report the result
-                await events.abandon()
-            raise
-        except BaseException:
-            await events.abandon()
+            # else a worker shutdown or a timeout: another attempt reports the result
             raise
         await events.finished(failed=False, result=result)
         return result

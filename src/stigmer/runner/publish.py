@@ -15,14 +15,13 @@ activity retries: events are not lost.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterable, Iterable
 from typing import Any
 
 import httpx
+from temporalio.exceptions import ApplicationError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from stigmer.contract.events import (
@@ -39,6 +38,16 @@ from stigmer.runner import runtime
 PUBLISH_PATIENCE_S = 300.0
 
 _client: httpx.AsyncClient | None = None
+
+
+def activity_run_id() -> str | None:
+    """The workflow run of the current activity (None outside Temporal)."""
+    try:
+        from temporalio import activity
+
+        return activity.info().workflow_run_id
+    except RuntimeError:
+        return None
 
 
 def activity_event_prefix(execution_id: str) -> str:
@@ -94,6 +103,12 @@ async def post_events(
                 json={"events": events},
                 headers={"Authorization": f"Bearer {token}"} if token else {},
             )
+            if resp.status_code == 409:  # not this run's to publish, or past that phase: final
+                raise ApplicationError(
+                    f"the API refused this run's events: {resp.text[:300]}",
+                    type="EventsRefused",
+                    non_retryable=True,
+                )
             resp.raise_for_status()
 
 
@@ -130,18 +145,16 @@ def tool_result_events(
     ]
 
 
-#: A tool call that ends within this many seconds sends ``started`` together with its result.
-STARTED_GRACE_S = 0.25
-
-
 class ToolCallEvents:
     """Events of one tool call, published from inside its tool activity.
 
-    ``started`` goes out once the tool has run for :data:`STARTED_GRACE_S`
-    (a quick call sends it together with its result: one request instead of
-    two); ``finished`` sends the result after ``started``, so the log keeps
-    their order. Event ids are ``<workflow run id>/<activity id>/<n>``: a
-    retried attempt sends the same ids and the server drops the repeats.
+    ``started`` is sent before the tool runs and must be accepted first: the
+    server takes events of an execution only from its own workflow run, so a
+    call replayed from another run (someone who copied sealed payloads into a
+    workflow of their own) is refused there, and the tool never runs.
+    ``finished`` sends the result and the tool message. Event ids are
+    ``<execution id>/<workflow run id>/<activity id>/<n>``: a retried attempt
+    sends the same ids and the server drops the repeats.
     """
 
     def __init__(
@@ -152,54 +165,26 @@ class ToolCallEvents:
         self.name = name
         self.refs = list(refs)
         self._prefix = activity_event_prefix(execution_id)
-        self._started_event: dict[str, Any] | None = None
-        self._started: asyncio.Task[None] | None = None
+        self._run = activity_run_id()
 
-    def started(self, args: dict[str, Any]) -> None:
-        self._started_event = new_event(
-            f"{self._prefix}/0",
-            ToolCallPayload(
-                tool_call_id=self.tool_call_id,
-                name=self.name,
-                status="started",
-                args=jsonable(args),
-            ),
+    async def started(self, args: dict[str, Any]) -> None:
+        """Send ``started``; raises (non-retryable) if the server refuses this run's events."""
+        payload = ToolCallPayload(
+            tool_call_id=self.tool_call_id, name=self.name, status="started", args=jsonable(args)
         )
-        self._started = asyncio.ensure_future(self._send_started_later())
-
-    async def _send_started_later(self) -> None:
-        await asyncio.sleep(STARTED_GRACE_S)
-        assert self._started_event is not None
-        await post_events(self.execution_id, [self._started_event], self.refs)
-
-    async def _settle_started(self) -> list[dict[str, Any]]:
-        """Cancel a pending ``started`` (returned, to send now) or wait until it was sent."""
-        task, self._started = self._started, None
-        if task is None or self._started_event is None:
-            return []
-        if not task.done() and task.cancel():
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            if task.cancelled():
-                return [self._started_event]
-        await task  # it was being sent: let it finish (or raise: the activity retries)
-        return []
+        event = new_event(f"{self._prefix}/0", payload, run_id=self._run)
+        await post_events(self.execution_id, [event], self.refs)
 
     async def finished(self, *, failed: bool, result: Any) -> None:
-        """Send the result (with ``started`` if not sent yet). Raises what ``post_events`` raises."""
-        out = await self._settle_started()
+        """Send the result. Raises what ``post_events`` raises."""
         payloads = tool_result_events(
             self.tool_call_id, self.name, failed=failed, text=clip(_content(result))
         )
         # ids 1 and 2 (0 is started)
-        result_events = [new_event(f"{self._prefix}/{i}", p) for i, p in enumerate(payloads, 1)]
-        await post_events(self.execution_id, out + result_events, self.refs)
-
-    async def abandon(self) -> None:
-        """The attempt ends without a result (it will be retried): send ``started`` alone."""
-        with contextlib.suppress(Exception):
-            pending = await self._settle_started()
-            await post_events(self.execution_id, pending, self.refs)
+        events = [
+            new_event(f"{self._prefix}/{i}", p, run_id=self._run) for i, p in enumerate(payloads, 1)
+        ]
+        await post_events(self.execution_id, events, self.refs)
 
 
 async def handle_stream(ctx: Any, events: AsyncIterable[Any]) -> None:
@@ -235,7 +220,8 @@ async def handle_stream(ctx: Any, events: AsyncIterable[Any]) -> None:
                 failed=not tool_succeeded(part),
                 text=clip(_content(part.content)),
             )
-    out = [new_event(f"{prefix}/{i}", p) for i, p in enumerate(payloads)]
+    run = activity_run_id()
+    out = [new_event(f"{prefix}/{i}", p, run_id=run) for i, p in enumerate(payloads)]
     await post_events(deps.execution_id, out, deps.secret_env.values())
 
 

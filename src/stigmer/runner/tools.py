@@ -58,6 +58,16 @@ class RunDeps:
     local_shell: bool = False
 
 
+#: Bytes read past a cap, so that a secret across the cut is masked whole.
+MASK_MARGIN = 4096
+
+
+def _masked(ctx: RunContext[RunDeps], text: str) -> str:
+    """``text`` with the run's secrets masked (the tool activity masks again, whole)."""
+    out: str = runtime.current().mask(text, ctx.deps.secret_env.values())
+    return out
+
+
 def workspace_root() -> Path:
     return runtime.current().workspace
 
@@ -99,10 +109,12 @@ async def read_file(ctx: RunContext[RunDeps], path: str) -> str:
     p = resolve_path(path)
     if not p.is_file():
         raise ModelRetry(f"{path!r} is not a file")
-    data = p.read_bytes()
-    text = data[:MAX_READ].decode("utf-8", errors="replace")
-    if len(data) > MAX_READ:
-        text += f"\n... [file is {len(data)} bytes; only the first {MAX_READ} are shown]"
+    size = p.stat().st_size
+    with p.open("rb") as fh:  # a little more than is shown: a secret across the cut is masked whole
+        head = fh.read(MAX_READ + MASK_MARGIN)
+    text = _masked(ctx, head.decode("utf-8", errors="replace"))[:MAX_READ]
+    if size > MAX_READ:
+        text += f"\n... [file is {size} bytes; only the first {MAX_READ} are shown]"
     return text
 
 
@@ -184,7 +196,7 @@ async def shell(
         if isinstance(exc, asyncio.CancelledError):
             raise
         raise ModelRetry(f"command timed out after {timeout:.0f}s") from None
-    text = out.decode("utf-8", errors="replace")
+    text = _masked(ctx, out.decode("utf-8", errors="replace"))  # before the cut, not after
     if len(text) > MAX_OUTPUT:
         text = text[:MAX_OUTPUT] + f"\n... [{len(text) - MAX_OUTPUT} more characters cut]"
     return f"exit code {proc.returncode}\n{text}"

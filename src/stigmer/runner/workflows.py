@@ -77,12 +77,12 @@ class AgentExecutionWorkflow(PydanticAIWorkflow):
         trip through the Temporal server to schedule it, and it is retried (same
         ids, so the server drops repeats) if the worker dies before it is recorded.
         """
-        at = workflow.now()
+        at, run = workflow.now(), workflow.info().run_id
         await workflow.execute_local_activity(
             publish_events,
             args=[
                 inp.execution_id,
-                [new_event(f"{inp.execution_id}/wf/{key}", p, at) for key, p in events],
+                [new_event(f"{inp.execution_id}/wf/{key}", p, at, run) for key, p in events],
                 sorted(deps_for(inp).secret_env.values()),
             ],
             **PUBLISH_OPTS,

@@ -92,6 +92,78 @@ KEEPALIVE = 15.0
 STUCK_ATTEMPTS = 3
 #: The largest sequence number a client may ask for (a bigger one cannot exist).
 MAX_SEQ = 2**62
+#: The largest request body the API reads (an agent spec, a batch of events).
+MAX_BODY = 4 * 1024 * 1024
+#: How much of a refused body is read (and dropped) so that its sender sees the 413.
+MAX_DRAIN = 64 * 1024 * 1024
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes gets 413, before it is read whole.
+
+    Checked on ``Content-Length`` and while a chunked body streams in, so no
+    one (with or without a token) can make the server hold a huge body.
+    """
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await self._drain(receive)
+            await self._refuse(send)
+            return
+        seen = 0
+
+        async def limited() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._drain(receive)
+            await self._refuse(send)
+
+    async def _drain(self, receive: Any) -> None:
+        """Read what the client still sends (kept nowhere), so it gets the 413, not a reset.
+
+        Past :data:`MAX_DRAIN` the connection is simply closed.
+        """
+        drained = 0
+        while drained < MAX_DRAIN:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            drained += len(message.get("body", b""))
+            if not message.get("more_body"):
+                return
+
+    async def _refuse(self, send: Any) -> None:
+        body = json.dumps({"detail": f"the body is larger than {self.limit} bytes"}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
 
 AgentName = Annotated[str, PathParam(max_length=63)]
 ExecutionId = Annotated[str, PathParam(max_length=64)]
@@ -146,6 +218,7 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
     )
     app.state.engine = engine
     app.state.store = store
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
     if server.codec_origins:  # the Temporal UI calls the codec endpoint from the browser
         app.add_middleware(
             CORSMiddleware,
@@ -194,7 +267,9 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
         return {**agent, "model": agent["spec"].get("model") or default_model}
 
     api = APIRouter(
-        prefix="/v1", dependencies=[Depends(admin)], responses=error_responses(400, 401, 403, 422)
+        prefix="/v1",
+        dependencies=[Depends(admin)],
+        responses=error_responses(400, 401, 403, 413, 422),
     )
 
     @app.get("/v1/info", responses=error_responses(401))
@@ -293,9 +368,11 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
         ex = await off_loop(store.create_execution, wf_input)
         try:
             client = await temporal.client()
-            await client.start_workflow(
+            handle = await client.start_workflow(
                 WORKFLOW_NAME, wf_input, id=ex["workflow_id"], task_queue=TASK_QUEUE
             )
+            if not await off_loop(store.claim_run, execution_id, handle.result_run_id):
+                log.warning("execution %s was claimed by another workflow run", execution_id)
         except Exception as exc:
             msg = f"could not start the workflow on Temporal: {exc}"
             await off_loop(
@@ -326,25 +403,24 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
             return ex
         try:
             client = await temporal.client()
-            desc = await client.get_workflow_handle(ex["workflow_id"]).describe()
+            # the run the execution belongs to, not whatever run holds the id now
+            handle = client.get_workflow_handle(ex["workflow_id"], run_id=ex.get("run_id"))
+            desc = await handle.describe()
         except Exception:
             return ex
         status = desc.status.name if desc.status else "RUNNING"
         if status == "RUNNING":
             await _diagnose_stuck(ex, client, desc)
             return ex
-        phase = {
-            "COMPLETED": "COMPLETED",
-            "FAILED": "FAILED",
-            "CANCELED": "CANCELLED",
-            "TERMINATED": "FAILED",
-            "TIMED_OUT": "FAILED",
-        }.get(status)
-        if phase is None:
-            return ex
+        # Only the runner, from the execution's own run, publishes a COMPLETED with
+        # its output; a run that closed without publishing its outcome failed,
+        # whatever its status says (anyone can complete a workflow of that id)
+        phase = "CANCELLED" if status == "CANCELED" else "FAILED"
         payload = PhasePayload(
             phase=phase,  # type: ignore[arg-type]
-            error=f"workflow {status.lower()}" if phase == "FAILED" else None,
+            error=f"the workflow run ended ({status.lower()}) without publishing its outcome"
+            if phase == "FAILED"
+            else None,
         )
         with contextlib.suppress(EventRejected):  # the runner's own final phase came first
             await off_loop(
@@ -360,7 +436,7 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
             return
         reason = "the runner keeps failing to run this workflow"
         try:
-            handle = client.get_workflow_handle(ex["workflow_id"])
+            handle = client.get_workflow_handle(ex["workflow_id"], run_id=ex.get("run_id"))
             async for event in handle.fetch_history_events():
                 if event.HasField("workflow_task_failed_event_attributes"):
                     # failures are sealed (their message is an encoded attribute)
@@ -406,7 +482,7 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
 
     @app.post(
         "/v1/executions/{execution_id}/events",
-        responses=error_responses(400, 401, 403, 404, 409, 422),
+        responses=error_responses(400, 401, 403, 404, 409, 413, 422),
     )
     async def post_events(
         execution_id: ExecutionId,
@@ -453,7 +529,12 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
         last_event_id: Annotated[str | None, Header()] = None,
     ) -> Any:
         await _execution(execution_id)
-        if last_event_id and last_event_id.isascii() and last_event_id.isdigit():
+        if (
+            last_event_id
+            and len(last_event_id) < 20
+            and last_event_id.isascii()
+            and last_event_id.isdigit()
+        ):
             after = min(max(after, int(last_event_id)), MAX_SEQ)
         if not (stream or "text/event-stream" in accept):
             return {"events": await off_loop(store.events_after, execution_id, after)}

@@ -7,6 +7,7 @@ each field and the reason, never the value sent (it may be a secret).
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -57,8 +58,36 @@ class ErrorBody(BaseModel):
     detail: str | list[ErrorItem]
 
 
+#: An agent spec travels in every run's workflow input: it must stay far below Temporal's 2 MB.
+MAX_SPEC_BYTES = 512 * 1024
+MAX_SPEC_DEPTH = 32
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    if level > MAX_SPEC_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max([_depth(v, level + 1) for v in value.values()] or [level + 1])
+    if isinstance(value, list):
+        return max([_depth(v, level + 1) for v in value] or [level + 1])
+    return level
+
+
+def spec_limits(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` unchanged if it is small and shallow enough to run; else ValueError."""
+    if _depth(spec) > MAX_SPEC_DEPTH:
+        raise ValueError(f"the spec is nested more than {MAX_SPEC_DEPTH} levels deep")
+    size = len(json.dumps(spec))
+    if size > MAX_SPEC_BYTES:
+        raise ValueError(
+            f"the spec is {size} bytes as JSON; the limit is {MAX_SPEC_BYTES} (it travels in "
+            "every run's workflow input): keep big texts in workspace files"
+        )
+    return spec
+
+
 class AgentPut(_Body):
-    spec: Annotated[dict[str, Any], AfterValidator(utf8)]
+    spec: Annotated[dict[str, Any], AfterValidator(utf8), AfterValidator(spec_limits)]
 
 
 class Agent(BaseModel):
@@ -85,9 +114,13 @@ class Deleted(BaseModel):
     deleted: str
 
 
+#: The longest message a run takes (its workflow input must stay far below Temporal's 2 MB).
+MAX_MESSAGE = 256 * 1024
+
+
 class ExecutionCreate(_Body):
     agent: Text
-    message: Text = ""
+    message: Annotated[Text, Field(max_length=MAX_MESSAGE)] = ""
     env: Annotated[dict[str, str], AfterValidator(utf8)] = Field(default_factory=dict)
     model: Text | None = None
 
@@ -97,6 +130,8 @@ class Execution(BaseModel):
     agent: str
     phase: str = Field(description=" | ".join(PHASES))
     workflow_id: str
+    #: the workflow run that runs it (events from any other run are refused)
+    run_id: str | None = None
     message: str | None
     model: str | None
     output: str | None
@@ -115,8 +150,15 @@ class CancelResult(BaseModel):
     cancel_requested: bool
 
 
+def _event_text(events: list[NewEvent]) -> list[NewEvent]:
+    for e in events:
+        utf8(e.event_id)
+        utf8(e.payload)
+    return events
+
+
 class EventsPost(_Body):
-    events: list[NewEvent] = Field(max_length=1000)
+    events: Annotated[list[NewEvent], AfterValidator(_event_text)] = Field(max_length=1000)
 
 
 class Seqs(BaseModel):
@@ -148,6 +190,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """The OpenAPI ``responses`` entries for these error codes (all with :class:`ErrorBody`)."""
     what = {
         400: "the body is not JSON",
+        413: "the body is larger than the API takes",
         401: "no bearer token, or one this stack does not know",
         403: "the token's role may not do this",
         404: "no such agent or execution",

@@ -76,6 +76,7 @@ executions = Table(
     Column("agent_name", String(63), nullable=False),
     Column("phase", String(16), nullable=False),
     Column("workflow_id", String(200), nullable=False),
+    Column("run_id", String(64)),
     Column("input", JSON, nullable=False),
     Column("output", Text),
     Column("error", Text),
@@ -312,6 +313,19 @@ class Store:
             ).scalar()
         return str(role) if role is not None else None
 
+    def claim_run(self, execution_id: str, run_id: str) -> bool:
+        """Record the workflow run the server started; False if another run claimed it first."""
+        with self.writing() as conn:
+            current = conn.execute(
+                select(executions.c.run_id).where(executions.c.id == execution_id).with_for_update()
+            ).scalar()
+            if current is None:
+                conn.execute(
+                    update(executions).where(executions.c.id == execution_id).values(run_id=run_id)
+                )
+                return True
+            return bool(current == run_id)
+
     # -- events ---------------------------------------------------------------
 
     def append(self, execution_id: str, new: list[dict[str, Any]]) -> list[int]:
@@ -348,6 +362,7 @@ class Store:
             if ex is None:
                 raise KeyError(execution_id)
             phase = ex["phase"]
+            run_id = ex["run_id"]
             last = (
                 conn.execute(
                     select(func.max(events.c.seq)).where(events.c.execution_id == execution_id)
@@ -360,6 +375,20 @@ class Store:
                         f"event id {e['event_id']!r} is not one of execution {execution_id}'s "
                         f"(they start with {execution_id}/)"
                     )
+                if e.get("run_id"):
+                    if run_id is None:  # the first run to publish claims the execution
+                        run_id = e["run_id"]
+                        conn.execute(
+                            update(executions)
+                            .where(executions.c.id == execution_id)
+                            .values(run_id=run_id)
+                        )
+                    elif e["run_id"] != run_id:
+                        raise EventRejected(
+                            f"execution {execution_id} belongs to workflow run {run_id}, "
+                            f"not to {e['run_id']} (a replayed or replaced workflow)",
+                            conflict=True,
+                        )
                 existing = conn.execute(
                     select(events.c.seq).where(
                         events.c.execution_id == execution_id, events.c.event_id == e["event_id"]
@@ -476,6 +505,7 @@ def _execution(row: Any, last_seq: int | None) -> dict[str, Any]:
         "agent": row["agent_name"],
         "phase": row["phase"],
         "workflow_id": row["workflow_id"],
+        "run_id": row["run_id"],
         "message": row["input"].get("message"),
         "model": row["input"].get("model") or row["input"].get("spec", {}).get("model"),
         "output": row["output"],
