@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import http.client
 import json as _json
+import ssl
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -32,12 +34,13 @@ UNAVAILABLE_PATIENCE_S = 30.0
 
 
 class Client:
-    """Calls to the stigmer API, over plain HTTP to the loopback address of ``settings.api_url``.
+    """Calls to the stigmer API: this home's (the one its supervisor vouches for), or ``api_url``.
 
     Built on the standard library's ``http.client``: the CLI makes a handful of
     requests per command, and this keeps its start-up (``stigmer run``) short.
     ``timeout`` (seconds) bounds connecting and each read, except while
     following an event stream, which waits as long as the execution runs.
+    An ``https`` API is checked with ``api_tls_ca_path`` (else the system's CAs).
     """
 
     @classmethod
@@ -49,19 +52,42 @@ class Client:
 
     def __init__(self, settings: Settings, timeout: float = 30.0) -> None:
         self.settings = settings
-        self.base = self._endpoint(settings)
+        vouched = not settings.api_url
+        self.base = self._endpoint(settings) if vouched else settings.api_endpoint
         url = urlsplit(self.base)
-        if url.scheme != "http" or not url.hostname:
+        if url.scheme not in ("http", "https") or not url.hostname:
             raise StigmerError(
-                f"The stigmer API URL {self.base!r} is not an http:// URL.",
-                "The API listens on loopback over plain HTTP; check `stigmer config get`.",
+                f"The stigmer API URL {self.base!r} is not an http:// or https:// URL.",
+                "Fix api_url (STIGMER_API_URL), or unset it to use this host's stack.",
             )
         self._host = url.hostname
-        self._port = url.port or 80
+        self._port = url.port or (443 if url.scheme == "https" else 80)
         self._prefix = url.path.rstrip("/")
+        self._tls = self._tls_context(settings, vouched) if url.scheme == "https" else None
         self.timeout = timeout
-        token = read_token(settings.paths.api_token)
+        token = self._token(settings)
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    @staticmethod
+    def _token(settings: Settings) -> str | None:
+        if settings.api_token:
+            return settings.api_token
+        if settings.api_token_file:
+            return read_token(Path(settings.api_token_file).expanduser())
+        return read_token(settings.paths.api_token)
+
+    @staticmethod
+    def _tls_context(settings: Settings, vouched: bool) -> ssl.SSLContext:
+        """The check of an https API: ``api_tls_ca_path``, else the system's CAs.
+
+        This host's own API, which its supervisor vouches for, is reached at its
+        own address: without a CA given, its certificate is not checked.
+        """
+        if settings.api_tls_ca_path:
+            return ssl.create_default_context(cafile=settings.api_tls_ca_path)
+        if vouched:
+            return ssl._create_unverified_context()
+        return ssl.create_default_context()
 
     @staticmethod
     def _endpoint(settings: Settings) -> str:
@@ -121,7 +147,13 @@ class Client:
         if body is not None:
             hdrs["Content-Type"] = "application/json"
         hdrs.update(headers or {})
-        conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+        conn: http.client.HTTPConnection = (
+            http.client.HTTPSConnection(
+                self._host, self._port, timeout=self.timeout, context=self._tls
+            )
+            if self._tls is not None
+            else http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+        )
         try:
             conn.request(method, target, body=body, headers=hdrs)
             return conn, conn.getresponse()
@@ -215,6 +247,11 @@ class Client:
     def _list(self, method: str, path: str, field: str, **kwargs: Any) -> list[dict[str, Any]]:
         items = self._object(method, path, **kwargs).get(field)
         return items if isinstance(items, list) else []
+
+    # -- tokens -------------------------------------------------------------
+
+    def create_token(self, role: str, label: str = "") -> dict[str, Any]:
+        return self._object("POST", "/v1/tokens", json_body={"role": role, "label": label})
 
     # -- agents -------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from stigmer.contract.registry import PROVIDERS, parse_model
+from stigmer.contract.registry import COMPONENTS, PROVIDERS, parse_model
 from stigmer.errors import ConfigError
 from stigmer.files import write_private
 
@@ -160,6 +160,29 @@ def _check_model(value: Any) -> None:
     parse_model(str(value))
 
 
+def _check_address(value: Any) -> None:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(str(value))
+    except ValueError:
+        raise ValueError("not an IP address (use 127.0.0.1, or this host's address)") from None
+
+
+def _check_components(value: Any) -> None:
+    names = [c.strip() for c in str(value).split(",") if c.strip()]
+    unknown = [c for c in names if c not in COMPONENTS]
+    if unknown or not names:
+        raise ValueError(
+            f"components are {', '.join(COMPONENTS)}; not {', '.join(unknown) or '(none)'}"
+        )
+
+
+def _connect_host(bind: str) -> str:
+    """The address a client on this host uses for something bound to ``bind``."""
+    return "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
+
+
 def _default_tag(_settings: Settings) -> str:
     from stigmer.images.resolve import registry_tag
 
@@ -192,9 +215,57 @@ class Settings:
     """
 
     home: Path
-    server_port: int = setting(7234, "Port of the stigmer API server on 127.0.0.1.")
-    temporal_port: int = setting(7233, "gRPC port of the managed Temporal dev server on 127.0.0.1.")
-    temporal_ui_port: int = setting(8233, "Port of the managed Temporal Web UI on 127.0.0.1.")
+    server_port: int = setting(7234, "Port of the stigmer API server.")
+    server_bind: str = setting(
+        "127.0.0.1",
+        "Address the API server listens on; beyond loopback only with TLS "
+        "(server_tls_cert_path, server_tls_key_path) or --insecure-bind.",
+        check=_check_address,
+    )
+    server_tls_cert_path: str | None = setting(
+        None, "Certificate (PEM) the API server presents (https); with server_tls_key_path."
+    )
+    server_tls_key_path: str | None = setting(None, "Private key (PEM) of server_tls_cert_path.")
+    insecure_bind: bool = setting(
+        False, "Allow listening beyond loopback without TLS (API, managed Temporal): not advised."
+    )
+    only: str | None = setting(
+        None,
+        "The components this host runs, comma-separated (temporal, stigmer-server, "
+        "agent-runner); default all. The others are found by temporal_address and api_url.",
+        check=_check_components,
+        effective=lambda _s: ",".join(COMPONENTS),
+    )
+    api_url: str | None = setting(
+        None,
+        "URL of the stigmer API that this host's CLI and runner use (another host's, for a "
+        "runner host or a remote CLI); default this host's API server.",
+        effective=lambda s: s.api_endpoint,
+    )
+    api_token: str | None = setting(
+        None,
+        "Bearer token for api_url (STIGMER_API_TOKEN): an admin token for the CLI, a runner "
+        "token on a runner host; default credentials/api-token (and runner-token).",
+        secret=True,
+    )
+    api_token_file: str | None = setting(None, "File holding api_token (mode 0600).")
+    api_tls_ca_path: str | None = setting(
+        None, "CA bundle (PEM) that signed the API's certificate, for an https api_url."
+    )
+    stack_key_path: str | None = setting(
+        None,
+        "The stack's key file, shared by every host of one stack; default "
+        "credentials/stack-key.json.",
+        effective=lambda s: str(s.paths.stack_key),
+    )
+    temporal_port: int = setting(7233, "gRPC port of the managed Temporal dev server.")
+    temporal_ui_port: int = setting(8233, "Port of the managed Temporal Web UI.")
+    temporal_bind: str = setting(
+        "127.0.0.1",
+        "Address the managed Temporal (and its UI) listens on; it has no TLS and no login, so "
+        "beyond loopback only with --insecure-bind.",
+        check=_check_address,
+    )
     temporal_address: str | None = setting(
         None,
         "host:port of an external Temporal (a cluster or Temporal Cloud). "
@@ -307,11 +378,35 @@ class Settings:
     @property
     def temporal_target(self) -> str:
         """host:port clients use: the external address, else the managed server."""
-        return self.temporal_address or f"127.0.0.1:{self.temporal_port}"
+        return self.temporal_address or f"{_connect_host(self.temporal_bind)}:{self.temporal_port}"
 
     @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_port}"
+    def server_endpoint(self) -> str:
+        """The URL of this host's API server (https with TLS)."""
+        scheme = "https" if self.server_tls_cert_path else "http"
+        host = _connect_host(self.server_bind)
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{scheme}://{host}:{self.server_port}"
+
+    @property
+    def api_endpoint(self) -> str:
+        """The URL of the API this host's CLI and runner use: ``api_url``, else this host's."""
+        return self.api_url.rstrip("/") if self.api_url else self.server_endpoint
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        """The components this host runs (the ``only`` setting), in start order."""
+        if not self.only:
+            return COMPONENTS
+        wanted = {c.strip() for c in self.only.split(",") if c.strip()}
+        return tuple(c for c in COMPONENTS if c in wanted)
+
+    @property
+    def stack_key_file(self) -> Path:
+        return (
+            Path(self.stack_key_path).expanduser() if self.stack_key_path else self.paths.stack_key
+        )
 
     @property
     def workspace_dir(self) -> Path:

@@ -15,6 +15,7 @@ from stigmer.cli import agents as agents_cmd
 from stigmer.cli import config as config_cmd
 from stigmer.cli import image as image_cmd
 from stigmer.cli import server as server_cmd
+from stigmer.cli import token as token_cmd
 from stigmer.cli._output import exit_141_on_broken_pipe
 
 exit_141_on_broken_pipe()  # help and tables are printed by Rich
@@ -34,6 +35,7 @@ app.add_typer(agents_cmd.execution_app, name="execution")
 app.add_typer(server_cmd.app, name="server")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(image_cmd.app, name="image")
+app.add_typer(token_cmd.app, name="token")
 
 
 def _version(value: bool) -> None:

@@ -50,6 +50,15 @@ WORKSPACE = _flag(
 OFFLINE = typer.Option(
     False, "--offline", help="Never pull the runner image (env STIGMER_OFFLINE)."
 )
+ONLY = _flag(
+    "only",
+    what="Run only these components here, comma-separated: temporal, stigmer-server, agent-runner",
+)
+INSECURE_BIND = typer.Option(
+    False,
+    "--insecure-bind",
+    help="Allow listening beyond loopback without TLS (server_bind, temporal_bind): not advised.",
+)
 REBUILD = typer.Option(
     False, "--rebuild", help="Rebuild the runner image from this checkout first."
 )
@@ -68,6 +77,7 @@ def _start_settings(params: dict[str, Any]) -> Settings:
         _PARAM_KEYS.get(k, k): v for k, v in params.items() if k not in ("rebuild", "json_out")
     }
     flags["offline"] = True if params["offline"] else None
+    flags["insecure_bind"] = True if params["insecure_bind"] else None
     return _settings(**flags)
 
 
@@ -82,6 +92,8 @@ def start(
     timeout: float | None = TIMEOUT,
     offline: bool = OFFLINE,
     workspace: str | None = WORKSPACE,
+    only: str | None = ONLY,
+    insecure_bind: bool = INSECURE_BIND,
     rebuild: bool = REBUILD,
     json_out: bool = JSON_STATUS,
 ) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
@@ -82,6 +83,12 @@ class ApiTarget(_Model):
     #: PEM of the CA that signed the API's certificate (an https URL with a private CA)
     ca_pem: str | None = None
 
+    def verify(self) -> ssl.SSLContext | bool:
+        """What an HTTP client checks the API's certificate with: the CA, else the system's."""
+        if self.ca_pem:
+            return ssl.create_default_context(cadata=self.ca_pem)
+        return True
+
 
 class StackKeys(_Model):
     """The keys that seal Temporal payloads (:mod:`stigmer.codec`): by id, and the one in use."""
@@ -108,6 +115,8 @@ class ServerSection(_Model):
 
     host: str = "127.0.0.1"
     port: int
+    #: listen beyond loopback without TLS (refused otherwise)
+    insecure_bind: bool = False
     store_url: Secret
     #: the token files this server registers in the store, by role (admin, runner)
     token_files: dict[str, str]

@@ -89,7 +89,7 @@ async def post_events(
         raise RuntimeError("the runner has no API URL: it cannot publish events")
     events = rt.mask(events, refs)
     if _client is None:
-        _client = httpx.AsyncClient(timeout=15.0)
+        _client = httpx.AsyncClient(timeout=15.0, verify=rt.api_verify)
     client = _client
     async for attempt in AsyncRetrying(
         retry=retry_if_exception(_transient),

@@ -28,6 +28,8 @@ class Runtime:
     mode: str = "local"
     api_url: str | None = None
     api_token: str | None = None
+    #: how the API's certificate is checked (an https api_url)
+    api_verify: Any = True
     #: provider name -> API key
     provider_keys: dict[str, str] = field(default_factory=dict, repr=False)
     #: provider name -> server URL
@@ -81,6 +83,7 @@ def configure(cfg: RuntimeConfig) -> Runtime:
         mode=cfg.runner.mode,
         api_url=cfg.api.url,
         api_token=reveal(cfg.api.token),
+        api_verify=cfg.api.verify(),
         provider_keys=keys,
         provider_urls={n: p.base_url for n, p in cfg.providers.items() if p.base_url},
         secrets={k: v.get_secret_value() for k, v in cfg.runner.secrets.items()},

@@ -9,9 +9,13 @@ from __future__ import annotations
 import ipaddress
 import logging
 import sys
+import tempfile
+from pathlib import Path
+from typing import Any
 
 from stigmer.contract.config import load_runtime_config
 from stigmer.errors import StigmerError
+from stigmer.files import write_private
 from stigmer.hardening import not_dumpable
 
 
@@ -23,10 +27,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{exc.message}\n{exc.fix or ''}".strip(), file=sys.stderr)
         return exc.exit_code
     assert cfg.server is not None
-    host = cfg.server.host
-    if not ipaddress.ip_address(host).is_loopback:
-        print(f"refusing to listen on non-loopback address {host}", file=sys.stderr)
-        return 2
+    server = cfg.server
+    host = server.host
+    tls = server.tls_cert_pem is not None and server.tls_key_pem is not None
+    if not ipaddress.ip_address(host).is_loopback and not tls:
+        if not server.insecure_bind:
+            print(
+                f"refusing to listen on {host} without TLS: set server_tls_cert_path and "
+                "server_tls_key_path, or --insecure-bind",
+                file=sys.stderr,
+            )
+            return 2
+        print(f"warning: listening on {host} without TLS (--insecure-bind)", file=sys.stderr)
     logging.basicConfig(
         level=logging.INFO, format="%(levelname)s %(name)s %(message)s", stream=sys.stdout
     )
@@ -44,15 +56,32 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=host,
-        port=cfg.server.port,
+        port=server.port,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=5,
     )
+    if tls:
+        load_tls(config, server.tls_cert_pem or "", server.tls_key_pem.get_secret_value())  # type: ignore[union-attr]
+    uvicorn.Server(config).run()
     return 0
+
+
+def load_tls(config: Any, cert_pem: str, key_pem: str) -> None:
+    """Load the certificate into uvicorn's config; the key is on disk only for that moment.
+
+    (uvicorn and ``ssl`` read files: they go in a private temporary folder,
+    deleted as soon as the TLS context holds them.)
+    """
+    with tempfile.TemporaryDirectory(prefix="stigmer-tls-") as folder:
+        cert, key = Path(folder) / "cert.pem", Path(folder) / "key.pem"
+        write_private(cert, cert_pem)
+        write_private(key, key_pem)
+        config.ssl_certfile, config.ssl_keyfile = str(cert), str(key)
+        config.load()
 
 
 if __name__ == "__main__":

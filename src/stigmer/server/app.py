@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -52,7 +53,7 @@ from sqlalchemy.exc import DBAPIError
 from stigmer import __version__
 from stigmer.codec import SealingCodec, decode_json_payloads
 from stigmer.contract.config import RuntimeConfig
-from stigmer.contract.events import ErrorPayload, PhasePayload, new_event
+from stigmer.contract.events import ErrorPayload, PhasePayload, format_timestamp, new_event
 from stigmer.contract.phases import TERMINAL_PHASES
 from stigmer.contract.registry import parse_model, reserved_secret
 from stigmer.contract.workflow import TASK_QUEUE, WORKFLOW_NAME, ExecutionInput
@@ -75,6 +76,8 @@ from stigmer.server.schemas import (
     ExecutionList,
     Info,
     Seqs,
+    TokenCreate,
+    TokenCreated,
     error_responses,
 )
 from stigmer.server.store import EventRejected, Store, new_execution_id
@@ -275,6 +278,15 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
     @app.get("/v1/info", responses=error_responses(401))
     def info(role: Annotated[str, Depends(requires(roles, *ROLES))]) -> Info:
         return Info(version=__version__, database=engine.url.get_backend_name(), role=role)
+
+    # -- tokens ---------------------------------------------------------------
+
+    @api.post("/tokens", status_code=201)
+    def create_token(body: TokenCreate) -> TokenCreated:
+        """A new bearer token for ``role``, accepted by every API server sharing this store."""
+        token = secrets.token_urlsafe(32)
+        store.register_token(token, body.role, body.label or f"created {format_timestamp()}")
+        return TokenCreated(token=token, role=body.role, label=body.label)
 
     # -- agents ---------------------------------------------------------------
 

@@ -8,7 +8,7 @@ each field and the reason, never the value sent (it may be a secret).
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -167,6 +167,19 @@ class Seqs(BaseModel):
 
 class EventList(BaseModel):
     events: list[Event]
+
+
+class TokenCreate(_Body):
+    role: Literal["admin", "runner"]
+    label: Annotated[Text, Field(max_length=200)] = ""
+
+
+class TokenCreated(BaseModel):
+    """A new token: shown once, kept by the store only as its SHA-256."""
+
+    token: str
+    role: str
+    label: str
 
 
 class Info(BaseModel):

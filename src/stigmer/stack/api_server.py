@@ -29,14 +29,14 @@ class ApiServer(ProcessComponent):
 
     @property
     def endpoint(self) -> str:
-        return self.settings.api_url
+        return self.settings.server_endpoint
 
     def extra_status(self) -> ComponentDetails:
         return {"database": self.settings.public()["database_url"] or self.settings.database}
 
     def preflight(self) -> None:
         port = self.settings.server_port
-        if not port_free(port):
+        if not port_free(port, self.settings.server_bind):
             holder = port_holder(port)
             raise FatalComponentError(
                 f"port {port} (server_port) is already in use"
@@ -54,7 +54,13 @@ class ApiServer(ProcessComponent):
         import httpx
 
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=2.0)
+            # its own child: checked with api_tls_ca_path when given, else only reached
+            verify: Any = False
+            if self.settings.api_tls_ca_path:
+                import ssl
+
+                verify = ssl.create_default_context(cafile=self.settings.api_tls_ca_path)
+            self._http = httpx.AsyncClient(timeout=2.0, verify=verify)
         try:
             resp = await self._http.get(f"{self.endpoint}/healthz")
             health = resp.json()

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any, cast
 
-from stigmer.contract.registry import COMPONENTS, RUNNER, TEMPORAL
+from stigmer.contract.registry import API_SERVER, COMPONENTS, RUNNER, TEMPORAL
 from stigmer.contract.status import ComponentStatus, StackStatus, component_status, stack_status
 from stigmer.credentials import ensure_stack_key, ensure_token
 from stigmer.errors import StackBusyError, StackStartError, SupervisorError, TemporalError
@@ -58,7 +58,7 @@ def stopped_status(settings: Settings) -> StackStatus:
     from stigmer.stack.supervisor import docker_mode_recorded
 
     comps = []
-    for name in COMPONENTS:
+    for name in settings.components:
         ident = read_pid_file(settings.paths.pid_file(name))
         if ident is not None and ident.alive():
             comps.append(component_status(name, "orphaned", pid=ident.pid, last_error=ORPHANED))
@@ -66,8 +66,8 @@ def stopped_status(settings: Settings) -> StackStatus:
             comps.append(component_status(name))
     if docker_mode_recorded(settings.paths):
         container = _leftover_container(settings)
-        runner = next(c for c in comps if c["name"] == RUNNER)
-        if container is not None:
+        runner = next((c for c in comps if c["name"] == RUNNER), None)
+        if container is not None and runner is not None:
             runner["state"], runner["container_id"] = "orphaned", container
             runner["last_error"] = ORPHANED
     return stack_status(str(settings.home), __version__, comps)
@@ -143,12 +143,19 @@ def port_needs(settings: Settings) -> list[Any]:
     from stigmer.stack.ports import PortNeed
 
     needs = []
-    if settings.temporal_managed:
+    here = settings.components
+    if TEMPORAL in here and settings.temporal_managed:
+        host = settings.temporal_bind
         needs += [
-            PortNeed(settings.temporal_port, "the Temporal gRPC API", "temporal_port"),
-            PortNeed(settings.temporal_ui_port, "the Temporal Web UI", "temporal_ui_port"),
+            PortNeed(settings.temporal_port, "the Temporal gRPC API", "temporal_port", host),
+            PortNeed(settings.temporal_ui_port, "the Temporal Web UI", "temporal_ui_port", host),
         ]
-    needs.append(PortNeed(settings.server_port, "the stigmer API server", "server_port"))
+    if API_SERVER in here:
+        needs.append(
+            PortNeed(
+                settings.server_port, "the stigmer API server", "server_port", settings.server_bind
+            )
+        )
     return needs
 
 

@@ -27,8 +27,9 @@ from stigmer.contract.config import (
     StackKeys,
     TemporalTarget,
 )
-from stigmer.contract.registry import PROVIDERS, reserved_secret
-from stigmer.credentials import ADMIN, RUNNER, ensure_stack_key, ensure_token
+from stigmer.contract.registry import API_SERVER, PROVIDERS, RUNNER, TEMPORAL, reserved_secret
+from stigmer.credentials import ADMIN, ensure_stack_key, ensure_token
+from stigmer.credentials import RUNNER as RUNNER_ROLE
 from stigmer.errors import ConfigError
 from stigmer.settings import Settings
 
@@ -192,9 +193,38 @@ def secret_values(settings: Settings, env: Mapping[str, str] | None = None) -> d
 
 
 def stack_keys(settings: Settings) -> StackKeys:
-    """The keys that seal Temporal payloads (made on first use)."""
-    active, keys = ensure_stack_key(settings.paths.stack_key)
+    """The keys that seal Temporal payloads (made on first use: copy the file to other hosts)."""
+    active, keys = ensure_stack_key(settings.stack_key_file)
     return StackKeys(active=active, keys=keys)  # type: ignore[arg-type]
+
+
+def api_token(settings: Settings, default: Path) -> str:
+    """The token this host sends to the API: ``api_token``, ``api_token_file``, else ``default``.
+
+    Raises:
+        ConfigError: ``api_token_file`` cannot be read.
+    """
+    if settings.api_token:
+        return settings.api_token
+    if settings.api_token_file:
+        path = Path(settings.api_token_file).expanduser()
+        try:
+            token = path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"api_token_file: cannot read {path}: {exc.strerror or exc}.",
+                "Point api_token_file (STIGMER_API_TOKEN_FILE) at the token's file, or set "
+                "api_token (STIGMER_API_TOKEN).",
+            ) from None
+        if token:
+            return token
+    return ensure_token(default)
+
+
+def is_loopback(address: str) -> bool:
+    import ipaddress
+
+    return ipaddress.ip_address(address).is_loopback
 
 
 def server_config(settings: Settings) -> RuntimeConfig:
@@ -202,6 +232,7 @@ def server_config(settings: Settings) -> RuntimeConfig:
     ensure_token(paths.api_token)
     ensure_token(paths.runner_token)
     ui = settings.temporal_ui_port
+    ui_host = settings.temporal_bind
     return RuntimeConfig(
         role="stigmer-server",
         home=str(settings.home),
@@ -209,12 +240,15 @@ def server_config(settings: Settings) -> RuntimeConfig:
         stack_keys=stack_keys(settings),
         default_model=settings.default_model,
         server=ServerSection(
-            host="127.0.0.1",
+            host=settings.server_bind,
             port=settings.server_port,
+            insecure_bind=settings.insecure_bind,
+            tls_cert_pem=_read_pem(settings, "server_tls_cert_path"),
+            tls_key_pem=_read_pem(settings, "server_tls_key_path"),  # type: ignore[arg-type]
             store_url=settings.database,  # type: ignore[arg-type]
-            token_files={ADMIN: str(paths.api_token), RUNNER: str(paths.runner_token)},
+            token_files={ADMIN: str(paths.api_token), RUNNER_ROLE: str(paths.runner_token)},
             reserved_secrets_allowed=reserved_allowed(settings),
-            codec_origins=[f"http://127.0.0.1:{ui}", f"http://localhost:{ui}"]
+            codec_origins=[f"http://{ui_host}:{ui}", f"http://localhost:{ui}"]
             if settings.temporal_managed
             else [],
         ),
@@ -243,7 +277,7 @@ def runner_config(
         return address
 
     target = temporal_target(settings)
-    token = ensure_token(settings.paths.runner_token)
+    token = api_token(settings, settings.paths.runner_token)
     return RuntimeConfig(
         role="agent-runner",
         home=str(settings.home),
@@ -251,7 +285,11 @@ def runner_config(
         stack_keys=stack_keys(settings),
         default_model=settings.default_model,
         providers=providers(settings),
-        api=ApiTarget(url=at(settings.api_url), token=token),  # type: ignore[arg-type]
+        api=ApiTarget(
+            url=at(settings.api_endpoint),
+            token=token,  # type: ignore[arg-type]
+            ca_pem=_read_pem(settings, "api_tls_ca_path"),
+        ),
         runner=RunnerSection(
             identity=identity,
             task_queue=task_queue,
@@ -266,9 +304,56 @@ def runner_config(
 
 
 def check(settings: Settings) -> None:
-    """Everything a child's configuration needs can be built (before anything starts).
+    """Everything this host's components need is there and safe (before anything starts).
 
     Raises:
-        ConfigError: naming the setting.
+        ConfigError: naming the setting: a TLS file, a bind beyond loopback
+            without TLS, a component whose peers are not named.
     """
+    here = settings.components
     temporal_target(settings)
+    if API_SERVER in here:
+        cert, key = settings.server_tls_cert_path, settings.server_tls_key_path
+        if bool(cert) != bool(key):
+            raise ConfigError(
+                "server_tls_cert_path and server_tls_key_path go together.",
+                "Set both (the API's certificate and its key), or neither.",
+            )
+        _read_pem(settings, "server_tls_cert_path")
+        _read_pem(settings, "server_tls_key_path")
+        if not is_loopback(settings.server_bind) and not cert and not settings.insecure_bind:
+            raise ConfigError(
+                f"server_bind {settings.server_bind} is beyond loopback, and the API has no TLS: "
+                "its tokens would cross the network in clear.",
+                "Give it a certificate (server_tls_cert_path, server_tls_key_path), or pass "
+                "--insecure-bind if this network is yours alone.",
+            )
+    if settings.only and TEMPORAL in here and not settings.temporal_managed:
+        raise ConfigError(
+            "temporal is among this host's components (only), but temporal_address names an "
+            "external Temporal.",
+            "Drop temporal from --only, or unset temporal_address to run a managed one here.",
+        )
+    managed_here = TEMPORAL in here and settings.temporal_managed
+    if managed_here and not is_loopback(settings.temporal_bind) and not settings.insecure_bind:
+        raise ConfigError(
+            f"temporal_bind {settings.temporal_bind} is beyond loopback: the managed Temporal dev "
+            "server has no TLS and no login (payloads stay sealed, but anyone there can start, "
+            "cancel or terminate workflows).",
+            "Pass --insecure-bind if this network is yours alone, or use a Temporal cluster "
+            "behind TLS (temporal_address).",
+        )
+    if TEMPORAL not in here and settings.temporal_managed:
+        raise ConfigError(
+            "This host runs no Temporal (only), and temporal_address is not set.",
+            "Set temporal_address (STIGMER_TEMPORAL_ADDRESS) to the Temporal the stack uses.",
+        )
+    if RUNNER in here and API_SERVER not in here and not settings.api_url:
+        raise ConfigError(
+            "This host runs an agent-runner but no API server (only), and api_url is not set.",
+            "Set api_url (STIGMER_API_URL) to the API the runner posts its events to, and its "
+            "token (api_token, or api_token_file): a runner token (`stigmer token create "
+            "--role runner` on a host with the API).",
+        )
+    if settings.api_url:
+        _read_pem(settings, "api_tls_ca_path")

@@ -11,11 +11,12 @@ from stigmer.errors import PortInUseError
 
 @dataclass(frozen=True)
 class PortNeed:
-    """A port the stack will bind on 127.0.0.1, with the setting it comes from."""
+    """A port the stack will bind (on ``host``), with the setting it comes from."""
 
     port: int
     what: str
     key: str
+    host: str = "127.0.0.1"
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -97,10 +98,10 @@ def check_ports(needs: list[PortNeed]) -> None:
     """
     check_port_settings(needs)
     for need in needs:
-        if not port_free(need.port):
+        if not port_free(need.port, need.host):
             holder = port_holder(need.port)
             raise PortInUseError(
-                f"Port {need.port} on 127.0.0.1, needed for {need.what}, is already in use"
+                f"Port {need.port} on {need.host}, needed for {need.what}, is already in use"
                 + (f" by {holder}." if holder else "."),
                 f"Stop whatever holds port {need.port}, or choose another port: {port_fix(need.key)}",
             )

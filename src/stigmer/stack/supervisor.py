@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from stigmer import __version__
-from stigmer.contract.registry import API_SERVER, COMPONENTS
+from stigmer.contract.registry import API_SERVER, COMPONENTS, RUNNER, TEMPORAL
 from stigmer.contract.status import (
     ComponentStatus,
     StackStatus,
@@ -220,9 +220,12 @@ def build_components(settings: Settings, secrets: dict[str, str]) -> list[Compon
     from stigmer.stack.temporal import ExternalTemporal, ManagedTemporal, TemporalProbe
 
     probe = TemporalProbe(settings)
+    here = settings.components
+    # a host that runs only some components still watches an external Temporal:
+    # its status shows what the others depend on
     temporal: Component = (
         ManagedTemporal(settings, probe)
-        if settings.temporal_managed
+        if settings.temporal_managed and TEMPORAL in here
         else ExternalTemporal(settings, probe)
     )
     runner: Component
@@ -235,7 +238,12 @@ def build_components(settings: Settings, secrets: dict[str, str]) -> list[Compon
         from stigmer.stack.agent_runner import LocalRunner
 
         runner = LocalRunner(settings, probe, secrets)
-    return [temporal, ApiServer(settings), runner]
+    out: list[Component] = [temporal]
+    if API_SERVER in here:
+        out.append(ApiServer(settings))
+    if RUNNER in here:
+        out.append(runner)
+    return out
 
 
 class Supervisor:
@@ -258,10 +266,10 @@ class Supervisor:
             ready=all_ready(comps),
             supervisor={"pid": os.getpid(), "started_at": self.started_at},
             endpoints={
-                "api": s.api_url,
+                "api": s.api_endpoint,
                 "temporal": s.temporal_target,
-                "temporal_ui": f"http://127.0.0.1:{s.temporal_ui_port}"
-                if s.temporal_managed
+                "temporal_ui": f"http://{s.temporal_target.rpartition(':')[0]}:{s.temporal_ui_port}"
+                if s.temporal_managed and TEMPORAL in s.components
                 else None,
                 "namespace": s.temporal_namespace,
             },
@@ -280,7 +288,7 @@ class Supervisor:
             elif op == "api":  # where this stack's API is: the CLI sends its token nowhere else
                 api = next((u for u in self.units if u.comp.name == API_SERVER), None)
                 resp = {
-                    "api": self.settings.api_url if api else None,
+                    "api": self.settings.server_endpoint if api else None,
                     "state": api.state if api else None,
                 }
             elif op == "shutdown":

@@ -169,7 +169,7 @@ class TemporalProbe:
 
 
 class ManagedTemporal(ProcessComponent):
-    """``temporal server start-dev`` on 127.0.0.1 with a persistent SQLite file."""
+    """``temporal server start-dev`` on ``temporal_bind`` (127.0.0.1) with a persistent SQLite file."""
 
     name = "temporal"
 
@@ -180,11 +180,12 @@ class ManagedTemporal(ProcessComponent):
 
     @property
     def endpoint(self) -> str:
-        return f"127.0.0.1:{self.settings.temporal_port}"
+        return self.settings.temporal_target
 
     def extra_status(self) -> ComponentDetails:
         return {
-            "ui_url": f"http://127.0.0.1:{self.settings.temporal_ui_port}",
+            "ui_url": f"http://{self.settings.temporal_target.rpartition(':')[0]}:"
+            f"{self.settings.temporal_ui_port}",
             "namespace": self.settings.temporal_namespace,
             "database": str(self.paths.temporal_db),
         }
@@ -194,7 +195,7 @@ class ManagedTemporal(ProcessComponent):
             (self.settings.temporal_port, "temporal_port"),
             (self.settings.temporal_ui_port, "temporal_ui_port"),
         ):
-            if not port_free(port):
+            if not port_free(port, self.settings.temporal_bind):
                 holder = port_holder(port)
                 raise FatalComponentError(
                     f"port {port} ({key}) is already in use" + (f" by {holder}" if holder else ""),
@@ -208,11 +209,11 @@ class ManagedTemporal(ProcessComponent):
             "server",
             "start-dev",
             "--ip",
-            "127.0.0.1",
+            s.temporal_bind,
             "--port",
             str(s.temporal_port),
             "--ui-ip",
-            "127.0.0.1",
+            s.temporal_bind,
             "--ui-port",
             str(s.temporal_ui_port),
             "--db-filename",
