@@ -79,7 +79,14 @@ class Pki:
         self.ca = folder / "ca.pem"
         self.ca.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, name: str, *, server: bool) -> Issued:
+    def issue(
+        self,
+        name: str,
+        *,
+        server: bool,
+        ips: tuple[str, ...] = ("127.0.0.1",),
+        dns: tuple[str, ...] = ("localhost",),
+    ) -> Issued:
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         builder = (
@@ -101,7 +108,7 @@ class Pki:
         if server:
             builder = builder.add_extension(
                 x509.SubjectAlternativeName(
-                    [x509.IPAddress(ip_address("127.0.0.1")), x509.DNSName("localhost")]
+                    [*(x509.IPAddress(ip_address(ip)) for ip in ips), *map(x509.DNSName, dns)]
                 ),
                 critical=False,
             )

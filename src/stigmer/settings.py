@@ -262,8 +262,8 @@ class Settings:
     temporal_ui_port: int = setting(8233, "Port of the managed Temporal Web UI.")
     temporal_bind: str = setting(
         "127.0.0.1",
-        "Address the managed Temporal (and its UI) listens on; it has no TLS and no login, so "
-        "beyond loopback only with --insecure-bind.",
+        "Address the managed Temporal (and its UI) listens on: 127.0.0.1, or 0.0.0.0 for every "
+        "address; it has no TLS and no login, so beyond loopback only with --insecure-bind.",
         check=_check_address,
     )
     temporal_address: str | None = setting(

@@ -110,11 +110,8 @@ PAYLOAD_TYPES: dict[str, type[_Payload]] = {
 _TYPE_OF = {cls: name for name, cls in PAYLOAD_TYPES.items()}
 
 
-class NewEvent(BaseModel):
-    """An event as a publisher sends it (``POST /v1/executions/{id}/events``).
-
-    The payload is checked against its type's model.
-    """
+class _EventBody(BaseModel):
+    """What every event has; the payload is checked against its type's model."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -122,11 +119,9 @@ class NewEvent(BaseModel):
     type: EventType
     payload: dict[str, Any]
     at: str | None = None  # the publisher's clock, format_timestamp()
-    #: the workflow run that publishes it: an execution takes events from its own run only
-    run_id: str | None = Field(default=None, max_length=64)
 
     @model_validator(mode="after")
-    def _payload_fits_type(self) -> NewEvent:
+    def _payload_fits_type(self) -> _EventBody:
         model = PAYLOAD_TYPES[self.type].model_validate(self.payload)
         self.payload = model.model_dump(mode="json", exclude_none=True)
         return self
@@ -135,8 +130,15 @@ class NewEvent(BaseModel):
         return PAYLOAD_TYPES[self.type].model_validate(self.payload)  # type: ignore[return-value]
 
 
-class Event(NewEvent):
-    """An event as the store keeps and streams it."""
+class NewEvent(_EventBody):
+    """An event as a publisher sends it (``POST /v1/executions/{id}/events``)."""
+
+    #: the workflow run that publishes it: an execution takes events from its own run only
+    run_id: str | None = Field(default=None, max_length=64)
+
+
+class Event(_EventBody):
+    """An event as the store keeps and streams it (the run is the execution's ``run_id``)."""
 
     execution_id: str
     seq: int

@@ -335,6 +335,17 @@ def check(settings: Settings) -> None:
             "Drop temporal from --only, or unset temporal_address to run a managed one here.",
         )
     managed_here = TEMPORAL in here and settings.temporal_managed
+    if (
+        managed_here
+        and settings.temporal_bind not in ("0.0.0.0", "::")
+        and not is_loopback(settings.temporal_bind)
+    ):
+        raise ConfigError(
+            f"temporal_bind {settings.temporal_bind}: the Temporal dev server works bound to "
+            "loopback or to every address (0.0.0.0), not to one other address (it dials its "
+            "own services on 127.0.0.1).",
+            "Set temporal_bind to 0.0.0.0 (with --insecure-bind), or to 127.0.0.1.",
+        )
     if managed_here and not is_loopback(settings.temporal_bind) and not settings.insecure_bind:
         raise ConfigError(
             f"temporal_bind {settings.temporal_bind} is beyond loopback: the managed Temporal dev "
