@@ -160,6 +160,15 @@ def _check_model(value: Any) -> None:
     parse_model(str(value))
 
 
+#: More workers than this on one host is a mistake, not a deployment.
+MAX_RUNNER_REPLICAS = 64
+
+
+def _check_replicas(value: Any) -> None:
+    if int(value) > MAX_RUNNER_REPLICAS:
+        raise ValueError(f"at most {MAX_RUNNER_REPLICAS} per host; add hosts for more")
+
+
 def _check_address(value: Any) -> None:
     import ipaddress
 
@@ -322,6 +331,13 @@ class Settings:
         pattern=r"[0-9]+[bkmgBKMG]?",
     )
     runner_pids_limit: int = setting(512, "Process limit of the runner container.", minimum=16)
+    runner_replicas: int = setting(
+        1,
+        "Agent-runner workers on this host (containers in docker mode), each fed its "
+        "configuration and supervised on its own: agent-runner, agent-runner-2, ...",
+        minimum=1,
+        check=_check_replicas,
+    )
     workflow_sandbox: bool = setting(
         False,
         "Run agent workflows in Temporal's workflow sandbox (catches non-deterministic "

@@ -42,9 +42,8 @@ def dstack(stack: Stack, runner_image: str, docker_labels: dict[str, str]) -> It
     stack.cli("server", "stop", timeout=90)
     client = docker.from_env()
     try:
-        client.containers.get(name).remove(force=True)
-    except docker.errors.NotFound:
-        pass
+        for c in client.containers.list(all=True, filters={"name": name}):
+            c.remove(force=True)  # the runner's, and its replicas' (name-2, ...)
     finally:
         client.close()
 
@@ -150,6 +149,68 @@ def test_docker_runner_is_hardened_healthy_and_restarted(
     with pytest.raises(docker.errors.NotFound):
         container(docker_client, dstack)
     assert dstack.our_processes() == []
+
+
+REPLICA_AGENT = """\
+apiVersion: stigmer.ai/v1
+kind: Agent
+metadata: {name: replicas}
+spec:
+  instructions: Say where you run.
+  model: test
+  tools: [shell]
+  test_script:
+    - tool: shell
+      args: {command: "sleep 1; hostname"}
+    - answer: "{{ last }}"
+"""
+
+
+def test_runner_replicas_are_containers_each_fed_and_supervised(
+    docker_client: docker.DockerClient, dstack: Stack, tmp_path: Path
+) -> None:
+    dstack.env["STIGMER_RUNNER_REPLICAS"] = "3"
+    st = dstack.start()
+    names = ["agent-runner", "agent-runner-2", "agent-runner-3"]
+    runners = {c["name"]: c for c in st["components"] if c["name"].startswith("agent-runner")}
+    assert sorted(runners) == names and st["ready"]
+    base = dstack.env["STIGMER_RUNNER_CONTAINER"]
+    containers = [docker_client.containers.get(n) for n in (base, f"{base}-2", f"{base}-3")]
+    identities = {runners[n]["identity"] for n in names}
+    assert len(identities) == 3, "each replica is a worker of its own"
+    for c in containers:  # hardened alike, and each got its configuration on stdin
+        host = c.attrs["HostConfig"]
+        assert host["CapDrop"] == ["ALL"] and host["ReadonlyRootfs"] is True
+        assert [m["Destination"] for m in c.attrs["Mounts"]] == ["/workspace"]
+    agent = tmp_path / "replicas.yaml"
+    agent.write_text(REPLICA_AGENT)
+    dstack.cli("apply", "-f", str(agent), check=True)
+    ids = [
+        dstack.cli("run", "replicas", str(i), "--detach", check=True).stdout.strip()
+        for i in range(9)
+    ]
+    for ex_id in ids:
+        done = dstack.cli("execution", "logs", "-f", ex_id, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+    # a killed replica is restarted on its own; the others keep going
+    containers[1].kill()
+    after = dstack.wait_for(
+        lambda s: (
+            {x["name"]: x["restarts"] for x in s["components"]}.get("agent-runner-2") == 1
+            and s["ready"]
+        ),
+        what="replica 2 restarted",
+    )
+    restarts = {x["name"]: x["restarts"] for x in after["components"]}
+    assert restarts["agent-runner"] == 0 and restarts["agent-runner-3"] == 0
+    logs = dstack.cli("server", "logs", "-c", "agent-runner-3", check=True).stdout
+    assert "Connected to Temporal server" in logs
+    unknown = dstack.cli("server", "logs", "-c", "agent-runner-x")
+    assert unknown.returncode != 0 and "agent-runner-N" in unknown.stderr
+    dstack.cli("server", "stop", check=True)
+    for c in containers:
+        with pytest.raises(docker.errors.NotFound):
+            c.reload()
 
 
 def test_pull_from_registry_at_cli_version(

@@ -173,3 +173,22 @@ def test_config_list_shows_effective_values_and_working_env_names(tmp_path: Path
     assert rows["anthropic_api_key"]["source"] == "env ANTHROPIC_API_KEY"
     assert rows["anthropic_api_key"]["envs"] == ["STIGMER_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"]
     assert rows["workspace"]["value"] == str(tmp_path / "h" / "data" / "workspace")
+
+
+def test_runner_replica_names() -> None:
+    from stigmer.contract.registry import runner_name, runner_replica
+
+    assert [runner_name(i) for i in (1, 2, 10)] == [
+        "agent-runner",
+        "agent-runner-2",
+        "agent-runner-10",
+    ]
+    assert [runner_replica(runner_name(i)) for i in (1, 2, 10)] == [1, 2, 10]
+    for other in (
+        "agent-runner-1",
+        "agent-runner-02",
+        "agent-runner-x",
+        "temporal",
+        "agent-runner-",
+    ):
+        assert runner_replica(other) is None, other

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 
 from stigmer.cli._output import JSON_MODE, human_duration, print_json
-from stigmer.contract.registry import COMPONENTS, PROVIDERS, RUNNER, parse_model
+from stigmer.contract.registry import COMPONENTS, PROVIDERS, RUNNER, parse_model, runner_replica
 from stigmer.contract.status import StackStatus, find_component
 from stigmer.errors import EXIT_NOT_READY, EXIT_OK, StackNotRunningError
 from stigmer.settings import KEYS_BY_NAME, RUNNER_MODES, Settings, resolve
@@ -18,6 +18,15 @@ from stigmer.settings import KEYS_BY_NAME, RUNNER_MODES, Settings, resolve
 app = typer.Typer(help="Bring up, inspect and stop the local stack.", no_args_is_help=True)
 
 LOG_SOURCES = (*COMPONENTS, "supervisor")
+
+
+def _replica_logs(settings: Any) -> list[str]:
+    """agent-runner-2, ... that have logs in this home (runner_replicas, now or before)."""
+    logs = settings.paths.logs
+    found = (
+        {p.name.split(".")[0] for p in logs.glob("agent-runner-*.log")} if logs.is_dir() else set()
+    )
+    return sorted((n for n in found if runner_replica(n)), key=lambda n: runner_replica(n) or 0)
 
 
 def _settings(**flags: Any) -> Settings:
@@ -380,7 +389,7 @@ def logs(
         None,
         "-c",
         "--component",
-        help=f"One of: {', '.join(LOG_SOURCES)}. Default: all, merged by time.",
+        help=f"One of: {', '.join(LOG_SOURCES)}, agent-runner-N. Default: all, merged by time.",
     ),
     follow: bool = typer.Option(
         False, "-f", "--follow", help="Keep printing new lines (across restarts and rotation)."
@@ -401,12 +410,13 @@ def logs(
         raise ConfigError(
             f"--tail must be 0 or more, not {tail}.", "Use -n 0 for none, -n 50 for the last 50."
         )
-    if component and component not in LOG_SOURCES:
+    if component and component not in LOG_SOURCES and not runner_replica(component):
         raise ConfigError(
-            f"Unknown component {component!r}.", f"Use one of: {', '.join(LOG_SOURCES)}."
+            f"Unknown component {component!r}.",
+            f"Use one of: {', '.join(LOG_SOURCES)} (or agent-runner-N, with runner_replicas).",
         )
     settings = _settings()
-    names = [component] if component else list(LOG_SOURCES)
+    names = [component] if component else [*LOG_SOURCES, *_replica_logs(settings)]
     if not settings.paths.logs.is_dir() and not follow:
         print(
             f"No logs yet in {settings.paths.logs}: the stack has not run in this home.",

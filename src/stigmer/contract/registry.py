@@ -16,6 +16,21 @@ API_SERVER = "stigmer-server"
 TEMPORAL = "temporal"
 
 
+def runner_name(replica: int) -> str:
+    """The component name of a host's ``replica``-th runner: agent-runner, agent-runner-2, ..."""
+    return RUNNER if replica == 1 else f"{RUNNER}-{replica}"
+
+
+def runner_replica(name: str) -> int | None:
+    """The replica number a component name stands for, if it names a runner."""
+    if name == RUNNER:
+        return 1
+    prefix, _, number = name.rpartition("-")
+    if prefix == RUNNER and number.isdigit() and not number.startswith("0") and int(number) > 1:
+        return int(number)
+    return None
+
+
 @dataclass(frozen=True)
 class Provider:
     """A model provider an agent names as ``provider:model``.

@@ -13,7 +13,7 @@ import secrets
 import socket
 
 from stigmer.contract.config import RuntimeConfig
-from stigmer.contract.registry import RUNNER
+from stigmer.contract.registry import runner_name
 from stigmer.contract.status import ComponentDetails
 from stigmer.contract.workflow import TASK_QUEUE
 from stigmer.settings import Settings
@@ -45,9 +45,14 @@ class LocalRunner(RunnerReadiness, ProcessComponent):
     over the machine (the README says so).
     """
 
-    name = RUNNER
-
-    def __init__(self, settings: Settings, probe: TemporalProbe, secrets: dict[str, str]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        probe: TemporalProbe,
+        secrets: dict[str, str],
+        replica: int = 1,
+    ) -> None:
+        self.name = runner_name(replica)
         ProcessComponent.__init__(self, settings)
         self.probe = probe
         self.secrets = secrets
@@ -65,7 +70,7 @@ class LocalRunner(RunnerReadiness, ProcessComponent):
             identity=self.new_identity(),
             task_queue=self.task_queue,
             workspace=str(self.settings.workspace_dir),
-            heartbeat_file=str(self.paths.run / "agent-runner.heartbeat"),
+            heartbeat_file=str(self.paths.run / f"{self.name}.heartbeat"),
             secrets=self.secrets,
         )
 

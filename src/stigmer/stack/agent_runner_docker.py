@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from stigmer.contract.config import CONFIG_ENV
-from stigmer.contract.registry import RUNNER
+from stigmer.contract.registry import runner_name
 from stigmer.contract.status import ComponentDetails
 from stigmer.errors import DockerNotRunningError
 from stigmer.settings import Paths, Settings
@@ -111,8 +111,8 @@ class ContainerConflictError(FatalComponentError):
     """A running container with our name belongs to another stigmer home."""
 
 
-def claim_container_name(client: Any, settings: Settings) -> str | None:
-    """Free the runner container name for this home.
+def claim_container_name(client: Any, settings: Settings, name: str | None = None) -> str | None:
+    """Free a runner container name (default ``runner_container``) for this home.
 
     A container of ours (same ``io.stigmer.home`` label) is removed, running or
     not; an exited one without our label is removed too. A running one that is
@@ -125,7 +125,7 @@ def claim_container_name(client: Any, settings: Settings) -> str | None:
     """
     import docker
 
-    name = settings.runner_container
+    name = name or settings.runner_container
     try:
         existing = client.containers.get(name)
     except docker.errors.NotFound:
@@ -143,7 +143,7 @@ def claim_container_name(client: Any, settings: Settings) -> str | None:
             f"container name {name!r} is taken by a running container of {whose} "
             f"(id {existing.short_id}); it was left alone.",
             f"{fix_stop}, or give this stack another container name: "
-            f"STIGMER_RUNNER_CONTAINER={name}-2 (setting runner_container).",
+            f"STIGMER_RUNNER_CONTAINER={settings.runner_container}-b (setting runner_container).",
         )
     existing.remove(force=True)
     return f"replaced leftover container {name} ({existing.short_id}, {existing.status})"
@@ -175,9 +175,18 @@ HOST_FROM_CONTAINER = {"127.0.0.1": "host.docker.internal", "localhost": "host.d
 class DockerRunner(RunnerReadiness, Component):
     """``stigmer-agent-runner:local`` as a hardened container."""
 
-    name = RUNNER
-
-    def __init__(self, settings: Settings, probe: TemporalProbe, secrets: dict[str, str]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        probe: TemporalProbe,
+        secrets: dict[str, str],
+        replica: int = 1,
+    ) -> None:
+        self.name = runner_name(replica)
+        #: runner_container, then runner_container-2, ... for the other replicas
+        self.container_name = (
+            settings.runner_container if replica == 1 else f"{settings.runner_container}-{replica}"
+        )
         super().__init__(settings)
         self.probe = probe
         self.secrets = secrets
@@ -211,7 +220,7 @@ class DockerRunner(RunnerReadiness, Component):
             "task_queue": self.task_queue,
             "identity": self.identity,
             "image": self.settings.runner_image,
-            "container": self.settings.runner_container,
+            "container": self.container_name,
         }
 
     def _docker(self) -> Any:
@@ -259,7 +268,7 @@ class DockerRunner(RunnerReadiness, Component):
         from docker.types import Mount
 
         client = self._docker()
-        note = claim_container_name(client, self.settings)
+        note = claim_container_name(client, self.settings, self.container_name)
         if note:
             self._err.write(f"[stigmer] {note}")
         uid, gid = container_user()
@@ -274,7 +283,7 @@ class DockerRunner(RunnerReadiness, Component):
                 client,
                 self._config(),
                 image=self.settings.runner_image,
-                name=self.settings.runner_container,
+                name=self.container_name,
                 environment={CONFIG_ENV: "-"},
                 user=f"{uid}:{gid}",
                 labels={LABEL_HOME: str(self.paths.home), LABEL_COMPONENT: self.name},

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from stigmer import __version__
-from stigmer.contract.registry import API_SERVER, COMPONENTS, RUNNER, TEMPORAL
+from stigmer.contract.registry import API_SERVER, COMPONENTS, RUNNER, TEMPORAL, runner_replica
 from stigmer.contract.status import (
     ComponentStatus,
     StackStatus,
@@ -228,21 +228,19 @@ def build_components(settings: Settings, secrets: dict[str, str]) -> list[Compon
         if settings.temporal_managed and TEMPORAL in here
         else ExternalTemporal(settings, probe)
     )
-    runner: Component
-    # `auto` is resolved to one of these by the CLI before the supervisor starts
-    if settings.runner_mode == "docker":
-        from stigmer.stack.agent_runner_docker import DockerRunner
-
-        runner = DockerRunner(settings, probe, secrets)
-    else:
-        from stigmer.stack.agent_runner import LocalRunner
-
-        runner = LocalRunner(settings, probe, secrets)
     out: list[Component] = [temporal]
     if API_SERVER in here:
         out.append(ApiServer(settings))
     if RUNNER in here:
-        out.append(runner)
+        # `auto` is resolved to one of these by the CLI before the supervisor starts
+        if settings.runner_mode == "docker":
+            from stigmer.stack.agent_runner_docker import DockerRunner as Runner
+        else:
+            from stigmer.stack.agent_runner import LocalRunner as Runner  # type: ignore[assignment]
+        out += [
+            Runner(settings, probe, secrets, replica)
+            for replica in range(1, settings.runner_replicas + 1)
+        ]
     return out
 
 
@@ -333,7 +331,9 @@ def reap_leftovers(paths: Paths, grace: float, names: tuple[str, ...] | None = N
     signalled; anything else in a pid file is ignored and the file removed.
     """
     stopped = []
-    for name in names or COMPONENTS:
+    recorded = {p.stem for p in paths.run.glob("*.pid")} if paths.run.is_dir() else set()
+    runners = sorted(n for n in recorded if runner_replica(n) and n != RUNNER)
+    for name in names or (*COMPONENTS, *runners):
         pf = paths.pid_file(name)
         ident = read_pid_file(pf)
         if ident is not None and terminate(ident, grace):
