@@ -85,7 +85,12 @@ def ensure_stack_key(path: Path) -> tuple[str, dict[str, str]]:
 
 
 def rotate_stack_key(path: Path) -> str:
-    """Add a new key and make it the one that seals; returns its id (older keys stay)."""
+    """Add a new key and make it the one that seals; returns its id (older keys stay).
+
+    With no file yet, the first key is made (``k1``).
+    """
+    if read_stack_keys(path) is None:
+        return ensure_stack_key(path)[0]
     _active, keys = ensure_stack_key(path)
     n = 1 + max(int(k[1:]) for k in keys if k[1:].isdigit())
     new = f"k{n}"

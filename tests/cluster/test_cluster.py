@@ -72,7 +72,11 @@ def cluster(
         database = pg.database()
 
         pki = Pki(base / "pki")
-        key_file = base / "stack-key.json"
+        key_file = base / "stack-key.json"  # made once, and given to every host
+        made_key = root.cli(
+            "config", "rotate-key", env=root.env | {"STIGMER_STACK_KEY_PATH": str(key_file)}
+        )
+        assert made_key.returncode == 0 and key_file.exists(), made_key.stderr
         temporal = f"{db.address}:{TEMPORAL_PORT}"
         common = {
             "STIGMER_TEMPORAL_ADDRESS": temporal,
@@ -439,4 +443,20 @@ def test_an_api_server_beyond_loopback_needs_tls(cluster: dict[str, Any]) -> Non
     refused = host.cli("server", "start", "--only", "stigmer-server")
     assert refused.returncode == 2, refused.stderr
     assert "server_tls_cert_path" in refused.stderr and "--insecure-bind" in refused.stderr
+    assert host.processes() == []
+
+
+def test_a_host_without_the_stack_key_is_refused(cluster: dict[str, Any], tmp_path: Path) -> None:
+    net: Cluster = cluster["net"]
+    host = net.add("nokey")
+    host.env |= {
+        "STIGMER_TEMPORAL_ADDRESS": f"{cluster['db'].address}:{TEMPORAL_PORT}",
+        "STIGMER_API_URL": f"https://{cluster['apis'][0].address}:{API_PORT}",
+        "STIGMER_API_TOKEN": "not-used",
+        "STIGMER_STACK_KEY_PATH": str(tmp_path / "missing" / "stack-key.json"),
+    }
+    refused = host.cli("server", "start", "--only", "agent-runner")
+    assert refused.returncode == 2, refused.stderr
+    assert "stack_key_path" in refused.stderr and "rotate-key" in refused.stderr
+    assert not (tmp_path / "missing" / "stack-key.json").exists(), "no key of its own is made"
     assert host.processes() == []

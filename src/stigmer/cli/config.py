@@ -134,19 +134,21 @@ def list_cmd(
 def rotate_key_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Add a new key to seal Temporal payloads with; payloads sealed before stay readable.
 
-    The stack's keys are in credentials/stack-key.json (mode 0600). The new key
-    seals from the next `stigmer server start` (or `restart`); the older keys
-    stay in the file to open what they sealed. On several hosts, copy the file
-    to each of them.
+    The stack's keys are in credentials/stack-key.json (mode 0600; setting
+    stack_key_path). The new key seals from the next `stigmer server start` (or
+    `restart`); the older keys stay in the file to open what they sealed. With no
+    file yet, this makes the first key. On several hosts, copy the file to each
+    of them before restarting any.
     """
     from stigmer.credentials import rotate_stack_key
 
     JSON_MODE["on"] = json_out
-    paths = Paths(home_dir())
-    paths.ensure()
-    new = rotate_stack_key(paths.stack_key)
+    settings = resolve()
+    settings.paths.ensure()
+    key_file = settings.stack_key_file  # stack_key_path, default credentials/stack-key.json
+    new = rotate_stack_key(key_file)
     if json_out:
-        print_json({"active": new, "file": str(paths.stack_key)})
+        print_json({"active": new, "file": str(key_file)})
         return
-    print(f"key {new} added to {paths.stack_key}; it seals from the next start.")
+    print(f"key {new} added to {key_file}; it seals from the next start.")
     print("Apply it: stigmer server restart (payloads sealed with older keys stay readable)")

@@ -23,8 +23,14 @@ from typing import Any, cast
 
 from stigmer.contract.registry import API_SERVER, COMPONENTS, RUNNER, TEMPORAL
 from stigmer.contract.status import ComponentStatus, StackStatus, component_status, stack_status
-from stigmer.credentials import ensure_stack_key, ensure_token
-from stigmer.errors import StackBusyError, StackStartError, SupervisorError, TemporalError
+from stigmer.credentials import ensure_stack_key, ensure_token, read_stack_keys
+from stigmer.errors import (
+    ConfigError,
+    StackBusyError,
+    StackStartError,
+    SupervisorError,
+    TemporalError,
+)
 from stigmer.files import make_private, write_private
 from stigmer.settings import Paths, Settings, ensure_config_file
 from stigmer.stack.rpc import rpc
@@ -196,7 +202,19 @@ def start(
     ensure_config_file(paths)
     ensure_token(paths.api_token)
     ensure_token(paths.runner_token)
-    ensure_stack_key(paths.stack_key)
+    here = settings.components
+    if API_SERVER in here or RUNNER in here:
+        key_file = settings.stack_key_file
+        if settings.only and read_stack_keys(key_file) is None:
+            # a key made here would seal what no other host can open
+            raise ConfigError(
+                f"stack_key_path {key_file}: there is no stack key. Every host of a stack "
+                "seals and opens Temporal payloads with the same key.",
+                "Copy the stack's key file from a host of this stack (credentials/stack-key.json) "
+                "and point stack_key_path at it; for a new stack, make it once with "
+                "`stigmer config rotate-key` and copy it to every host.",
+            )
+        ensure_stack_key(key_file)
     with stack_lock(paths, settings.start_timeout + 60, on_wait_lock):
         current = supervisor_status(paths)
         if current is None and supervisor_holds_lock(paths):
