@@ -145,6 +145,8 @@ class Cleanup:
     homes: list[tuple[Path, dict[str, str]]] = field(default_factory=list)
     procs: list[subprocess.Popen[Any]] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
+    #: anything else to undo (a database), called last
+    callbacks: list[Callable[[], Any]] = field(default_factory=list)
     done: bool = False
 
     def run(self) -> None:
@@ -168,6 +170,9 @@ class Cleanup:
             subprocess.run(["docker", "rmi", ref], capture_output=True, timeout=120)
         for path in self.paths:
             shutil.rmtree(path, ignore_errors=True)
+        for undo in reversed(self.callbacks):
+            with contextlib.suppress(Exception):
+                undo()
 
 
 def stop_process(p: subprocess.Popen[Any], grace: float = 5) -> None:
@@ -544,6 +549,19 @@ def proc_cpu_s(pid: int) -> float | None:
         return None
     tick = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / tick
+
+
+def processes_cpu_s(name: str) -> float:
+    """User + system CPU seconds of every live process called ``name``."""
+    import psutil
+
+    total = 0.0
+    for p in psutil.process_iter(["name"]):
+        if p.info["name"] == name:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system
+    return total
 
 
 def container_cpu_s(container_id: str) -> float | None:

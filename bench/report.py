@@ -208,6 +208,9 @@ def generated(data: dict[str, Any], results_file: Path) -> str:
         markdown_table(data["figures"]),
         *details(data),
     ]
+    if data.get("skipped"):
+        lines += ["", "Not measured in this run:", ""]
+        lines += [f"- `{k}`: {v}" for k, v in data["skipped"].items()]
     if data.get("errors"):
         lines += ["", "Errors in this run:", ""]
         lines += [f"- `{k}`: {v}" for k, v in data["errors"].items()]

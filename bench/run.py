@@ -22,7 +22,7 @@ Knobs (environment variables; defaults in brackets, smoke defaults after "/"):
                           user's machine (default); env: leave PYTHONDONTWRITEBYTECODE &
                           co as they are in the environment
   BENCH_ONLY              comma list of sections: image,rebuild,floors,start-docker,
-                          cli,runner-start,memory,run,throughput,start-local
+                          cli,runner-start,memory,run,throughput,run-postgres,start-local
   BENCH_IMAGE             use this runner image instead of building one (no size/rebuild)
   BENCH_MAX_LOAD          wait (up to BENCH_LOAD_WAIT_S [300]) for the 1-min load to drop below
   BENCH_RESULTS_DIR       where the JSON goes [bench/results]
@@ -88,6 +88,7 @@ SECTIONS = (
     "memory",
     "run",
     "throughput",
+    "run-postgres",
     "start-local",
 )
 ONLY = {s.strip() for s in os.environ.get("BENCH_ONLY", "").split(",") if s.strip()} or set(
@@ -183,6 +184,9 @@ class Bench:
         self.stack_home: Path | None = None
         self.probe: bl.TemporalProbe | None = None
         self._stack_pids: dict[str, Any] = {}
+        self._inproc: dict[str, Any] | None = None
+        self.skipped: dict[str, str] = {}  # section -> why it measured nothing
+        self.database: Any = None  # the PostgreSQL database of the run-postgres section
         # Bytecode: the venv may hold no .pyc files (uv does not compile them, and an
         # environment with PYTHONDONTWRITEBYTECODE=1 never writes them), which makes
         # every Python process compile its imports from source. A user's install
@@ -782,9 +786,9 @@ class Bench:
         os.chmod(ws, 0o755)
         os.chmod(ws / "input.txt", 0o644)
 
-    def s_run(self) -> None:
+    def timed_runs(self) -> tuple[list[tuple[float, float, str]], dict[str, float]]:
+        """RUNS `stigmer run` back to back after a warm-up: (wall, took, id) each; CPU ms/run."""
         assert self.stack_env
-        self.prepare_agent()
         argv = [bl.STIGMER, "run", AGENT, "bench", "--output", "json"]
         for _ in range(1 if SMOKE else 3):  # warm-up: sandbox imports, sticky cache
             bl.run(argv, env=self.stack_env, timeout=120)
@@ -803,6 +807,49 @@ class Bench:
             after = cpu1.get(k)
             if before is not None and after is not None:
                 cpu_ms[k] = (after - before) * 1000 / RUNS
+        return runs, cpu_ms
+
+    def inprocess_peer(self) -> dict[str, Any]:
+        """The same agent in-process, no Temporal (measured once, shared by the run figures)."""
+        if self._inproc is not None:
+            return self._inproc
+        ws = self.work / "ws-inprocess"
+        (ws / "bench").mkdir(parents=True)
+        (ws / "bench" / "input.txt").write_text("hello from the benchmark\n")
+        _, proc = bl.run(
+            [
+                bl.PYTHON,
+                str(Path(__file__).parent / "inprocess_agent.py"),
+                json.dumps(SCRIPT),
+                "--runs",
+                str(RUNS),
+                "--workspace",
+                str(ws),
+            ],
+            timeout=300,
+        )
+        inproc: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+        if inproc.get("tool_calls") != 2:
+            raise RuntimeError(
+                f"the in-process agent made {inproc.get('tool_calls')} tool calls, not 2"
+            )
+        self._inproc = inproc
+        return inproc
+
+    def cpu_figures(self, key: str, label: str, cpu_ms: dict[str, float]) -> None:
+        """CPU per run: all processes, then one row per process."""
+        if not cpu_ms:
+            return
+        self.add(
+            Figure(key, f"  · {label}, all processes", "ms", [sum(cpu_ms.values())], info=True)
+        )
+        for name, ms in cpu_ms.items():
+            self.add(Figure(f"{key}_{name}", f"    {name}", "ms", [ms], info=True))
+
+    def s_run(self) -> None:
+        assert self.stack_env
+        self.prepare_agent()
+        runs, cpu_ms = self.timed_runs()
         hist = []
         assert self.probe
         for _, _, ex_id in runs[-min(RUNS, 10) :]:
@@ -833,26 +880,7 @@ class Bench:
                     parts["created_to_running"].append(phases["RUNNING"] - created)
                     parts["running_to_completed"].append(phases["COMPLETED"] - phases["RUNNING"])
                     parts["completed_to_exit"].append(t_wall + took - phases["COMPLETED"])
-        ws = self.work / "ws-inprocess"
-        (ws / "bench").mkdir(parents=True)
-        (ws / "bench" / "input.txt").write_text("hello from the benchmark\n")
-        _, proc = bl.run(
-            [
-                bl.PYTHON,
-                str(Path(__file__).parent / "inprocess_agent.py"),
-                json.dumps(SCRIPT),
-                "--runs",
-                str(RUNS),
-                "--workspace",
-                str(ws),
-            ],
-            timeout=300,
-        )
-        inproc = json.loads(proc.stdout.strip().splitlines()[-1])
-        if inproc.get("tool_calls") != 2:
-            raise RuntimeError(
-                f"the in-process agent made {inproc.get('tool_calls')} tool calls, not 2"
-            )
+        inproc = self.inprocess_peer()
         walls = [t for _, t, _ in runs]
         peer = inproc["runs_s"]
         run_s = bl.summary(walls)
@@ -914,17 +942,7 @@ class Bench:
                 ("wft_processing_s", f"    in {n_wft:.0f} workflow tasks: processing (sum)"),
             ):
                 self.add(Figure(f"run_hist_{key}", label, "s", [h[key] for h in hist], info=True))
-        if cpu_ms:
-            self.add(
-                Figure(
-                    "run_cpu_ms",
-                    "  · CPU per run, all processes",
-                    "ms",
-                    [sum(cpu_ms.values())],
-                    info=True,
-                    note=", ".join(f"{k} {v:.0f}" for k, v in cpu_ms.items()),
-                )
-            )
+        self.cpu_figures("run_cpu_ms", "CPU per run (SQLite)", cpu_ms)
 
     def cpu_snapshot(self) -> dict[str, float | None]:
         """CPU seconds so far of each stack process, the runner container and our CLI children."""
@@ -943,7 +961,47 @@ class Bench:
             "agent-runner": bl.container_cpu_s(self.stack_container().id),
             "supervisor": bl.proc_cpu_s(pids["supervisor"]),
             "cli": bl.children_cpu_s(),
+            # every process of the PostgreSQL server (its backends stay: the API pools them)
+            **({"postgres": bl.processes_cpu_s("postgres")} if self.database else {}),
         }
+
+    def s_run_postgres(self) -> None:
+        """The run figures again, the same stack restarted on PostgreSQL (database_url)."""
+        assert self.stack_env
+        sys.path.insert(0, str(bl.ROOT))
+        from tests.fixtures_pg import create_database, drop_database, pg_available
+
+        why = pg_available()
+        if why:  # not an error: the page says which figures are missing, and why
+            self.skipped["run-postgres"] = why
+            bl.log(f"run-postgres skipped: {why}")
+            return
+        self.database = create_database()
+        self.cleanup.callbacks.append(lambda db=self.database: drop_database(db))
+        env = self.stack_env
+        bl.run([bl.STIGMER, "server", "stop"], env=env, timeout=240)
+        env["STIGMER_DATABASE_URL"] = self.database.url
+        bl.run([bl.STIGMER, "server", "start", "--json"], env=env, timeout=240)
+        self._stack_pids = {}
+        self.prepare_agent()
+        runs, cpu_ms = self.timed_runs()
+        walls = [t for _, t, _ in runs]
+        peer_s = bl.summary(self.inprocess_peer()["runs_s"])
+        sqlite = next((f for f in self.figures if f.key == "run_overhead_p50"), None)
+        self.add(
+            Figure(
+                "run_overhead_p50_postgres",
+                "stigmer run overhead p50 on PostgreSQL (run p50 - in-process p50)",
+                "s",
+                [w - peer_s["median"] for w in walls],
+                stats={"median": bl.summary(walls)["median"] - peer_s["median"]},
+                floor_value=sqlite.summary()["median"] if sqlite else None,
+                floor_label="the same on SQLite",
+                target=0.300,
+                extra={"cpu_ms_per_run": cpu_ms},
+            )
+        )
+        self.cpu_figures("run_cpu_ms_postgres", "CPU per run (PostgreSQL)", cpu_ms)
 
     def submit_batch(self, api: Any, n: int, tag: str) -> tuple[float, list[str]]:
         t0 = time.time()
@@ -1091,6 +1149,7 @@ class Bench:
                 self.section("memory", self.s_memory, needs_stack=True)
                 self.section("run", self.s_run, needs_stack=True)
                 self.section("throughput", self.s_throughput, needs_stack=True)
+                self.section("run-postgres", self.s_run_postgres, needs_stack=True)
                 self.stop_stack()
                 self.section("start-local", self.s_start_local)
         finally:
@@ -1127,6 +1186,7 @@ class Bench:
             "environment_bytecode": self.env_bytecode,
             "sections": self.sections,
             "errors": self.errors,
+            "skipped": self.skipped,
             "figures": [bl.round_all(f.to_dict()) for f in self.figures],
         }
         results_dir = Path(os.environ.get("BENCH_RESULTS_DIR") or bl.ROOT / "bench" / "results")

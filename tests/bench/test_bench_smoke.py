@@ -40,6 +40,7 @@ EXPECTED = (
     "runner_idle_memory",
     "run_e2e",
     "run_overhead_p50",
+    "run_cpu_ms",
     "throughput_1",
     "throughput_2",
     "start_local",
@@ -78,9 +79,17 @@ def test_bench_smoke(
     data = json.loads(results.read_text())
     assert data["smoke"] is True and not data["errors"], data["errors"]
     figures = {f["key"]: f for f in data["figures"]}
-    missing = [k for k in EXPECTED if k not in figures]
+    expected = list(EXPECTED)
+    from tests.fixtures_pg import pg_available
+
+    if pg_available() is None:  # .ci/run starts PostgreSQL
+        expected += ["run_overhead_p50_postgres", "run_cpu_ms_postgres"]
+        assert figures["run_cpu_ms_postgres_postgres"]["median"] > 0
+    else:
+        assert "run-postgres" in data["skipped"]
+    missing = [k for k in expected if k not in figures]
     assert not missing, f"figures not measured: {missing}"
-    for key in EXPECTED:
+    for key in expected:
         f = figures[key]
         assert f["n"] >= 1 and isinstance(f["median"], (int, float)), f
         if f["target"] is not None:
