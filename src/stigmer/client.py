@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import http.client
 import json as _json
-import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
 from stigmer.contract.phases import TERMINAL_PHASES
@@ -21,6 +20,7 @@ from stigmer.errors import (
     ApiError,
     ApiUnavailableError,
     AuthError,
+    ConfigError,
     ConflictError,
     NotFoundError,
     RequestRejectedError,
@@ -28,6 +28,9 @@ from stigmer.errors import (
     StigmerError,
 )
 from stigmer.settings import Settings
+
+if TYPE_CHECKING:
+    import ssl
 
 #: Seconds a GET keeps retrying an API that answers 502/503/504.
 UNAVAILABLE_PATIENCE_S = 30.0
@@ -81,12 +84,18 @@ class Client:
         """The check of an https API: ``api_tls_ca_path``, else the system's CAs.
 
         This host's own API, which its supervisor vouches for, is reached at its
-        own address: without a CA given, its certificate is not checked.
+        own address, which its certificate may not name: without a CA given, the
+        certificate must be exactly the one in ``server_tls_cert_path`` (pinned).
         """
+        import ssl  # only for https: about 8 ms of every command's start-up otherwise
+
         if settings.api_tls_ca_path:
             return ssl.create_default_context(cafile=settings.api_tls_ca_path)
-        if vouched:
-            return ssl._create_unverified_context()
+        if vouched and settings.server_tls_cert_path:
+            pinned = ssl.create_default_context(cafile=settings.server_tls_cert_path)
+            pinned.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # the leaf is the anchor
+            pinned.check_hostname = False  # the address it was reached at is the supervisor's word
+            return pinned
         return ssl.create_default_context()
 
     @staticmethod
@@ -125,6 +134,22 @@ class Client:
         return StackNotRunningError(
             f"The stigmer API at {self.base} is not answering (home {self.settings.home}).",
             "Start the stack: `stigmer server start` (and check `stigmer server status`).",
+        )
+
+    def _untrusted(self, exc: BaseException) -> ConfigError | None:
+        """The error for an https API whose certificate failed the check, else None."""
+        if self._tls is None:
+            return None
+        import ssl
+
+        if not isinstance(exc, ssl.SSLCertVerificationError):
+            return None
+        return ConfigError(
+            f"The API at {self.base} presented a certificate this CLI does not trust: "
+            f"{exc.verify_message or exc}.",
+            "Set api_tls_ca_path (STIGMER_API_TLS_CA_PATH) to the CA that signed the API's "
+            "certificate; for this host's own API, server_tls_cert_path must be the "
+            "certificate it serves.",
         )
 
     def _send(
@@ -195,8 +220,8 @@ class Client:
                 f"The stigmer API at {self.base} timed out on {method} {path}.",
                 "Retry; see `stigmer server logs -c stigmer-server`.",
             ) from None
-        except (OSError, http.client.HTTPException):
-            raise self._not_running() from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise (self._untrusted(exc) or self._not_running()) from None
         return self._check(method, path, resp.status, data)
 
     def _check(self, method: str, path: str, status: int, data: bytes) -> Any:
@@ -368,7 +393,15 @@ class Client:
                 if self.get_execution(execution_id).get("phase") in TERMINAL_PHASES:
                     return
                 failures += 1
-            except (OSError, http.client.HTTPException, StackNotRunningError, ApiUnavailableError):
+            except (
+                OSError,
+                http.client.HTTPException,
+                StackNotRunningError,
+                ApiUnavailableError,
+            ) as exc:
+                untrusted = self._untrusted(exc)
+                if untrusted is not None:
+                    raise untrusted from None
                 failures += 1
             finally:
                 if conn is not None:

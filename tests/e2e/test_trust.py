@@ -601,3 +601,31 @@ def test_the_server_checks_agent_names(tstack: Stack) -> None:
     with contextlib.suppress(Exception):
         listed = tstack.cli("agent", "list", check=True).stdout
         assert "\x1b" not in listed
+
+
+def test_this_hosts_tls_api_is_pinned_to_its_own_certificate(tmp_path: Path) -> None:
+    """Without api_tls_ca_path the CLI trusts its own API's certificate, and only that one."""
+    from tests.tls_front import Pki
+
+    pki = Pki(tmp_path / "pki")
+    cert = pki.issue("api", server=True, ips=("127.0.0.1",), dns=())
+    other = pki.issue("other", server=True, ips=("127.0.0.1",), dns=())
+    st = new_stack(
+        tmp_path / "home",
+        STIGMER_SERVER_TLS_CERT_PATH=str(cert.cert),
+        STIGMER_SERVER_TLS_KEY_PATH=str(cert.key),
+    )
+    try:
+        started = st.start()
+        api = next(c for c in started["components"] if c["name"] == "stigmer-server")
+        assert api["endpoint"].startswith("https://127.0.0.1:"), api
+        listed = st.cli("agent", "list", "--output", "json")
+        assert listed.returncode == 0, listed.stderr
+        # a certificate other than the one this host's API serves is not trusted
+        wrong = st.cli(
+            "agent", "list", env={"STIGMER_SERVER_TLS_CERT_PATH": str(other.cert)}, timeout=60
+        )
+        assert wrong.returncode == 2, wrong.stderr
+        assert "does not trust" in wrong.stderr and "api_tls_ca_path" in wrong.stderr, wrong.stderr
+    finally:
+        tear_down(st)
