@@ -460,3 +460,27 @@ def test_a_host_without_the_stack_key_is_refused(cluster: dict[str, Any], tmp_pa
     assert "stack_key_path" in refused.stderr and "rotate-key" in refused.stderr
     assert not (tmp_path / "missing" / "stack-key.json").exists(), "no key of its own is made"
     assert host.processes() == []
+
+
+def test_a_runner_host_without_a_token_is_refused(cluster: dict[str, Any]) -> None:
+    host = cluster["net"].add("notoken")
+    host.env |= {
+        "STIGMER_TEMPORAL_ADDRESS": f"{cluster['db'].address}:{TEMPORAL_PORT}",
+        "STIGMER_API_URL": f"https://{cluster['apis'][0].address}:{API_PORT}",
+        "STIGMER_STACK_KEY_PATH": str(cluster["base"] / "stack-key.json"),
+    }
+    refused = host.cli("server", "start", "--only", "agent-runner")
+    assert refused.returncode == 2, refused.stderr
+    assert "api_token_file" in refused.stderr and "token create" in refused.stderr
+    assert host.processes() == []
+
+
+def test_restart_keeps_the_role_the_host_was_started_with(cluster: dict[str, Any]) -> None:
+    run1: Host = cluster["runners"][0]
+    restarted = run1.cli("server", "restart", timeout=240)
+    assert restarted.returncode == 0, restarted.stderr
+    assert "keeping the last start's flags: only=agent-runner" in restarted.stderr
+    status = json.loads(run1.cli("server", "status", "--json").stdout)
+    here = {c["name"]: c for c in status["components"]}
+    assert set(here) == {"temporal", "agent-runner"}, here  # the external Temporal, watched
+    assert here["agent-runner"]["state"] == "running"

@@ -80,14 +80,38 @@ _PARAM_KEYS = {
 }
 
 
-def _start_settings(params: dict[str, Any]) -> Settings:
-    """The settings for `server start`/`restart`, from their parameters (``locals()``)."""
+def _start_settings(params: dict[str, Any], carried: dict[str, Any] | None = None) -> Settings:
+    """The settings for `server start`/`restart`, from their parameters (``locals()``).
+
+    ``carried``: flags of the last start, used where these parameters give none.
+    """
     flags = {
         _PARAM_KEYS.get(k, k): v for k, v in params.items() if k not in ("rebuild", "json_out")
     }
     flags["offline"] = True if params["offline"] else None
     flags["insecure_bind"] = True if params["insecure_bind"] else None
+    for key, value in (carried or {}).items():
+        if flags.get(key) is None:
+            flags[key] = value
     return _settings(**flags)
+
+
+def _last_start_flags() -> dict[str, Any]:
+    """The settings the running (or last) stack of this home got from `server start` flags."""
+    import json
+
+    from stigmer.settings import Paths, home_dir
+
+    try:
+        data = json.loads(Paths(home_dir()).stack_file.read_text())
+        values, sources = data["values"], data["sources"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {
+        k: values[k]
+        for k, src in sources.items()
+        if src == "flag" and k in KEYS_BY_NAME and k in values and not KEYS_BY_NAME[k].secret
+    }
 
 
 @app.command()
@@ -294,13 +318,23 @@ def stop(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> 
 
 
 def _restart(**params: Any) -> None:
-    """Stop the stack, then start it again (with the flags of `server start`)."""
+    """Stop the stack, then start it again with the current config.
+
+    It keeps the flags the last `server start` was given (--only, --runner, ports,
+    ...), as a deployment script expects; give a flag to change one.
+    """
     from stigmer.stack import control
     from stigmer.stack.handover import check
     from stigmer.stack.ports import check_port_settings
 
     JSON_MODE["on"] = params["json_out"]
-    settings = _start_settings(params)
+    carried = _last_start_flags()
+    settings = _start_settings(params, carried)
+    given = _start_settings(params).sources  # what this command's own flags set
+    kept = {k: v for k, v in carried.items() if given.get(k) != "flag"}
+    if kept and not params["json_out"]:
+        shown = ", ".join(f"{k}={v}" for k, v in kept.items())
+        print(f"restart: keeping the last start's flags: {shown}", file=sys.stderr)
     # settings that cannot work are refused before the running stack is stopped
     check_port_settings(control.port_needs(settings))
     check(settings)

@@ -366,5 +366,15 @@ def check(settings: Settings) -> None:
             "token (api_token, or api_token_file): a runner token (`stigmer token create "
             "--role runner` on a host with the API).",
         )
+    if RUNNER in here and API_SERVER not in here and not settings.api_token:
+        if not settings.api_token_file:
+            raise ConfigError(
+                f"This host runs an agent-runner but no API server (only), and has no token for "
+                f"the API at {settings.api_url}: its events would all be refused (401).",
+                "Make a runner token (`stigmer token create --role runner`, with an admin "
+                "token), put it in a 0600 file and set api_token_file (STIGMER_API_TOKEN_FILE), "
+                "or set api_token (STIGMER_API_TOKEN).",
+            )
+        api_token(settings, settings.paths.runner_token)  # readable, or said now
     if settings.api_url:
         _read_pem(settings, "api_tls_ca_path")
