@@ -178,6 +178,11 @@ def _check_address(value: Any) -> None:
         raise ValueError("not an IP address (use 127.0.0.1, or this host's address)") from None
 
 
+def _bind_setting(help: str) -> Any:
+    """An address to listen on: an IP, loopback by default."""
+    return setting("127.0.0.1", help, check=_check_address)
+
+
 def _check_components(value: Any) -> None:
     names = [c.strip() for c in str(value).split(",") if c.strip()]
     unknown = [c for c in names if c not in COMPONENTS]
@@ -225,11 +230,9 @@ class Settings:
 
     home: Path
     server_port: int = setting(7234, "Port of the stigmer API server.")
-    server_bind: str = setting(
-        "127.0.0.1",
+    server_bind: str = _bind_setting(
         "Address the API server listens on; beyond loopback only with TLS "
-        "(server_tls_cert_path, server_tls_key_path) or --insecure-bind.",
-        check=_check_address,
+        "(server_tls_cert_path, server_tls_key_path) or --insecure-bind."
     )
     server_tls_cert_path: str | None = setting(
         None, "Certificate (PEM) the API server presents (https); with server_tls_key_path."
@@ -269,11 +272,9 @@ class Settings:
     )
     temporal_port: int = setting(7233, "gRPC port of the managed Temporal dev server.")
     temporal_ui_port: int = setting(8233, "Port of the managed Temporal Web UI.")
-    temporal_bind: str = setting(
-        "127.0.0.1",
+    temporal_bind: str = _bind_setting(
         "Address the managed Temporal (and its UI) listens on: 127.0.0.1, or 0.0.0.0 for every "
-        "address; it has no TLS and no login, so beyond loopback only with --insecure-bind.",
-        check=_check_address,
+        "address; it has no TLS and no login, so beyond loopback only with --insecure-bind."
     )
     temporal_address: str | None = setting(
         None,

@@ -58,6 +58,12 @@ from stigmer.contract.workflow import ExecutionInput, workflow_id
 
 metadata = MetaData()
 
+
+def _stamp(name: str) -> Column[Any]:
+    """A timestamp column (with its time zone) that every row has."""
+    return Column(name, DateTime(timezone=True), nullable=False)
+
+
 agents = Table(
     "agents",
     metadata,
@@ -65,8 +71,8 @@ agents = Table(
     Column("spec", JSON, nullable=False),
     Column("spec_hash", String(64), nullable=False),
     Column("generation", Integer, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    _stamp("created_at"),
+    _stamp("updated_at"),
 )
 
 executions = Table(
@@ -80,8 +86,8 @@ executions = Table(
     Column("input", JSON, nullable=False),
     Column("output", Text),
     Column("error", Text),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    _stamp("created_at"),
+    _stamp("updated_at"),
 )
 
 events = Table(
@@ -92,17 +98,17 @@ events = Table(
     Column("event_id", String(200), nullable=False),
     Column("type", String(32), nullable=False),
     Column("payload", JSON, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    _stamp("created_at"),
     UniqueConstraint("execution_id", "event_id", name="uq_events_execution_event"),
 )
 
 tokens = Table(
     "tokens",
     metadata,
-    Column("hash", String(64), primary_key=True),
+    Column("hash", String(64), primary_key=True),  # sha256: the token itself is never kept
     Column("role", String(16), nullable=False),
+    _stamp("created_at"),
     Column("label", String(200), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
 #: PostgreSQL channel of the wake-ups: its payload is the execution id.

@@ -156,6 +156,11 @@ def load_path(path: str | Path) -> list[LoadedAgent]:
             f"{p}: no agent documents found.",
             "An agent file starts with `apiVersion: stigmer.ai/v1`.",
         )
+    return _unique(agents)
+
+
+def _unique(agents: list[LoadedAgent]) -> list[LoadedAgent]:
+    """``agents``, if no name is defined twice; else a SpecError naming both places."""
     seen: dict[str, str] = {}
     for a in agents:
         if a.doc.name in seen:
@@ -176,12 +181,4 @@ def load_paths(paths: list[str]) -> list[LoadedAgent]:
     agents: list[LoadedAgent] = []
     for p in paths:
         agents += load_path(p)
-    seen: dict[str, str] = {}
-    for a in agents:
-        if a.doc.name in seen:
-            raise SpecError(
-                f"agent {a.doc.name!r} is defined twice: {seen[a.doc.name]} and {a.source}.",
-                "Give each agent a unique metadata.name.",
-            )
-        seen[a.doc.name] = a.source
-    return agents
+    return _unique(agents)

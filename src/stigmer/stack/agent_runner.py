@@ -17,17 +17,29 @@ from stigmer.contract.registry import runner_name
 from stigmer.contract.status import ComponentDetails
 from stigmer.contract.workflow import TASK_QUEUE
 from stigmer.settings import Settings
-from stigmer.stack.component import ProcessComponent, python_module_command
+from stigmer.stack.component import Component, ProcessComponent, python_module_command
 from stigmer.stack.handover import runner_config
 from stigmer.stack.temporal import TemporalProbe
 
 
-class RunnerReadiness:
-    """Identity and readiness shared by every runner implementation."""
+class RunnerReadiness(Component):
+    """Name, identity and readiness shared by every runner implementation."""
 
-    probe: TemporalProbe
     identity: str = ""
     task_queue: str = TASK_QUEUE
+
+    def __init__(
+        self,
+        settings: Settings,
+        probe: TemporalProbe,
+        secrets: dict[str, str],
+        replica: int = 1,
+    ) -> None:
+        # agent-runner, agent-runner-2, ...: named first, as the component's logs are
+        self.name = runner_name(replica)
+        self.probe = probe
+        self.secrets = secrets
+        super().__init__(settings)
 
     def new_identity(self) -> str:
         """A fresh worker identity per launch, so a stale poller never counts."""
@@ -44,18 +56,6 @@ class LocalRunner(RunnerReadiness, ProcessComponent):
     Its tools run as the user who started the stack, with that user's power
     over the machine (the README says so).
     """
-
-    def __init__(
-        self,
-        settings: Settings,
-        probe: TemporalProbe,
-        secrets: dict[str, str],
-        replica: int = 1,
-    ) -> None:
-        self.name = runner_name(replica)
-        ProcessComponent.__init__(self, settings)
-        self.probe = probe
-        self.secrets = secrets
 
     @property
     def endpoint(self) -> str:

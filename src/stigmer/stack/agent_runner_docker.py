@@ -35,12 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from stigmer.contract.config import CONFIG_ENV
-from stigmer.contract.registry import runner_name
 from stigmer.contract.status import ComponentDetails
 from stigmer.errors import DockerNotRunningError
 from stigmer.settings import Paths, Settings
 from stigmer.stack.agent_runner import RunnerReadiness
-from stigmer.stack.component import Component, FatalComponentError
+from stigmer.stack.component import FatalComponentError
 from stigmer.stack.handover import runner_config
 from stigmer.stack.logs import RotatingLog
 from stigmer.stack.temporal import TemporalProbe
@@ -172,24 +171,17 @@ def reap_containers(paths: Paths) -> list[str]:
 HOST_FROM_CONTAINER = {"127.0.0.1": "host.docker.internal", "localhost": "host.docker.internal"}
 
 
-class DockerRunner(RunnerReadiness, Component):
+class DockerRunner(RunnerReadiness):
     """``stigmer-agent-runner:local`` as a hardened container."""
 
     def __init__(
-        self,
-        settings: Settings,
-        probe: TemporalProbe,
-        secrets: dict[str, str],
-        replica: int = 1,
+        self, settings: Settings, probe: TemporalProbe, secrets: dict[str, str], replica: int = 1
     ) -> None:
-        self.name = runner_name(replica)
+        super().__init__(settings, probe, secrets, replica)
         #: runner_container, then runner_container-2, ... for the other replicas
         self.container_name = (
             settings.runner_container if replica == 1 else f"{settings.runner_container}-{replica}"
         )
-        super().__init__(settings)
-        self.probe = probe
-        self.secrets = secrets
         self.client: Any = None
         self.container: Any = None
         self._pid: int | None = None
