@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import http.client
 import json as _json
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
+from stigmer.contract.ids import new_execution_id
 from stigmer.contract.phases import TERMINAL_PHASES
 from stigmer.credentials import read_token
 from stigmer.errors import (
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
 
 #: Seconds a GET keeps retrying an API that answers 502/503/504.
 UNAVAILABLE_PATIENCE_S = 30.0
+#: Seconds a request keeps retrying an API that should answer and does not (restarting).
+AWAY_PATIENCE_S = 20.0
 
 
 class Client:
@@ -56,6 +60,9 @@ class Client:
     def __init__(self, settings: Settings, timeout: float = 30.0) -> None:
         self.settings = settings
         vouched = not settings.api_url
+        self._vouched = vouched
+        self._answered = False
+        self._said_away = False
         self.base = self._endpoint(settings) if vouched else settings.api_endpoint
         url = urlsplit(self.base)
         if url.scheme not in ("http", "https") or not url.hostname:
@@ -186,27 +193,48 @@ class Client:
             conn.close()
             raise
 
-    def request(self, method: str, path: str, **send: Any) -> Any:
+    def request(self, method: str, path: str, idempotent: bool = False, **send: Any) -> Any:
         """``method path`` and its decoded JSON body (None when empty).
 
         ``send``: the keyword arguments of :meth:`_send` (``params``, ``json_body``).
-        A GET the API cannot serve for a moment (its store or Temporal restarting:
-        502, 503, 504) is retried for up to :data:`UNAVAILABLE_PATIENCE_S`.
+        A GET (or an ``idempotent`` POST) the API cannot serve for a moment (its
+        store or Temporal restarting: 502, 503, 504) is retried for up to
+        :data:`UNAVAILABLE_PATIENCE_S`; an API that does not answer at all, while
+        it should (this home's supervisor runs, or it answered before), for up to
+        :data:`AWAY_PATIENCE_S`.
 
         Raises:
             StackNotRunningError: nothing answers at the API address.
             NotFoundError: 404. ApiError: any other error status, or a timeout.
         """
+        retry = method == "GET" or idempotent
         deadline = time.monotonic() + UNAVAILABLE_PATIENCE_S
+        away_until = time.monotonic() + AWAY_PATIENCE_S
         delay = 0.2
         while True:
             try:
-                return self._request_once(method, path, **send)
+                answer = self._request_once(method, path, **send)
+                self._answered = True
+                return answer
             except ApiUnavailableError:
-                if method != "GET" or time.monotonic() + delay > deadline:
+                if not retry or time.monotonic() + delay > deadline:
                     raise
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
+            except StackNotRunningError:
+                # nothing answers: the API restarting (its supervisor, or an earlier
+                # answer, says it exists), or no stack at all (said at once)
+                if not (retry and (self._vouched or self._answered)):
+                    raise
+                if time.monotonic() + delay > away_until:
+                    raise
+                if not self._said_away:
+                    self._said_away = True
+                    print(
+                        f"stigmer: the API at {self.base} is not answering; retrying for up "
+                        f"to {AWAY_PATIENCE_S:.0f}s",
+                        file=sys.stderr,
+                    )
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     def _request_once(self, method: str, path: str, **send: Any) -> Any:
         try:
@@ -311,7 +339,15 @@ class Client:
             return self._object(
                 "POST",
                 "/v1/executions",
-                json_body={"agent": agent, "message": message, "env": env, "model": model},
+                # an id of our own: the POST can be retried, and stays one execution
+                json_body={
+                    "id": new_execution_id(),
+                    "agent": agent,
+                    "message": message,
+                    "env": env,
+                    "model": model,
+                },
+                idempotent=True,
             )
         except NotFoundError:
             raise _no_such_agent(agent) from None
@@ -330,7 +366,7 @@ class Client:
 
     def cancel(self, execution_id: str) -> dict[str, Any]:
         try:
-            return self._object("POST", f"/v1/executions/{execution_id}/cancel")
+            return self._object("POST", f"/v1/executions/{execution_id}/cancel", idempotent=True)
         except ConflictError as exc:
             raise ConflictError(exc.message, "Nothing to cancel.") from None
         except NotFoundError:

@@ -81,6 +81,12 @@ def run_agent(
             raise ConfigError(f"--model: {exc}.", "Write it as provider:model, or test.") from None
     with Client.resolved() as api:
         ex = api.run(agent, message, parse_env(env), model)
+        if ex.get("phase") == "PENDING" and not ex.get("run_id"):
+            print(
+                f"stigmer: Temporal is not answering; execution {ex['id']} is kept PENDING "
+                "and starts when Temporal is back",
+                file=sys.stderr,
+            )
         if detach:
             if as_json:
                 print_json(ex)

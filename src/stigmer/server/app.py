@@ -14,10 +14,13 @@ Endpoints (all JSON unless noted):
   checked as the CLI checks it.
 * ``GET /v1/agents``, ``GET|DELETE /v1/agents/{name}``; each agent has
   ``model``, the model its runs use (its spec's, else ``default_model``).
-* ``POST /v1/executions`` body ``{"agent", "message", "env"?, "model"?}``: records
-  the execution as PENDING and starts workflow ``AgentExecutionWorkflow`` (id
-  ``agent-execution/<id>``, task queue ``agent_execution_runner``) with a
-  snapshot of the spec, sealed with the stack's key.
+* ``POST /v1/executions`` body ``{"id"?, "agent", "message", "env"?, "model"?}``:
+  records the execution as PENDING and starts workflow ``AgentExecutionWorkflow``
+  (id ``agent-execution/<id>``, task queue ``agent_execution_runner``) with a
+  snapshot of the spec, sealed with the stack's key. ``id`` (the client's) makes
+  a retry of the same body the same execution (another body: 409). While
+  Temporal does not answer, the execution stays PENDING and a background
+  starter starts it once Temporal does.
 * ``GET /v1/executions[?agent=&limit=]``, ``GET /v1/executions/{id}``,
   ``POST /v1/executions/{id}/cancel``.
 * ``GET /v1/executions/{id}/events?after=SEQ``: the events after SEQ; with
@@ -39,6 +42,7 @@ import json
 import logging
 import secrets
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -54,9 +58,10 @@ from stigmer import __version__
 from stigmer.codec import SealingCodec, decode_json_payloads
 from stigmer.contract.config import RuntimeConfig
 from stigmer.contract.events import ErrorPayload, PhasePayload, format_timestamp, new_event
+from stigmer.contract.ids import new_execution_id
 from stigmer.contract.phases import TERMINAL_PHASES
 from stigmer.contract.registry import parse_model, reserved_secret
-from stigmer.contract.workflow import TASK_QUEUE, WORKFLOW_NAME, ExecutionInput
+from stigmer.contract.workflow import TASK_QUEUE, WORKFLOW_NAME, ExecutionInput, workflow_id
 from stigmer.credentials import ADMIN, RUNNER
 from stigmer.errors import TemporalError
 from stigmer.server import db
@@ -80,7 +85,7 @@ from stigmer.server.schemas import (
     TokenCreated,
     error_responses,
 )
-from stigmer.server.store import EventRejected, Store, new_execution_id
+from stigmer.server.store import EventRejected, ExecutionExists, Store
 from stigmer.server.temporal_link import TemporalLink
 from stigmer.server.wakeups import Wakeups
 from stigmer.spec.models import SLUG, AgentSpec, SecretRef
@@ -91,6 +96,13 @@ log = logging.getLogger("stigmer.server")
 #: workflow ended without publishing its final phase (a crash, a termination).
 RECONCILE_AFTER = 5.0
 KEEPALIVE = 15.0
+#: Seconds between the rounds that start PENDING executions left without a workflow.
+STARTER_EVERY = 2.0
+#: Age (seconds) from which a PENDING execution with no workflow is the starter's
+#: (younger ones are still being started by the request that made them).
+STARTER_GRACE = 3.0
+#: Seconds one start of a workflow may take before the execution waits for the starter.
+START_RPC_TIMEOUT_S = 5.0
 #: Workflow task attempts after which a stuck execution gets an error event.
 STUCK_ATTEMPTS = 3
 #: The largest sequence number a client may ask for (a bigger one cannot exist).
@@ -201,14 +213,19 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        watcher = asyncio.create_task(temporal.watch(), name="temporal-watch")
+        tasks = [
+            asyncio.create_task(temporal.watch(), name="temporal-watch"),
+            asyncio.create_task(_starter(), name="starter"),
+        ]
         wakeups.listen(engine)
         try:
             yield
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             wakeups.close()
 
     app = FastAPI(
@@ -249,6 +266,17 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
     @app.exception_handler(TemporalError)
     async def temporal_unavailable(_request: Request, exc: TemporalError) -> JSONResponse:
         return JSONResponse(status_code=503, content={"detail": f"{exc.message} {exc.fix or ''}"})
+
+    from temporalio.service import RPCError
+
+    @app.exception_handler(RPCError)
+    async def temporal_refused(_request: Request, exc: RPCError) -> JSONResponse:
+        # Temporal answered with an error (or not at all) on a call made for this request
+        log.warning("Temporal: %s (%s)", exc.message, exc.status.name if exc.status else "?")
+        return JSONResponse(
+            status_code=503,
+            content={"detail": f"Temporal did not do it now ({exc.message}); retry"},
+        )
 
     admin = requires(roles, ADMIN)
 
@@ -356,7 +384,7 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
             raise HTTPException(404, detail=f"no execution {execution_id!r}")
         return ex  # type: ignore[no-any-return]
 
-    @api.post("/executions", status_code=201, responses=error_responses(404, 503))
+    @api.post("/executions", status_code=201, responses=error_responses(404, 409, 503))
     async def create_execution(body: ExecutionCreate) -> Execution:
         agent = await off_loop(store.get_agent, body.agent) if SLUG.match(body.agent) else None
         if agent is None:
@@ -368,7 +396,7 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
                 raise HTTPException(
                     422, detail=[{"loc": ["body", "model"], "msg": str(exc)}]
                 ) from None
-        execution_id = new_execution_id()
+        execution_id = body.id or new_execution_id()
         wf_input = ExecutionInput(
             execution_id=execution_id,
             agent_name=body.agent,
@@ -377,16 +405,83 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
             env=body.env,
             model=body.model or agent["spec"].get("model") or default_model,
         )
-        ex = await off_loop(store.create_execution, wf_input)
         try:
-            client = await temporal.client()
-            handle = await client.start_workflow(
-                WORKFLOW_NAME, wf_input, id=ex["workflow_id"], task_queue=TASK_QUEUE
+            await off_loop(store.create_execution, wf_input)
+        except ExecutionExists as exists:
+            # the same submission again (its client retried): the one execution it made
+            stored = exists.stored
+            same = (
+                stored.get("agent_name") == body.agent
+                and stored.get("message", "") == body.message
+                and stored.get("env", {}) == body.env
+                and (body.model is None or stored.get("model") == body.model)
             )
-            if not await off_loop(store.claim_run, execution_id, handle.result_run_id):
+            if not same:
+                raise HTTPException(
+                    409,
+                    detail=f"execution id {execution_id!r} is taken by another submission; "
+                    "leave id out, or make a new one",
+                ) from None
+        ex = await _execution(execution_id)
+        if ex["phase"] == "PENDING" and not ex.get("run_id"):
+            await _start(execution_id)
+        return Execution(**await _execution(execution_id))
+
+    async def _start(execution_id: str) -> None:
+        """Start the workflow of a PENDING execution; a no-op if a run of it exists.
+
+        While Temporal cannot be reached the execution stays PENDING, and
+        :func:`_starter` starts it once Temporal answers. A start that Temporal
+        refuses for good (or an input that no longer decodes) fails the execution
+        at once, with the cause.
+        """
+        from temporalio.common import WorkflowIDReusePolicy
+        from temporalio.exceptions import WorkflowAlreadyStartedError
+        from temporalio.service import RPCError, RPCStatusCode
+
+        stored = await off_loop(store.execution_input, execution_id)
+        try:
+            wf_input = ExecutionInput.model_validate(stored)
+            if not temporal.ok:
+                return  # kept; started once Temporal answers
+            client = await temporal.client()
+            try:
+                handle = await client.start_workflow(
+                    WORKFLOW_NAME,
+                    wf_input,
+                    id=workflow_id(execution_id),
+                    task_queue=TASK_QUEUE,
+                    # an execution has one workflow: a closed one is never run again
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    rpc_timeout=timedelta(seconds=START_RPC_TIMEOUT_S),
+                )
+                run_id = handle.result_run_id
+            except WorkflowAlreadyStartedError as started:
+                run_id = started.run_id  # another server, or an earlier try, was first
+            if run_id and not await off_loop(store.claim_run, execution_id, run_id):
                 log.warning("execution %s was claimed by another workflow run", execution_id)
+            log.info("execution %s started (agent %s)", execution_id, wf_input.agent_name)
+            ex = await off_loop(store.get_execution, execution_id)
+            if ex is not None and ex["phase"] == "CANCELLED":  # cancelled while it started
+                await client.get_workflow_handle(ex["workflow_id"]).cancel()
+        except TemporalError:
+            return  # not connected yet: the starter tries again
+        except RPCError as exc:
+            if exc.status in (
+                RPCStatusCode.UNAVAILABLE,
+                RPCStatusCode.DEADLINE_EXCEEDED,
+                RPCStatusCode.RESOURCE_EXHAUSTED,
+                RPCStatusCode.CANCELLED,
+            ):
+                log.warning("execution %s waits for Temporal: %s", execution_id, exc)
+                return
+            await _fail_start(execution_id, f"Temporal refused to start its workflow: {exc}")
         except Exception as exc:
-            msg = f"could not start the workflow on Temporal: {exc}"
+            await _fail_start(execution_id, f"could not start the workflow: {exc}")
+
+    async def _fail_start(execution_id: str, msg: str) -> None:
+        log.warning("execution %s: %s", execution_id, msg)
+        with contextlib.suppress(EventRejected):  # it ended meanwhile
             await off_loop(
                 store.append,
                 execution_id,
@@ -397,9 +492,19 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
                     _server_event(execution_id, "failed", PhasePayload(phase="FAILED", error=msg)),
                 ],
             )
-            await _notify(execution_id)
-            raise HTTPException(503, detail=msg) from None
-        return Execution(**(await off_loop(store.get_execution, execution_id) or ex))
+        await _notify(execution_id)
+
+    async def _starter() -> None:
+        """Start what a submission left PENDING: Temporal was away, or a server died mid-start."""
+        while True:
+            await asyncio.sleep(STARTER_EVERY)
+            if not temporal.ok:
+                continue
+            try:
+                for execution_id in await off_loop(store.unstarted, STARTER_GRACE):
+                    await _start(execution_id)
+            except Exception as exc:
+                log.warning("could not start pending executions: %s", exc)
 
     @api.get("/executions")
     def list_executions(
@@ -483,9 +588,31 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
             raise HTTPException(
                 409, detail=f"execution {execution_id} already ended: {ex['phase']}"
             )
+        if ex["phase"] == "PENDING" and not ex.get("run_id"):
+            # no workflow yet (Temporal away): it ends here, and is never started
+            await _cancelled(execution_id, "cancelled before its workflow started")
+            return CancelResult(id=execution_id, cancel_requested=True)
+        from temporalio.service import RPCError, RPCStatusCode
+
         client = await temporal.client()
-        await client.get_workflow_handle(ex["workflow_id"]).cancel()
+        try:
+            await client.get_workflow_handle(ex["workflow_id"], run_id=ex.get("run_id")).cancel()
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            # its workflow is gone (Temporal lost it, or it was never started)
+            await _cancelled(execution_id, "cancelled; its workflow no longer exists")
         return CancelResult(id=execution_id, cancel_requested=True)
+
+    async def _cancelled(execution_id: str, why: str) -> None:
+        log.info("execution %s %s", execution_id, why)
+        with contextlib.suppress(EventRejected):  # it ended meanwhile
+            await off_loop(
+                store.append,
+                execution_id,
+                [_server_event(execution_id, "cancelled", PhasePayload(phase="CANCELLED"))],
+            )
+        await _notify(execution_id)
 
     # -- events ---------------------------------------------------------------
 

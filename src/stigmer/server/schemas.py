@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from stigmer.contract.events import Event, NewEvent
+from stigmer.contract.ids import EXECUTION_ID_PATTERN
 from stigmer.contract.phases import PHASES
 
 
@@ -119,6 +120,9 @@ MAX_MESSAGE = 256 * 1024
 
 
 class ExecutionCreate(_Body):
+    #: chosen by the client (``ex-`` + time + random hex), so that a submission it
+    #: retries is one execution; the server makes one when it is left out
+    id: Annotated[str | None, Field(pattern=EXECUTION_ID_PATTERN)] = None
     agent: Text
     message: Annotated[Text, Field(max_length=MAX_MESSAGE)] = ""
     env: Annotated[dict[str, str], AfterValidator(utf8)] = Field(default_factory=dict)

@@ -24,11 +24,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import secrets
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -123,6 +122,14 @@ NEXT_PHASES: dict[str, frozenset[str]] = {
 }
 
 
+class ExecutionExists(Exception):
+    """An execution of that id exists; ``stored`` is the input it was submitted with."""
+
+    def __init__(self, stored: dict[str, Any]) -> None:
+        super().__init__("execution exists")
+        self.stored = stored
+
+
 class EventRejected(ValueError):
     """An append broke the event rules; nothing of it was stored.
 
@@ -149,11 +156,6 @@ def iso(dt: datetime | None) -> str | None:
 
 def spec_hash(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
-
-
-def new_execution_id() -> str:
-    """Sortable by creation time: milliseconds in hex, then random bits."""
-    return f"ex-{int(time.time() * 1000):011x}{secrets.token_hex(3)}"
 
 
 class Store:
@@ -253,7 +255,51 @@ class Store:
     # -- executions -----------------------------------------------------------
 
     def create_execution(self, inp: ExecutionInput) -> dict[str, Any]:
-        """Record an execution as PENDING, with its workflow input."""
+        """Record an execution as PENDING, with its workflow input.
+
+        Raises:
+            ExecutionExists: an execution of this id exists (a retried submission, or a
+                clash); it holds the stored input.
+        """
+        execution_id = inp.execution_id
+        try:
+            self._insert_execution(inp)
+        except IntegrityError:
+            stored = self.execution_input(execution_id)
+            if stored is None:
+                raise
+            raise ExecutionExists(stored) from None
+        self.append(
+            execution_id,
+            [new_event(f"{execution_id}/server/pending", PhasePayload(phase="PENDING"))],
+        )
+        ex = self.get_execution(execution_id)
+        assert ex is not None
+        return ex
+
+    def execution_input(self, execution_id: str) -> dict[str, Any] | None:
+        """The workflow input an execution was submitted with (secret values included)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(executions.c.input).where(executions.c.id == execution_id)
+            ).first()
+        return None if row is None else dict(row[0])
+
+    def unstarted(self, older_than_s: float, limit: int = 100) -> list[str]:
+        """Ids of PENDING executions that no workflow run has claimed, oldest first."""
+        cutoff = now() - timedelta(seconds=older_than_s)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(executions.c.id)
+                .where(executions.c.phase == "PENDING")
+                .where(executions.c.run_id.is_(None))
+                .where(executions.c.created_at <= cutoff)
+                .order_by(executions.c.id)
+                .limit(limit)
+            ).all()
+        return [r[0] for r in rows]
+
+    def _insert_execution(self, inp: ExecutionInput) -> None:
         execution_id = inp.execution_id
         with self.writing() as conn:
             conn.execute(
@@ -267,13 +313,6 @@ class Store:
                     updated_at=now(),
                 )
             )
-        self.append(
-            execution_id,
-            [new_event(f"{execution_id}/server/pending", PhasePayload(phase="PENDING"))],
-        )
-        ex = self.get_execution(execution_id)
-        assert ex is not None
-        return ex
 
     def get_execution(self, execution_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
