@@ -184,6 +184,10 @@ AgentName = Annotated[str, PathParam(max_length=63)]
 ExecutionId = Annotated[str, PathParam(max_length=64)]
 
 
+def _mib(n: int | None) -> str:
+    return "?" if n is None else f"{n / 1024 / 1024:.1f} MiB"
+
+
 def _server_event(execution_id: str, key: str, payload: Any) -> dict[str, Any]:
     """An event the server itself appends (ids are stable: a retry stores it once)."""
     return new_event(f"{execution_id}/server/{key}", payload)
@@ -257,6 +261,17 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
 
     @app.exception_handler(DBAPIError)
     async def store_unavailable(_request: Request, exc: DBAPIError) -> JSONResponse:
+        if db.disk_full(exc):
+            where = db.store_folder(engine)
+            detail = (
+                f"The store's disk is full ({where}: {_mib(db.free_bytes(engine))} free); "
+                "nothing of this request was stored. Free space there, then retry."
+                if where
+                else "The store's database is out of disk space (PostgreSQL: disk_full); "
+                "nothing of this request was stored. Free space on its server, then retry."
+            )
+            log.error("%s", detail)
+            return JSONResponse(status_code=507, content={"detail": detail})
         # the database restarted or is gone for a moment: a retry will do
         log.warning("store error: %s", str(exc.orig or exc).strip().splitlines()[0])
         return JSONResponse(
@@ -283,11 +298,17 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
     @app.get("/healthz")
     def healthz() -> JSONResponse:
         db_ok = db.check(engine)
-        ok = db_ok and temporal.ok
+        free = db.free_bytes(engine)
+        disk_ok = free is None or free >= db.LOW_DISK
+        ok = db_ok and disk_ok and temporal.ok
         return JSONResponse(
             {
                 "status": "ok" if ok else "degraded",
-                "database": "ok" if db_ok else "error",
+                "database": ("ok" if disk_ok else "disk full") if db_ok else "error",
+                "database_error": None
+                if disk_ok
+                else f"the store's disk is full: {db.store_folder(engine)} has "
+                f"{_mib(free)} free; free space there",
                 **temporal.health(),
             },
             status_code=200 if ok else 503,

@@ -105,6 +105,44 @@ def migrate(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
+#: Free bytes under which the store's disk is reported full (SQLite): a write may fail.
+LOW_DISK = 16 * 1024 * 1024
+
+
+def store_folder(engine: Engine) -> Path | None:
+    """The folder of a SQLite store's file (None for PostgreSQL, or in memory)."""
+    if is_postgres(engine) or not engine.url.database or engine.url.database == ":memory:":
+        return None
+    return Path(engine.url.database).resolve().parent
+
+
+def free_bytes(engine: Engine) -> int | None:
+    """Free bytes on the disk of a SQLite store (None when we cannot tell: PostgreSQL)."""
+    import shutil
+
+    folder = store_folder(engine)
+    if folder is None:
+        return None
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def disk_full(exc: BaseException) -> bool:
+    """True if a database error means its disk is full (SQLite's SQLITE_FULL, ENOSPC,
+    PostgreSQL's ``disk_full`` 53100)."""
+    import errno
+
+    orig = getattr(exc, "orig", None) or exc
+    if getattr(orig, "sqlstate", None) == "53100" or getattr(orig, "pgcode", None) == "53100":
+        return True
+    if isinstance(orig, OSError) and orig.errno == errno.ENOSPC:
+        return True
+    text_ = str(orig).lower()
+    return "database or disk is full" in text_ or "no space left on device" in text_
+
+
 def check(engine: Engine) -> bool:
     """True if the database answers a trivial query."""
     try:
