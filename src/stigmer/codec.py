@@ -26,8 +26,9 @@ traces into encoded attributes), so the history holds no plaintext of a run.
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -37,8 +38,13 @@ from temporalio.converter import (
     ActivitySerializationContext,
     DataConverter,
     DefaultFailureConverterWithEncodedAttributes,
+    ExternalStorage,
     PayloadCodec,
     SerializationContext,
+    StorageDriver,
+    StorageDriverClaim,
+    StorageDriverRetrieveContext,
+    StorageDriverStoreContext,
     WithSerializationContext,
     WorkflowSerializationContext,
 )
@@ -125,18 +131,116 @@ class SealingCodec(PayloadCodec, WithSerializationContext):
         return Payload.FromString(plain)
 
 
-def data_converter(keys: StackKeys) -> DataConverter:
-    """The data converter of every stigmer Temporal client (PydanticAIPlugin keeps the codec)."""
+#: A sealed payload at least this big is kept out of Temporal's history: stored by
+#: the API (``/v1/blobs``), with a reference in the history (Temporal's external
+#: storage: the claim-check pattern). Temporal refuses payloads over 2 MB, and
+#: warns from 512 KB.
+CLAIM_FROM = 128 * 1024
+#: The largest payload stored so (the API's request body limit, less headroom).
+MAX_STORED = 4 * 1024 * 1024 - 64 * 1024
+#: The driver's name, written in each reference.
+DRIVER_NAME = "stigmer-blobs"
+
+
+class PayloadTooLarge(ApplicationError):
+    """A payload over :data:`MAX_STORED`: the step that made it fails, never retried."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(
+            f"a payload of {size} bytes is over the limit of {MAX_STORED} bytes (a tool's "
+            "arguments or result, or the conversation so far): write big texts to workspace "
+            "files in parts",
+            type="PayloadTooLarge",
+            non_retryable=True,
+        )
+
+
+class BlobDriver(StorageDriver):
+    """Temporal external storage in the stigmer API's store, content-addressed.
+
+    ``put(sha256, data)`` and ``get(sha256) -> data`` reach the store: over HTTP
+    from a runner, directly in the API server. What is stored is the payload as
+    the codec left it, sealed; a blob whose hash does not match is refused.
+    """
+
+    def __init__(
+        self,
+        put: Callable[[str, bytes], Awaitable[None]],
+        get: Callable[[str], Awaitable[bytes]],
+    ) -> None:
+        self._put, self._get = put, get
+
+    def name(self) -> str:
+        return DRIVER_NAME
+
+    async def store(
+        self, context: StorageDriverStoreContext, payloads: Sequence[Payload]
+    ) -> list[StorageDriverClaim]:
+        claims = []
+        for payload in payloads:
+            data = payload.SerializeToString()
+            if len(data) > MAX_STORED:
+                raise PayloadTooLarge(len(data))
+            key = hashlib.sha256(data).hexdigest()
+            await self._put(key, data)
+            claims.append(StorageDriverClaim(claim_data={"sha256": key}))
+        return claims
+
+    async def retrieve(
+        self, context: StorageDriverRetrieveContext, claims: Sequence[StorageDriverClaim]
+    ) -> list[Payload]:
+        out = []
+        for claim in claims:
+            key = claim.claim_data.get("sha256", "")
+            data = await self._get(key)
+            if hashlib.sha256(data).hexdigest() != key:
+                raise PayloadNotSealed(f"stored payload {key[:12]} does not match its hash")
+            out.append(Payload.FromString(data))
+        return out
+
+
+def data_converter(keys: StackKeys, blobs: BlobDriver | None = None) -> DataConverter:
+    """The data converter of every stigmer Temporal client (PydanticAIPlugin keeps the codec).
+
+    With ``blobs`` (the runner's and the API server's), big payloads are stored
+    outside the history (:data:`CLAIM_FROM`).
+    """
     return DataConverter(
         payload_codec=SealingCodec(keys),
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+        external_storage=None
+        if blobs is None
+        else ExternalStorage(drivers=[blobs], payload_size_threshold=CLAIM_FROM),
     )
 
 
-def decode_json_payloads(codec: SealingCodec, body: Any) -> dict[str, Any]:
+def stored_key(payload: Payload) -> str | None:
+    """The SHA-256 a reference to a stored payload names (None: not such a reference)."""
+    from google.protobuf import json_format
+    from temporalio.api.sdk.v1.external_storage_pb2 import ExternalStorageReference
+
+    if (
+        payload.metadata.get("messageType")
+        != ExternalStorageReference.DESCRIPTOR.full_name.encode()
+    ):
+        return None
+    try:
+        ref = json_format.Parse(payload.data, ExternalStorageReference())
+    except json_format.ParseError:
+        return None
+    if ref.driver_name != DRIVER_NAME:
+        return None
+    return ref.claim_data.get("sha256")
+
+
+def decode_json_payloads(
+    codec: SealingCodec, body: Any, fetch: Callable[[str], bytes | None] | None = None
+) -> dict[str, Any]:
     """Temporal's remote codec protocol (``/decode``): ``{"payloads": [{metadata, data}]}``.
 
-    Metadata values and data are base64, as the Temporal UI and CLI send them.
+    Metadata values and data are base64, as the Temporal UI and CLI send them. A
+    reference to a payload kept out of the history is resolved with ``fetch``
+    (sha256 -> the stored bytes, or None).
     A payload this stack did not seal is handed back as it is, as Temporal's
     codec servers do (the SDK itself writes a few, such as local activity
     markers, unsealed): this endpoint only shows; the worker is what refuses.
@@ -157,6 +261,10 @@ def decode_json_payloads(codec: SealingCodec, body: Any) -> dict[str, Any]:
             )
         except (TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"a payload is not base64: {exc}") from None
+        key = stored_key(payload) if fetch is not None else None
+        stored = fetch(key) if fetch is not None and key else None
+        if stored is not None and hashlib.sha256(stored).hexdigest() == key:
+            payload = Payload.FromString(stored)  # kept out of the history: shown all the same
         try:
             opened = codec.open(payload)
         except PayloadNotSealed:

@@ -122,6 +122,7 @@ async def connect_temporal(
     *,
     identity: str,
     keys: StackKeys | None = None,
+    blobs: Any = None,
     plugins: Sequence[Any] = (),
     timeout: float = 5.0,
     check_namespace: bool = True,
@@ -129,7 +130,8 @@ async def connect_temporal(
     """A ``temporalio.client.Client`` for ``target``; with ``check_namespace``, proven to work.
 
     With ``keys``, every payload is sealed and opened with the stack's keys
-    (:mod:`stigmer.codec`): what a worker or the API server uses. The proof is a
+    (:mod:`stigmer.codec`): what a worker or the API server uses; with ``blobs``
+    (a :class:`stigmer.codec.BlobDriver`) too, big ones are kept out of the history. The proof is a
     ``DescribeNamespace`` call: a client that connects but cannot use the
     namespace (a refused certificate, a wrong key) fails here, not at the first
     workflow.
@@ -143,7 +145,7 @@ async def connect_temporal(
     if keys is not None:
         from stigmer.codec import data_converter
 
-        extra["data_converter"] = data_converter(keys)
+        extra["data_converter"] = data_converter(keys, blobs)
     try:
         client = await Client.connect(
             target.address,

@@ -80,17 +80,13 @@ async def post_events(
         httpx.HTTPError: the server refused them (4xx) or stayed unreachable (the
             activity then retries).
     """
-    global _client
     if not events:
         return
     rt = runtime.current()
-    url, token = rt.api_url, rt.api_token
-    if not url:
+    if not rt.api_url:
         raise RuntimeError("the runner has no API URL: it cannot publish events")
     events = rt.mask(events, refs)
-    if _client is None:
-        _client = httpx.AsyncClient(timeout=15.0, verify=rt.api_verify)
-    client = _client
+    client, url, headers = _api()
     async for attempt in AsyncRetrying(
         retry=retry_if_exception(_transient),
         wait=wait_exponential(multiplier=0.2, max=5.0),
@@ -101,7 +97,7 @@ async def post_events(
             resp = await client.post(
                 f"{url}/v1/executions/{execution_id}/events",
                 json={"events": events},
-                headers={"Authorization": f"Bearer {token}"} if token else {},
+                headers=headers,
             )
             if resp.status_code == 409:  # not this run's to publish, or past that phase: final
                 raise ApplicationError(
@@ -110,6 +106,43 @@ async def post_events(
                     non_retryable=True,
                 )
             resp.raise_for_status()
+
+
+def _api() -> tuple[httpx.AsyncClient, str, dict[str, str]]:
+    """The runner's client of the API, the API's URL and the auth header."""
+    global _client
+    rt = runtime.current()
+    if not rt.api_url:
+        raise RuntimeError("the runner has no API URL")
+    if _client is None:
+        _client = httpx.AsyncClient(timeout=15.0, verify=rt.api_verify)
+    return _client, rt.api_url, {"Authorization": f"Bearer {rt.api_token}"} if rt.api_token else {}
+
+
+async def _blob_call(method: str, sha256: str, data: bytes | None = None) -> httpx.Response:
+    client, url, headers = _api()
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception(_transient),
+        wait=wait_exponential(multiplier=0.2, max=5.0),
+        stop=stop_after_delay(PUBLISH_PATIENCE_S),
+        reraise=True,
+    ):
+        with attempt:
+            resp = await client.request(
+                method, f"{url}/v1/blobs/{sha256}", content=data, headers=headers
+            )
+            resp.raise_for_status()
+    return resp
+
+
+async def put_blob(sha256: str, data: bytes) -> None:
+    """Store a payload kept out of Temporal's history (``PUT /v1/blobs/SHA256``)."""
+    await _blob_call("PUT", sha256, data)
+
+
+async def get_blob(sha256: str) -> bytes:
+    """A payload stored by :func:`put_blob` (from any host of the stack)."""
+    return (await _blob_call("GET", sha256)).content
 
 
 def _transient(exc: BaseException) -> bool:

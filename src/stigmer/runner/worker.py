@@ -39,6 +39,9 @@ async def connect(cfg: RuntimeConfig, stop: asyncio.Event) -> Any:
     """
     from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
 
+    from stigmer.codec import BlobDriver
+    from stigmer.runner.publish import get_blob, put_blob
+
     assert cfg.runner is not None
     target = cfg.temporal
     delay = 0.2
@@ -50,6 +53,7 @@ async def connect(cfg: RuntimeConfig, stop: asyncio.Event) -> Any:
                 target,
                 identity=cfg.runner.identity,
                 keys=cfg.stack_keys,
+                blobs=BlobDriver(put_blob, get_blob),
                 plugins=[PydanticAIPlugin()],
                 timeout=3,
                 check_namespace=False,

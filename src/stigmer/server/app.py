@@ -38,6 +38,7 @@ Endpoints (all JSON unless noted):
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import secrets
@@ -50,12 +51,12 @@ from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, R
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
 from stigmer import __version__
-from stigmer.codec import SealingCodec, decode_json_payloads
+from stigmer.codec import BlobDriver, PayloadNotSealed, SealingCodec, decode_json_payloads
 from stigmer.contract.config import RuntimeConfig
 from stigmer.contract.events import ErrorPayload, PhasePayload, format_timestamp, new_event
 from stigmer.contract.ids import new_execution_id
@@ -182,6 +183,7 @@ class _TooLarge(Exception):
 
 AgentName = Annotated[str, PathParam(max_length=63)]
 ExecutionId = Annotated[str, PathParam(max_length=64)]
+Sha256 = Annotated[str, PathParam(pattern="^[0-9a-f]{64}$")]
 
 
 def _mib(n: int | None) -> str:
@@ -209,8 +211,18 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
         if role in ROLES:
             store.register_token(Path(path).read_text().strip(), role, f"file {path}")
     roles = TokenRoles(store)
+
+    async def _put_blob(sha256: str, data: bytes) -> None:
+        await asyncio.to_thread(store.put_blob, sha256, data)
+
+    async def _get_blob(sha256: str) -> bytes:
+        data = await asyncio.to_thread(store.get_blob, sha256)
+        if data is None:
+            raise PayloadNotSealed(f"no stored payload {sha256[:12]}")
+        return data
+
     codec = SealingCodec(cfg.stack_keys)
-    temporal = TemporalLink(cfg)
+    temporal = TemporalLink(cfg, BlobDriver(_put_blob, _get_blob))
     default_model = cfg.default_model
     reserved_ok = set(server.reserved_secrets_allowed)
     wakeups = Wakeups()
@@ -704,13 +716,51 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
+    # -- blobs: payloads kept out of Temporal's history ------------------------
+
+    blob_roles = requires(roles, RUNNER, ADMIN)
+
+    @app.put(
+        "/v1/blobs/{sha256}",
+        status_code=204,
+        responses=error_responses(401, 403, 413, 422),
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+            }
+        },
+    )
+    async def put_blob(
+        sha256: Sha256, request: Request, _role: Annotated[str, Depends(blob_roles)]
+    ) -> Response:
+        data = await request.body()
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise HTTPException(422, detail="the body's SHA-256 is not the one in the path")
+        await off_loop(store.put_blob, sha256, data)
+        return Response(status_code=204)
+
+    @app.get(
+        "/v1/blobs/{sha256}",
+        responses={
+            **error_responses(401, 403, 404, 422),
+            200: {"content": {"application/octet-stream": {"schema": {"type": "string"}}}},
+        },
+        response_class=Response,
+    )
+    async def get_blob(sha256: Sha256, _role: Annotated[str, Depends(blob_roles)]) -> Response:
+        data = await off_loop(store.get_blob, sha256)
+        if data is None:
+            raise HTTPException(404, detail=f"no stored payload {sha256}")
+        return Response(content=data, media_type="application/octet-stream")
+
     # -- codec ----------------------------------------------------------------
 
     @api.post("/codec/decode", responses=error_responses(422))
     async def codec_decode(body: CodecBody) -> CodecBody:
         """Open payloads sealed by this stack (Temporal's remote codec protocol)."""
         try:
-            opened = decode_json_payloads(codec, body.model_dump())
+            opened = decode_json_payloads(codec, body.model_dump(), fetch=store.get_blob)
         except ValueError as exc:
             raise HTTPException(422, detail=str(exc)) from None
         return CodecBody.model_validate(opened)

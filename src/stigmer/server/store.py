@@ -37,6 +37,7 @@ from sqlalchemy import (
     Engine,
     ForeignKey,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -108,6 +109,15 @@ tokens = Table(
     Column("role", String(16), nullable=False),
     _stamp("created_at"),
     Column("label", String(200), nullable=False),
+)
+
+#: Payloads kept out of Temporal's history (sealed by the codec), by their SHA-256.
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+    _stamp("created_at"),
 )
 
 #: PostgreSQL channel of the wake-ups: its payload is the execution id.
@@ -370,6 +380,23 @@ class Store:
                 )
                 return True
             return bool(current == run_id)
+
+    # -- blobs ----------------------------------------------------------------
+
+    def put_blob(self, sha256: str, data: bytes) -> None:
+        """Keep ``data`` under its SHA-256 (the caller checked it); a repeat is a no-op."""
+        try:
+            with self.writing() as conn:
+                if conn.execute(select(blobs.c.sha256).where(blobs.c.sha256 == sha256)).first():
+                    return
+                conn.execute(insert(blobs).values(sha256=sha256, data=data, created_at=now()))
+        except IntegrityError:
+            pass  # another writer stored the same bytes first
+
+    def get_blob(self, sha256: str) -> bytes | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(blobs.c.data).where(blobs.c.sha256 == sha256)).first()
+        return None if row is None else bytes(row[0])
 
     # -- events ---------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from typing import Any
 
+from stigmer.codec import BlobDriver
 from stigmer.contract.config import RuntimeConfig
 from stigmer.contract.temporal import connect_temporal, describe_namespace
 from stigmer.errors import TemporalError
@@ -26,9 +27,10 @@ class TemporalLink:
     namespace) is reported as such, with the setting to change.
     """
 
-    def __init__(self, cfg: RuntimeConfig) -> None:
+    def __init__(self, cfg: RuntimeConfig, blobs: BlobDriver | None = None) -> None:
         self.target = cfg.temporal
         self.keys = cfg.stack_keys
+        self.blobs = blobs
         self._client: Any = None
         self._connected = asyncio.Event()
         self.ok = False
@@ -59,6 +61,7 @@ class TemporalLink:
                     self.target,
                     identity="stigmer-server",
                     keys=self.keys,
+                    blobs=self.blobs,
                     plugins=[PydanticAIPlugin()],
                 )
             except TemporalError as exc:
