@@ -243,6 +243,15 @@ def test_pull_from_registry_at_cli_version(
         assert st["runner_image"]["registry_ref"] == f"{repo}:{tag}"
         assert docker_client.images.get(local)
         assert "Connected to Temporal server" in dstack.log("agent-runner")
+        dstack.cli("server", "stop", check=True)
+        # without a terminal, a pull first says what it pulls and why (issue 13 case 17)
+        docker_client.images.remove(local)
+        docker_client.images.remove(f"{repo}:{tag}")
+        pulled = dstack.cli("image", "pull", check=True)
+        assert pulled.stderr.startswith(
+            f"Pulling {repo}:{tag}, the image for this CLI's version, to tag it {local}"
+        ), pulled.stderr
+        assert f"Pulled {repo}:{tag} and tagged it {local}" in pulled.stdout
     finally:
         dstack.cli("server", "stop")
         for ref in (local, f"{repo}:{tag}"):
