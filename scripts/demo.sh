@@ -7,6 +7,8 @@
 # else as a local process; force one with STIGMER_RUNNER_MODE=docker|local.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# every uv call is --quiet (no "Bytecode compiled ..." line each); no progress bars
+export UV_NO_PROGRESS=1
 
 if ! command -v uv >/dev/null 2>&1; then
   echo "==> installing uv (pip --user)"
@@ -22,7 +24,7 @@ if [ -z "${STIGMER_HOME:-}" ]; then
   demo_home_is_ours=1
 fi
 export STIGMER_HOME
-free_port() { uv run --frozen python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_port() { uv run --frozen --quiet python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 export STIGMER_SERVER_PORT="${STIGMER_SERVER_PORT:-$(free_port)}"
 export STIGMER_TEMPORAL_PORT="${STIGMER_TEMPORAL_PORT:-$(free_port)}"
 export STIGMER_TEMPORAL_UI_PORT="${STIGMER_TEMPORAL_UI_PORT:-$(free_port)}"
@@ -33,8 +35,10 @@ if [ "$STIGMER_RUNNER_MODE" != local ]; then
     image="${STIGMER_RUNNER_IMAGE:-stigmer-agent-runner:local}"
     build_log="$(mktemp -t stigmer-demo-build.XXXXXX)"
     # cached layers make this a few seconds when nothing changed
-    echo "==> make build-agent-runner-image ($image)"
-    if ! make build-agent-runner-image IMAGE="$image" >"$build_log" 2>&1; then
+    echo "==> make build-agent-runner-image IMAGE=$image"
+    if make build-agent-runner-image IMAGE="$image" >"$build_log" 2>&1; then
+      rm -f "$build_log"
+    else
       echo "    the build failed (see $build_log); using the local runner"
       export STIGMER_RUNNER_MODE=local
     fi
@@ -59,8 +63,9 @@ cp -r examples/workspace/. "$workspace/"   # the examples' input files
 
 echo "==> stigmer apply -f examples/"
 stigmer apply -f examples/
-echo "==> stigmer run summarize-folder \"Summarize the notes folder\""
-stigmer run summarize-folder "Summarize the notes folder into reports/notes-summary.md"
+prompt="Summarize the notes folder into reports/notes-summary.md"
+echo "==> stigmer run summarize-folder \"$prompt\""
+stigmer run summarize-folder "$prompt"
 echo "==> the report the agent wrote ($workspace/reports/notes-summary.md):"
 cat "$workspace/reports/notes-summary.md"
 cat <<'TXT'
@@ -68,5 +73,6 @@ cat <<'TXT'
 ==> next, with a stack of your own (README "Using it"), and a real model:
     uv sync && . .venv/bin/activate && stigmer server start
     export ANTHROPIC_API_KEY=...     # or OPENAI_API_KEY=..., before `server start`
-    stigmer run summarize-folder "Summarize the notes folder" --model anthropic:claude-sonnet-4-5
+    stigmer run summarize-folder "Summarize the notes folder into reports/notes-summary.md" \
+      --model anthropic:claude-sonnet-4-5
 TXT

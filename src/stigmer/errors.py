@@ -41,6 +41,8 @@ EXIT_CODES: dict[int, str] = {
     13: "the API refused the request",
     14: "the API refused the token, or there is none",
     15: "Temporal cannot be reached: its address, TLS or authentication",
+    16: "`server start`: the stack already runs with other settings (the message names them; "
+    "`server restart` applies them)",
     EXIT_INTERNAL: "internal error: a bug in stigmer (a traceback is printed; please report it)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C, SIGTERM or SIGHUP)",
     EXIT_BROKEN_PIPE: "the output pipe was closed (for example by `| head`)",
@@ -110,6 +112,10 @@ class PortInUseError(StigmerError, code=8):
 
 class StackStartError(StigmerError, code=9):
     """The stack did not become ready; nothing was left running."""
+
+
+class StackSettingsDifferError(StigmerError, code=16):
+    """``server start`` on a running stack with other settings; nothing was changed."""
 
 
 class DockerNotRunningError(StigmerError, code=10):

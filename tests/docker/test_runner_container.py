@@ -243,6 +243,15 @@ def test_pull_from_registry_at_cli_version(
         assert st["runner_image"]["registry_ref"] == f"{repo}:{tag}"
         assert docker_client.images.get(local)
         assert "Connected to Temporal server" in dstack.log("agent-runner")
+        dstack.cli("server", "stop", check=True)
+        # without a terminal, a pull first says what it pulls and why (issue 13 case 17)
+        docker_client.images.remove(local)
+        docker_client.images.remove(f"{repo}:{tag}")
+        pulled = dstack.cli("image", "pull", check=True)
+        assert pulled.stderr.startswith(
+            f"Pulling {repo}:{tag}, the image for this CLI's version, to tag it {local}"
+        ), pulled.stderr
+        assert f"Pulled {repo}:{tag} and tagged it {local}" in pulled.stdout
     finally:
         dstack.cli("server", "stop")
         for ref in (local, f"{repo}:{tag}"):
@@ -250,23 +259,110 @@ def test_pull_from_registry_at_cli_version(
                 docker_client.images.remove(ref)
 
 
+@pytest.mark.parametrize("mode", ["docker", "auto"])
 def test_no_image_anywhere_fails_and_leaves_nothing(
-    docker_client: docker.DockerClient, dstack: Stack, local_registry: str, docker_test_id: str
+    docker_client: docker.DockerClient,
+    dstack: Stack,
+    local_registry: str,
+    docker_test_id: str,
+    mode: str,
 ) -> None:
+    """In auto mode too (issue 13 case 13): an engine without the image fails the start."""
     repo = f"{local_registry}/stigmer-missing-{docker_test_id}/agent-runner"
+    image = f"stigmer-agent-runner:missing-{docker_test_id}"
     dstack.env |= {
+        "STIGMER_RUNNER_MODE": mode,
         "STIGMER_RUNNER_REGISTRY": repo,
-        "STIGMER_RUNNER_IMAGE": f"stigmer-agent-runner:missing-{docker_test_id}",
+        "STIGMER_RUNNER_IMAGE": image,
         "STIGMER_OFFLINE": "0",
     }
     proc = dstack.cli("server", "start")
-    assert proc.returncode != 0
-    assert "make build-agent-runner-image" in proc.stderr
+    assert proc.returncode == 11, proc.stderr
+    assert "local runner" not in proc.stderr.lower()  # no silent fallback
+    # the pull says what it pulls and why before anything else (case 17)
+    assert proc.stderr.startswith(f"Pulling {repo}:")
+    assert f"because the runner image {image} is not present locally" in proc.stderr
+    # the fix builds the configured image with its labels (case 14), or runs without Docker
+    assert f"make -C {ROOT} build-agent-runner-image IMAGE={image}" in proc.stderr
+    assert "docker build" not in proc.stderr
+    assert "`stigmer server start --runner local`" in proc.stderr
     assert repo in proc.stderr
     assert "manifest unknown" in proc.stderr
     assert dstack.our_processes() == []
+    assert not (dstack.home / "run" / "stack.json").exists()
     with pytest.raises(docker.errors.NotFound):
         container(docker_client, dstack)
+    if mode == "auto":
+        # the alternative the fix names works as printed
+        local = dstack.cli("server", "start", "--runner", "local", "--json", check=True)
+        runner = next(
+            c for c in json.loads(local.stdout)["components"] if c["name"] == "agent-runner"
+        )
+        assert runner["mode"] == "local"
+
+
+def test_printed_build_fix_builds_an_image_without_warnings(
+    docker_client: docker.DockerClient, dstack: Stack, runner_image: str, docker_test_id: str
+) -> None:
+    """Issue 13 case 14: the missing-image fix, run as printed, gives an image that warns of nothing."""
+    image = f"stigmer-agent-runner:fix-{docker_test_id}"
+    dstack.env["STIGMER_RUNNER_IMAGE"] = image
+    proc = dstack.cli("server", "start", "--offline")
+    assert proc.returncode == 11
+    fix = next(ln for ln in proc.stderr.splitlines() if ln.startswith("Fix:"))
+    command = fix.split("`")[1]
+    assert command == f"make -C {ROOT} build-agent-runner-image IMAGE={image}"
+    try:
+        # from another folder, as a user would paste it; the runner_image fixture built the
+        # same layers, so this reuses them
+        built = subprocess.run(
+            command, shell=True, cwd="/", capture_output=True, text=True, timeout=900
+        )
+        assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+        status = dstack.cli("image", "status", "--json", check=True)
+        report = json.loads(status.stdout)["local"]
+        assert report["version"] == __version__
+        assert report["stale"] is False
+        assert report["warnings"] == [], report["warnings"]
+        assert "warning" not in status.stderr
+    finally:
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            docker_client.images.remove(image, force=True)
+
+
+@pytest.mark.parametrize("mode", ["auto", "docker"])
+def test_docker_context_that_does_not_exist_is_refused(
+    stack: Stack, tmp_path: Path, mode: str
+) -> None:
+    """Issue 13 case 10: refused as the docker CLI refuses it, not replaced by the default socket."""
+    env = {"DOCKER_CONTEXT": f"nope-{uuid.uuid4().hex[:8]}", "STIGMER_RUNNER_MODE": mode}
+    if shutil.which("docker"):
+        cli = subprocess.run(
+            ["docker", "version"], env={**stack.env, **env}, capture_output=True, text=True
+        )
+        assert cli.returncode != 0 and "context not found" in cli.stderr
+    proc = stack.cli("server", "start", env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert f'Docker context "{env["DOCKER_CONTEXT"]}" (from DOCKER_CONTEXT) does not exist' in (
+        proc.stderr
+    )
+    assert "`docker context ls`" in proc.stderr and "unset DOCKER_CONTEXT" in proc.stderr
+    assert "local runner" not in proc.stderr.lower()
+    assert stack.our_processes() == []
+    assert not (stack.home / "run" / "stack.json").exists()
+    image = stack.cli("image", "status", env=env)
+    assert image.returncode == 2 and "does not exist" in image.stderr
+    # the current context of the docker config file is checked the same way
+    config = tmp_path / "docker-config"
+    config.mkdir()
+    (config / "config.json").write_text(json.dumps({"currentContext": "gone"}))
+    current = stack.cli(
+        "server", "start", env={"DOCKER_CONFIG": str(config), "STIGMER_RUNNER_MODE": mode}
+    )
+    assert current.returncode == 2
+    assert 'Docker context "gone" (from currentContext in' in current.stderr
+    assert "`docker context use default`" in current.stderr
+    assert stack.our_processes() == []
 
 
 def test_offline_never_pulls_with_the_registry_stopped(dstack: Stack, tmp_path: Path) -> None:
@@ -472,4 +568,8 @@ def test_stale_image_reported(
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["local"]["stale"] is True
-    assert any("make build-agent-runner-image" in w for w in report["local"]["warnings"])
+    # the fix rebuilds the configured image, not the default one (issue 13 case 14)
+    assert any(
+        f"make -C {ROOT} build-agent-runner-image IMAGE={stale_tag}" in w
+        for w in report["local"]["warnings"]
+    ), report["local"]["warnings"]

@@ -17,7 +17,14 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import STIGMER, Stack, pid_alive, port_listening, stack_data_converter
+from tests.conftest import (
+    STIGMER,
+    Stack,
+    free_port,
+    pid_alive,
+    port_listening,
+    stack_data_converter,
+)
 
 COMPONENTS = {"temporal", "stigmer-server", "agent-runner"}
 
@@ -68,6 +75,69 @@ def test_start_twice_is_a_noop_and_restart_restarts(stack: Stack) -> None:
 
 def json_of(text: str) -> dict:
     return json.loads(text)
+
+
+def test_start_with_other_settings_names_them_and_changes_nothing(stack: Stack) -> None:
+    """Issue 13 case 15: same settings, a no-op (0); other settings, each named, exit 16."""
+    first = stack.start()
+    pid = first["supervisor"]["pid"]
+    same = stack.cli("server", "start")
+    assert same.returncode == 0 and "already running" in same.stdout, same.stderr
+    offline = stack.cli("server", "start", "--offline")
+    assert offline.returncode == 16, offline.stderr
+    assert "offline: running false, this start true" in offline.stderr
+    assert "`stigmer server restart --offline`" in offline.stderr
+    port = free_port()
+    other = stack.cli("server", "start", "--server-port", str(port), "--json")
+    assert other.returncode == 16
+    err = json.loads(other.stdout)
+    assert err["error"] == "StackSettingsDifferError" and err["exit_code"] == 16
+    assert f"server_port: running {stack.ports['server']}, this start {port}" in err["message"]
+    assert f"stigmer server restart --server-port {port}" in err["fix"]
+    registry = stack.cli(
+        "server", "start", env={"STIGMER_RUNNER_REGISTRY": "127.0.0.1:5000/elsewhere"}
+    )
+    assert registry.returncode == 16
+    assert (
+        'runner_registry: running "ghcr.io/stigmer/agent-runner", '
+        'this start "127.0.0.1:5000/elsewhere"' in registry.stderr
+    )
+    assert "`stigmer server restart`" in registry.stderr
+    # nothing was changed
+    st = stack.status()
+    assert st["ready"] and st["supervisor"]["pid"] == pid
+    # the printed fix applies it; then the same start is a no-op again
+    restarted = stack.cli("server", "restart", "--offline", "--json", check=True)
+    assert json.loads(restarted.stdout)["supervisor"]["pid"] != pid
+    assert stack.cli("server", "start", "--offline").returncode == 0
+    # a start without the flag keeps what the running stack was given, as restart does
+    assert stack.cli("server", "start").returncode == 0
+
+
+def test_corrupt_config_does_not_stop_stop_or_status(stack: Stack) -> None:
+    """Issue 13 case 7: `server status` and `server stop` work whatever config.yaml says."""
+    stack.start()
+    config = stack.home / "config.yaml"
+    config.write_text("server_port: [\n")
+    st = stack.cli("server", "status", "--json")
+    assert st.returncode == 0, st.stderr
+    assert json.loads(st.stdout)["ready"] is True
+    assert f"{config}:" in st.stderr and "not valid YAML" in st.stderr
+    assert stack.cli("server", "status").returncode == 0
+    assert stack.cli("server", "logs", "-n", "1").returncode == 0
+    stop = stack.cli("server", "stop")
+    assert stop.returncode == 0, stop.stderr
+    assert "stigmer stopped" in stop.stdout
+    assert "fix it before the next start" in stop.stderr
+    assert stack.our_processes() == []
+    for port in stack.ports.values():
+        assert not port_listening(port)
+    assert stack.cli("server", "status").returncode == 5
+    assert stack.cli("server", "stop").returncode == 0
+    # a start still refuses the broken file, naming it
+    start = stack.cli("server", "start")
+    assert start.returncode == 2 and str(config) in start.stderr
+    assert stack.our_processes() == []
 
 
 def test_concurrent_starts_give_one_stack(stack: Stack) -> None:

@@ -33,9 +33,10 @@ def print_error(exc: Any) -> None:
     from rich.console import Console
 
     console = Console(stderr=True, highlight=False)
-    console.print(f"[bold red]Error:[/] {exc.message}", markup=True, soft_wrap=True)
+    # the texts are plain: a pattern such as [0-9]+[bkmgBKMG]? must not be read as markup
+    console.print(f"[bold red]Error:[/] {_escape(exc.message)}", markup=True, soft_wrap=True)
     if exc.fix:
-        console.print(f"[bold]Fix:[/] {exc.fix}", soft_wrap=True)
+        console.print(f"[bold]Fix:[/] {_escape(exc.fix)}", soft_wrap=True)
     if exc.details:
         console.print("[dim]" + _escape(exc.details) + "[/]", soft_wrap=True)
 

@@ -89,7 +89,9 @@ def agent_list(output: str = typer.Option("text", "--output", "-o", help="text o
 
 @agent_app.command("get")
 def agent_get(
-    name: str,
+    name: str = typer.Argument(
+        ..., metavar="AGENT", help="The agent's name (see `stigmer agent list`)."
+    ),
     output: str = typer.Option("text", "--output", "-o", help="text or json (text prints YAML)."),
 ) -> None:
     """One agent, as YAML (or JSON)."""
@@ -110,7 +112,12 @@ def agent_get(
 
 
 @agent_app.command("delete")
-def agent_delete(name: str, output: str = typer.Option("text", "--output", "-o")) -> None:
+def agent_delete(
+    name: str = typer.Argument(
+        ..., metavar="AGENT", help="The agent's name (see `stigmer agent list`)."
+    ),
+    output: str = typer.Option("text", "--output", "-o", help="text or json."),
+) -> None:
     """Delete an agent (its executions stay)."""
     as_json = output_json(output)
     Client.resolved().delete_agent(name)
@@ -121,8 +128,15 @@ def agent_delete(name: str, output: str = typer.Option("text", "--output", "-o")
 
 
 def run(
-    agent: str = typer.Argument(..., help="The agent's name (see `stigmer agent list`)."),
-    message: str = typer.Argument("", help="The message for the agent; read from stdin when '-'."),
+    agent: str = typer.Argument(
+        ..., metavar="AGENT", help="The agent's name (see `stigmer agent list`)."
+    ),
+    message: str = typer.Argument(
+        "",
+        metavar="MESSAGE",
+        help="The message for the agent; read from stdin when '-'.",
+        show_default=False,
+    ),
     env: list[str] = typer.Option(
         [], "--env", "-e", help="KEY=VALUE for the agent's tools (repeatable)."
     ),
@@ -174,7 +188,12 @@ def execution_list(
 
 
 @execution_app.command("get")
-def execution_get(execution_id: str, output: str = typer.Option("text", "--output", "-o")) -> None:
+def execution_get(
+    execution_id: str = typer.Argument(
+        ..., metavar="EXECUTION_ID", help="The execution's id (see `stigmer execution list`)."
+    ),
+    output: str = typer.Option("text", "--output", "-o", help="text or json."),
+) -> None:
     """One execution: phase, output, error."""
     as_json = output_json(output)
     ex = Client.resolved().get_execution(execution_id)
@@ -191,7 +210,9 @@ def execution_get(execution_id: str, output: str = typer.Option("text", "--outpu
 
 @execution_app.command("logs")
 def execution_logs(
-    execution_id: str,
+    execution_id: str = typer.Argument(
+        ..., metavar="EXECUTION_ID", help="The execution's id (see `stigmer execution list`)."
+    ),
     follow: bool = typer.Option(False, "-f", "--follow", help="Keep following until it ends."),
     after: int = typer.Option(0, "--after", help="Only events after this sequence number."),
     output: str = typer.Option("text", "--output", "-o", help="text or json (one event per line)."),
@@ -223,7 +244,10 @@ def execution_logs(
 
 @execution_app.command("cancel")
 def execution_cancel(
-    execution_id: str, output: str = typer.Option("text", "--output", "-o")
+    execution_id: str = typer.Argument(
+        ..., metavar="EXECUTION_ID", help="The execution's id (see `stigmer execution list`)."
+    ),
+    output: str = typer.Option("text", "--output", "-o", help="text or json."),
 ) -> None:
     """Ask a running execution to stop; it ends CANCELLED."""
     as_json = output_json(output)

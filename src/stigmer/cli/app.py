@@ -8,8 +8,10 @@ the commands that need them.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import typer
+from typer.core import TyperArgument
 
 from stigmer.cli import agents as agents_cmd
 from stigmer.cli import config as config_cmd
@@ -19,6 +21,17 @@ from stigmer.cli import token as token_cmd
 from stigmer.cli._output import exit_141_on_broken_pipe
 
 exit_141_on_broken_pipe()  # help and tables are printed by Rich
+
+
+def _argument_metavar(self: TyperArgument, ctx: Any, *, usage: bool = False) -> str:
+    """``AGENT`` and ``[MESSAGE]`` in usage lines, as the docs write them (Typer: ``{agent}``)."""
+    var = self.metavar or (self.name or "").upper()
+    if self.nargs != 1:
+        var += "..."
+    return f"[{var}]" if usage and not self.required else var
+
+
+TyperArgument.make_metavar = _argument_metavar  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="stigmer",

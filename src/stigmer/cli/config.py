@@ -40,7 +40,7 @@ def path_cmd() -> None:
 
 
 @app.command("get")
-def get_cmd(key: str = typer.Argument(..., help="A key, e.g. server_port.")) -> None:
+def get_cmd(key: str = typer.Argument(..., metavar="KEY", help="A key, e.g. server_port.")) -> None:
     """Print the effective value of KEY (secrets masked)."""
     name = _key(key)
     value = resolve().public(effective=True)[name]
@@ -49,8 +49,8 @@ def get_cmd(key: str = typer.Argument(..., help="A key, e.g. server_port.")) -> 
 
 @app.command("set")
 def set_cmd(
-    key: str = typer.Argument(..., help="A key, e.g. server_port."),
-    value: str = typer.Argument(..., help="The new value."),
+    key: str = typer.Argument(..., metavar="KEY", help="A key, e.g. server_port."),
+    value: str = typer.Argument(..., metavar="VALUE", help="The new value."),
 ) -> None:
     """Write KEY: VALUE to the config file (mode 0600). Applies at the next `server start`."""
     name = _key(key)
@@ -72,7 +72,9 @@ def set_cmd(
 
 
 @app.command("unset")
-def unset_cmd(key: str = typer.Argument(..., help="A key, e.g. server_port.")) -> None:
+def unset_cmd(
+    key: str = typer.Argument(..., metavar="KEY", help="A key, e.g. server_port."),
+) -> None:
     """Remove KEY from the config file (back to env or default)."""
     name = _key(key)
     paths = Paths(home_dir())

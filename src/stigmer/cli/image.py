@@ -30,6 +30,11 @@ class PullProgress:
     def __call__(self, event: dict[str, Any]) -> None:
         if not self.enabled:
             return
+        from stigmer.images.resolve import NOTE
+
+        if NOTE in event:  # what is pulled and why: first, before any layer
+            print(event[NOTE], file=sys.stderr)
+            return
         layer = event.get("id")
         status = event.get("status", "")
         if not layer or (layer.startswith(("v", "sha256")) and ":" in status):
@@ -75,13 +80,19 @@ def prepare_runner(settings: Settings, *, rebuild: bool, quiet: bool) -> dict[st
     ``quiet`` silences progress output; warnings always go to stderr.
     Sets ``settings.runner_mode`` to ``docker`` or ``local``.
 
+    ``auto`` becomes ``local`` (with a warning) only when no engine answers; an
+    engine that answers makes it ``docker``, and a missing image then fails the
+    start as in docker mode, its fix naming ``--runner local`` as the way
+    without Docker.
+
     Raises:
         DockerNotRunningError: docker mode was asked for and no engine answered.
         ImageError: the image is not local and could not be pulled (or built).
+        ConfigError: the docker context named does not exist.
     """
     from stigmer.errors import DockerNotRunningError, ImageError
     from stigmer.images.engine import connect
-    from stigmer.images.resolve import build, build_fix, ensure_image
+    from stigmer.images.resolve import build, ensure_image
 
     mode = settings.runner_mode
     if mode == "local":
@@ -112,17 +123,14 @@ def prepare_runner(settings: Settings, *, rebuild: bool, quiet: bool) -> dict[st
             try:
                 report = ensure_image(client, settings, offline=settings.offline, on_pull=progress)
             except ImageError as exc:
-                if mode != "auto":
-                    raise
-                # auto: a machine without the image still gets a working stack
-                warn(
-                    f"{exc.message} Using the local runner (a host process) instead; to run "
-                    f"agents in a container, build the image: {build_fix(settings.runner_image).splitlines()[1].strip()}"
-                )
-                settings.set(
-                    "runner_mode", "local", settings.sources["runner_mode"] + " (auto: no image)"
-                )
-                return None
+                # auto falls back to a local runner only when no engine answers: an
+                # engine without the image is a fault to fix, and a local runner
+                # would quietly give the agents' tools the user's own access
+                if "--runner local" not in (exc.fix or ""):
+                    exc.fix = (
+                        (exc.fix + "\n") if exc.fix else ""
+                    ) + "Or run without Docker: `stigmer server start --runner local`."
+                raise
             finally:
                 progress.close()
             if report.source == "pulled" and not quiet:
@@ -182,7 +190,7 @@ def status(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -
 def pull(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Pull the image for this CLI's version from the registry and tag it local."""
     from stigmer.images.engine import connect
-    from stigmer.images.resolve import local_report, registry_tag, split_ref
+    from stigmer.images.resolve import NOTE, local_report, registry_tag, split_ref
     from stigmer.images.resolve import pull as do_pull
 
     JSON_MODE["on"] = json_out
@@ -193,6 +201,12 @@ def pull(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> 
     client = connect()
     progress = PullProgress(enabled=not json_out)
     try:
+        progress(
+            {
+                NOTE: f"Pulling {remote}, the image for this CLI's version, to tag it "
+                f"{settings.runner_image}" + (f" ({note})." if note else ".")
+            }
+        )
         do_pull(client, remote, progress, note, settings.runner_image)
         progress.close()
         repo, ltag = split_ref(settings.runner_image)

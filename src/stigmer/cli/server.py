@@ -33,6 +33,45 @@ def _settings(**flags: Any) -> Settings:
     return resolve(flags=flags)
 
 
+def _home_settings(command: str) -> Settings:
+    """Settings for `stop`, `status` and `logs`, which work whatever the config says.
+
+    They need the home and a few timings only. When config.yaml (or an env var)
+    is invalid, the problem is a warning, and the settings of the running (or
+    last) stack are used, from run/stack.json, else the defaults.
+
+    Raises:
+        ConfigError: STIGMER_HOME is a file (there is no stack to find).
+    """
+    import json
+
+    from stigmer.errors import ConfigError
+    from stigmer.settings import Paths, home_dir
+
+    try:
+        return _settings()
+    except ConfigError as exc:
+        home = home_dir()
+        if home.exists() and not home.is_dir():
+            raise
+        stack_file = Paths(home).stack_file
+        try:
+            data = json.loads(stack_file.read_text())
+            if data["home"] != str(home):
+                raise ValueError("another home")
+            settings = Settings.from_json(data)
+            used = f"the last start's settings ({stack_file})"
+        except (OSError, ValueError, KeyError, TypeError):
+            settings = Settings(home=home, sources=dict.fromkeys(KEYS_BY_NAME, "default"))
+            used = "the default settings"
+        print(
+            f"warning: {exc.message} `server {command}` goes on with {used}; "
+            f"fix it before the next start: {exc.fix or ''}".rstrip(),
+            file=sys.stderr,
+        )
+        return settings
+
+
 def _flag(key: str, flag: str | None = None, what: str | None = None) -> Any:
     """A `server start`/`restart` option for setting ``key``; its help names the env var and default."""
     k = KEYS_BY_NAME[key]
@@ -134,11 +173,80 @@ def start(
 
     Ready means: Temporal answers for the namespace, the API answers /healthz
     with its database open and Temporal reached by the server itself, and the
-    runner polls its task queue. Starting a running stack is a no-op (exit 0).
+    runner polls its task queue. Starting a running stack with the same
+    settings is a no-op (exit 0); with other settings (a flag, env var or
+    config value that differs from what it runs with), it names each, its
+    running and its new value, changes nothing and exits 16: `stigmer server
+    restart` applies them. Flags the running stack got count as given again.
     """
-    settings = _start_settings(locals())  # first: locals() is the parameters only
+    params = dict(locals())  # first: locals() is the parameters only
+    settings = _start_settings(params)
     JSON_MODE["on"] = json_out
-    _start(settings, json_out, rebuild)
+    _start(settings, json_out, rebuild, on_running=lambda _st: _refuse_other_settings(params))
+
+
+#: keys that do not shape the running stack: a start may give another value
+_NOT_COMPARED = ("start_timeout",)
+
+
+def _setting_differences(params: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, running value, this start's value) for each setting that differs.
+
+    The running values are the home's run/stack.json (secrets masked, so a
+    changed secret is not seen). Flags the running stack got stand where this
+    start gives none, as for `restart`; ``runner_mode: auto`` matches what it
+    chose (docker or local).
+    """
+    import json
+
+    from stigmer.settings import Paths, home_dir
+
+    try:
+        running = json.loads(Paths(home_dir()).stack_file.read_text())["values"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []  # a stack of an older version: nothing to compare with
+    wanted = _start_settings(params, _last_start_flags()).public()
+    out = []
+    for key, value in wanted.items():
+        if key in _NOT_COMPARED or key not in running or running[key] == value:
+            continue
+        if key == "runner_mode" and value == "auto":
+            continue
+        out.append((key, running[key], value))
+    return out
+
+
+def _flag_for(key: str, value: Any) -> str:
+    import shlex
+
+    name = {v: k for k, v in _PARAM_KEYS.items()}.get(key, key).replace("_", "-")
+    return f"--{name}" if isinstance(value, bool) else f"--{name} {shlex.quote(str(value))}"
+
+
+def _refuse_other_settings(params: dict[str, Any]) -> None:
+    """`start` on a running stack: refuse (exit 16) when this start asks for other settings."""
+    import json
+
+    from stigmer.errors import StackSettingsDifferError
+    from stigmer.settings import home_dir
+
+    diffs = _setting_differences(params)
+    if not diffs:
+        return
+    given = _start_settings(params).sources
+    flags = " ".join(
+        _flag_for(k, new) for k, _old, new in diffs if given.get(k) == "flag" and new is not False
+    )
+    shown = "; ".join(
+        f"{k}: running {json.dumps(old)}, this start {json.dumps(new)}" for k, old, new in diffs
+    )
+    raise StackSettingsDifferError(
+        f"stigmer is already running (home {home_dir()}) with other settings than this "
+        f"start's: {shown}. Nothing was changed.",
+        "Apply them with `stigmer server restart" + (f" {flags}" if flags else "") + "` "
+        "(it stops the stack and starts it with these settings), or start with the "
+        "running values.",
+    )
 
 
 def ensure_provider_key(settings: Settings) -> None:
@@ -176,7 +284,12 @@ def ensure_provider_key(settings: Settings) -> None:
     print(f"saved to {settings.paths.config} (mode 0600)", file=sys.stderr)
 
 
-def _start(settings: Settings, json_out: bool, rebuild: bool = False) -> None:
+def _start(
+    settings: Settings,
+    json_out: bool,
+    rebuild: bool = False,
+    on_running: Any = None,
+) -> None:
     from stigmer.cli.image import prepare_runner
     from stigmer.stack import control
 
@@ -189,6 +302,7 @@ def _start(settings: Settings, json_out: bool, rebuild: bool = False) -> None:
             on_progress=progress.update,
             on_wait_lock=lambda: progress.note("waiting for another stigmer command to finish..."),
             before_spawn=lambda: prepare_runner(settings, rebuild=rebuild, quiet=json_out),
+            on_running=on_running,
         )
     finally:
         progress.close()
@@ -298,11 +412,15 @@ def _summary(status: StackStatus, elapsed: float | None) -> None:
 
 @app.command()
 def stop(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Stop the stack (runner, API, Temporal), gracefully then by force. Idempotent."""
+    """Stop the stack (runner, API, Temporal), gracefully then by force. Idempotent.
+
+    It works whatever config.yaml says: an invalid config is a warning, and the
+    running stack's own settings are used.
+    """
     from stigmer.stack import control
 
     JSON_MODE["on"] = json_out
-    settings = _settings()
+    settings = _home_settings("stop")
     t0 = time.monotonic()
     stopped = control.stop(
         settings,
@@ -362,7 +480,7 @@ def status(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -
     from stigmer.stack import control
 
     JSON_MODE["on"] = json_out
-    st = control.status(_settings())
+    st = control.status(_home_settings("status"))
     code = (
         EXIT_OK
         if st.get("ready")
@@ -449,7 +567,7 @@ def logs(
             f"Unknown component {component!r}.",
             f"Use one of: {', '.join(LOG_SOURCES)} (or agent-runner-N, with runner_replicas).",
         )
-    settings = _settings()
+    settings = _home_settings("logs")
     names = [component] if component else [*LOG_SOURCES, *_replica_logs(settings)]
     if not settings.paths.logs.is_dir() and not follow:
         print(

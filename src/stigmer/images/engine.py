@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stigmer.errors import DockerNotRunningError
+from stigmer.errors import ConfigError, DockerNotRunningError
 
 
 @dataclass(frozen=True)
@@ -40,16 +40,38 @@ def _docker_config_dir() -> Path:
     return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
 
 
-def _context_endpoint(name: str) -> Endpoint | None:
+def _context_endpoint(name: str, origin: str = "DOCKER_CONTEXT") -> Endpoint | None:
+    """The endpoint of docker context ``name``; None for the default context.
+
+    Raises:
+        ConfigError: there is no such context, or its metadata is unreadable;
+            the docker CLI refuses it too (``context not found``), so do we
+            rather than fall back to another engine.
+    """
     if name in ("", "default"):
         return None
     digest = hashlib.sha256(name.encode()).hexdigest()
     meta = _docker_config_dir() / "contexts" / "meta" / digest / "meta.json"
+    unset = (
+        "unset DOCKER_CONTEXT"
+        if origin == "DOCKER_CONTEXT"
+        else f"`docker context use default` (it is set in {origin})"
+    )
     try:
         data = json.loads(meta.read_text())
         ep = data["Endpoints"]["docker"]
-    except (OSError, ValueError, KeyError):
-        return None
+        ep["Host"]
+    except FileNotFoundError:
+        raise ConfigError(
+            f'Docker context "{name}" (from {origin}) does not exist: context not found: {meta}.',
+            f"Use a context that `docker context ls` lists, or {unset} to use the default engine.",
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f'Docker context "{name}" (from {origin}) cannot be read: {meta}: {exc}.',
+            f"Repair it (`docker context inspect {name}`), pick another one from "
+            f"`docker context ls`, or {unset} to use the default engine.",
+        ) from None
     tls_dir = _docker_config_dir() / "contexts" / "tls" / digest / "docker"
     return Endpoint(
         ep["Host"],
@@ -60,7 +82,12 @@ def _context_endpoint(name: str) -> Endpoint | None:
 
 
 def resolve_endpoint() -> Endpoint:
-    """The engine endpoint, resolved as the docker CLI does (see the module doc)."""
+    """The engine endpoint, resolved as the docker CLI does (see the module doc).
+
+    Raises:
+        ConfigError: the docker context named (``DOCKER_CONTEXT`` or
+            ``currentContext``) does not exist or cannot be read.
+    """
     host = os.environ.get("DOCKER_HOST")
     if host:
         return Endpoint(
@@ -70,14 +97,15 @@ def resolve_endpoint() -> Endpoint:
             cert_path=os.environ.get("DOCKER_CERT_PATH"),
         )
     name = os.environ.get("DOCKER_CONTEXT")
+    origin = "DOCKER_CONTEXT"
     if not name:
+        config = _docker_config_dir() / "config.json"
+        origin = f"currentContext in {config}"
         try:
-            name = json.loads((_docker_config_dir() / "config.json").read_text()).get(
-                "currentContext", ""
-            )
-        except (OSError, ValueError):
+            name = json.loads(config.read_text()).get("currentContext", "")
+        except (OSError, ValueError, AttributeError):
             name = ""
-    ctx = _context_endpoint(name or "")
+    ctx = _context_endpoint(name or "", origin)
     if ctx:
         return ctx
     candidates = [Path("/var/run/docker.sock"), Path.home() / ".docker" / "run" / "docker.sock"]
@@ -144,5 +172,5 @@ def engine_reachable() -> bool:
     try:
         connect(timeout=2).close()
         return True
-    except DockerNotRunningError:
+    except (DockerNotRunningError, ConfigError):
         return False

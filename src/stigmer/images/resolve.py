@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import platform
 import re
+import shlex
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -24,23 +25,38 @@ from stigmer import __version__
 from stigmer.errors import ImageError
 from stigmer.images import buildinfo
 
-BUILD_FIX = (
-    "Build it from a checkout of the stigmer repository:\n"
-    "  make build-agent-runner-image{image_arg}\n"
-    "(or `stigmer server start --rebuild` there).\n"
-    "Or run without Docker: `stigmer server start --runner local`."
-)
+DEFAULT_IMAGE = "stigmer-agent-runner:local"
+#: key of a pull event that stigmer adds (not the engine): a line saying what is pulled and why
+NOTE = "stigmer_note"
 
 
 def _make_build(ref: str) -> str:
-    default = "stigmer-agent-runner:local"
-    return "make build-agent-runner-image" + ("" if ref == default else f" IMAGE={ref}")
+    """The command that builds ``ref`` with its labels (the version, the source digest).
+
+    ``IMAGE=`` names a configured image other than the default; ``-C`` the
+    checkout this CLI runs from, so the command works from any folder. A plain
+    ``docker build`` would make an image labelled ``0.0.0+unknown``, which then
+    warns of version skew.
+    """
+    root = buildinfo.checkout_root()
+    where = f" -C {shlex.quote(str(root))}" if root is not None else ""
+    image = "" if ref == DEFAULT_IMAGE else f" IMAGE={shlex.quote(ref)}"
+    return f"make{where} build-agent-runner-image{image}"
 
 
 def build_fix(local: str) -> str:
-    """How to build ``local`` (the configured runner image)."""
-    default = "stigmer-agent-runner:local"
-    return BUILD_FIX.format(local=local, image_arg="" if local == default else f" IMAGE={local}")
+    """How to build ``local`` (the configured runner image), or run without Docker."""
+    if buildinfo.checkout_root() is not None:
+        how = (
+            f"Build it from this checkout: `{_make_build(local)}` "
+            "(or `stigmer server start --rebuild`)."
+        )
+    else:
+        how = (
+            "Build it in a clone of the stigmer repository "
+            f"(https://github.com/stigmer/stigmer): `{_make_build(local)}`."
+        )
+    return how + "\nOr run without Docker: `stigmer server start --runner local`."
 
 
 @dataclass
@@ -167,6 +183,9 @@ def ensure_image(
             f"The runner image {local} is not present locally, and offline mode forbids pulling {remote}.",
             build_fix(local) + "\nOr drop --offline / STIGMER_OFFLINE to pull it.",
         )
+    if on_pull:
+        why = f"the runner image {local} is not present locally"
+        on_pull({NOTE: f"Pulling {remote}, because {why}" + (f" ({note})." if note else ".")})
     pull(client, remote, on_pull, note, local)
     repo, ltag = split_ref(local)
     client.images.get(remote).tag(repo, ltag)
@@ -287,8 +306,8 @@ def build(
     if root is None:
         raise ImageError(
             "Building the runner image needs a source checkout of stigmer; this is an installed package.",
-            "Clone the repository and run `make build-agent-runner-image`, or let `stigmer server start` "
-            "pull the published image.",
+            f"Clone the repository and run `{_make_build(settings.runner_image)}` there, or let "
+            "`stigmer server start` pull the published image.",
         )
     args = buildinfo.build_args(root)
     if os.environ.get("STIGMER_PYTHON_IMAGE"):
@@ -306,7 +325,7 @@ def build(
         if "error" in event:
             raise ImageError(
                 f"Building {settings.runner_image} failed: {event['error'].strip()}",
-                "Fix the error above, then rerun `make build-agent-runner-image`.",
+                f"Fix the error above, then rerun `{_make_build(settings.runner_image)}`.",
                 details="\n".join(tail[-15:]),
             )
         text = event.get("stream") or event.get("status") or ""

@@ -36,7 +36,7 @@ from typing import Any
 
 from stigmer.contract.config import CONFIG_ENV
 from stigmer.contract.status import ComponentDetails
-from stigmer.errors import DockerNotRunningError
+from stigmer.errors import ConfigError, DockerNotRunningError
 from stigmer.settings import Paths, Settings
 from stigmer.stack.agent_runner import RunnerReadiness
 from stigmer.stack.component import FatalComponentError
@@ -154,7 +154,7 @@ def reap_containers(paths: Paths) -> list[str]:
 
     try:
         client = connect(timeout=3)
-    except DockerNotRunningError:
+    except (DockerNotRunningError, ConfigError):  # no engine, or DOCKER_CONTEXT names none
         return []
     removed = []
     try:
@@ -221,7 +221,7 @@ class DockerRunner(RunnerReadiness):
 
             try:
                 self.client = connect(timeout=10)
-            except DockerNotRunningError as exc:
+            except (DockerNotRunningError, ConfigError) as exc:
                 raise RuntimeError(exc.message) from None
         return self.client
 

@@ -170,12 +170,14 @@ def start(
     on_progress: Callable[[StackStatus], None] | None = None,
     on_wait_lock: Callable[[], None] | None = None,
     before_spawn: Callable[[], dict[str, Any] | None] | None = None,
+    on_running: Callable[[StackStatus], None] | None = None,
 ) -> tuple[StackStatus, bool]:
     """Bring the stack up and wait for real readiness.
 
     ``before_spawn`` runs under the stack lock once we know the stack is not
     running, before anything starts (the runner image is resolved there); what
-    it returns is added to the status as ``runner_image``.
+    it returns is added to the status as ``runner_image``. ``on_running`` runs,
+    under the lock, when the stack already runs (it may refuse by raising).
 
     Returns ``(status, started)``; ``started`` is False when it was already running.
 
@@ -225,6 +227,8 @@ def start(
                     "Run `stigmer server stop` (it stops it), then start again.",
                 )
         if current is not None:
+            if on_running:
+                on_running(current)
             return _already_running(settings, current, on_progress), False
         reap_leftovers(paths, settings.stop_grace)
         check_ports(port_needs(settings))
