@@ -45,9 +45,19 @@ def pstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("payloads") / "home"
     st = new_stack(home, "local")
     st.start()
-    for name, copies in (("big-write", 200), ("too-big-write", 300)):
+    nul = agent("nul-path", 1)
+    nul["spec"]["test_script"] = [
+        {"tool": "shell", "args": {"command": "printf 'a\\0b'"}},
+        {"tool": "write_file", "args": {"path": "{{ last }}", "content": "x"}},
+        {"answer": "{{ last }}"},
+    ]
+    for name, spec in (
+        ("big-write", agent("big-write", 200)),
+        ("too-big-write", agent("too-big-write", 300)),
+        ("nul-path", nul),
+    ):
         f = home.parent / f"{name}.yaml"
-        f.write_text(json.dumps(agent(name, copies)))
+        f.write_text(json.dumps(spec))
         st.cli("apply", "-f", str(f), check=True)
     yield st
     tear_down(st)
@@ -108,3 +118,11 @@ def test_a_payload_over_the_limit_fails_the_run_at_once(pstack: Stack, tmp_path:
     assert result["phase"] == "FAILED", result
     assert "over the limit" in (result["error"] or ""), result
     assert not (pstack.home / "data" / "workspace" / "too-big-write.txt").exists()
+
+
+def test_a_path_with_a_nul_byte_is_the_tools_error_not_the_runs(pstack: Stack) -> None:
+    proc = pstack.cli("run", "nul-path", "go", "--output", "json", timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["phase"] == "COMPLETED", result
+    assert "NUL character" in result["output"], result

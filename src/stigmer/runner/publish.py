@@ -85,7 +85,7 @@ async def post_events(
     rt = runtime.current()
     if not rt.api_url:
         raise RuntimeError("the runner has no API URL: it cannot publish events")
-    events = rt.mask(events, refs)
+    events = _storable(rt.mask(events, refs))
     client, url, headers = _api()
     async for attempt in AsyncRetrying(
         retry=retry_if_exception(_transient),
@@ -143,6 +143,21 @@ async def put_blob(sha256: str, data: bytes) -> None:
 async def get_blob(sha256: str) -> bytes:
     """A payload stored by :func:`put_blob` (from any host of the stack)."""
     return (await _blob_call("GET", sha256)).content
+
+
+#: What a NUL character (which the store and the API refuse) is shown as in events.
+NUL_SHOWN = "\u2400"
+
+
+def _storable(value: Any) -> Any:
+    """``value`` with NUL characters (a tool's binary output) shown as ``␀``, in every string."""
+    if isinstance(value, str):
+        return value.replace("\x00", NUL_SHOWN) if "\x00" in value else value
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value
 
 
 def _transient(exc: BaseException) -> bool:

@@ -74,6 +74,8 @@ def workspace_root() -> Path:
 
 def resolve_path(path: str) -> Path:
     """``path`` inside the workspace, or ``ModelRetry`` if it escapes it."""
+    if "\x00" in path:
+        raise ModelRetry(f"path {path!r} contains a NUL character; no file can have that name")
     root = workspace_root()
     target = (root / path).resolve()
     if target != root and root not in target.parents:
@@ -175,6 +177,8 @@ async def shell(
             "allow it with `local_shell: true` in the agent spec, or run the stack with "
             "`--runner docker`."
         )
+    if "\x00" in command:
+        raise ModelRetry("the command contains a NUL character, which bash cannot take")
     timeout = max(1.0, min(float(timeout), MAX_SHELL_TIMEOUT))
     proc = await asyncio.create_subprocess_exec(
         "bash",
