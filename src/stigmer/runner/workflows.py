@@ -12,6 +12,7 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic_ai.durable_exec.temporal import PydanticAIWorkflow
+    from pydantic_ai.messages import ModelMessage, ModelResponse, ToolCallPart
 
     from stigmer.contract.events import (
         ErrorPayload,
@@ -122,7 +123,7 @@ class AgentExecutionWorkflow(PydanticAIWorkflow):
             input_tokens=u.input_tokens,
             output_tokens=u.output_tokens,
             requests=u.requests,
-            tool_calls=u.tool_calls,
+            tool_calls=tool_calls_made(result.all_messages()),
         )
         output = str(result.output)
         await self._publish(
@@ -131,6 +132,19 @@ class AgentExecutionWorkflow(PydanticAIWorkflow):
             ("completed", PhasePayload(phase="COMPLETED", output=output)),
         )
         return {"output": output, "usage": usage.model_dump()}
+
+
+def tool_calls_made(messages: list[ModelMessage]) -> int:
+    """Every tool call the model made, failed and refused ones too.
+
+    pydantic-ai's own ``usage.tool_calls`` counts only the calls that succeeded.
+    """
+    return sum(
+        isinstance(part, ToolCallPart)
+        for m in messages
+        if isinstance(m, ModelResponse)
+        for part in m.parts
+    )
 
 
 def _describe(exc: BaseException) -> str:
