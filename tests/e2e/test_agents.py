@@ -262,6 +262,40 @@ def test_a_failed_scripted_call_stops_the_run_unless_the_step_goes_on(
     assert usage["tool_calls"] == 3, usage
 
 
+def test_the_logs_say_when_each_execution_starts_and_ends(astack: Stack, tmp_path: Path) -> None:
+    """One line per execution start and end in the runner's log (id, agent, phase, duration),
+    no line per event published, and no alembic plugin lines from the API server."""
+    import re
+
+    script: list[dict[str, Any]] = [
+        {"tool": "write_file", "args": {"path": "logged.txt", "content": "x"}},
+        {"tool": "read_file", "args": {"path": "logged.txt"}},
+        {"answer": "ok"},
+    ]
+    apply_text(astack, tmp_path, agent_yaml("logged", ["write_file", "read_file"], script))
+    bad = [{"tool": "read_file", "args": {"path": "nope.txt"}}]
+    apply_text(astack, tmp_path, agent_yaml("logged-bad", ["read_file"], bad))
+    code, ok = run_json(astack, "logged", "go")
+    assert code == 0, ok
+    code, failed = run_json(astack, "logged-bad", "go")
+    assert code == 1, failed
+    deadline = time.monotonic() + 10
+    while True:
+        out = astack.cli("server", "logs", "-c", "agent-runner", check=True).stdout
+        if f"execution {failed['id']} ended" in out or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    for ex, agent, phase in ((ok, "logged", "COMPLETED"), (failed, "logged-bad", "FAILED")):
+        starts = re.findall(rf"execution {ex['id']} started: agent {agent}, model test$", out, re.M)
+        ends = re.findall(
+            rf"execution {ex['id']} ended: agent {agent}, {phase} in \d+\.\ds$", out, re.M
+        )
+        assert len(starts) == 1 and len(ends) == 1, out
+    assert "HTTP Request" not in out and "/events" not in out, out
+    server = astack.cli("server", "logs", "-c", "stigmer-server", check=True).stdout
+    assert "alembic.runtime.plugins" not in server and "Context impl" not in server, server
+
+
 def test_runner_crash_mid_tool_completes_without_duplicates(astack: Stack, tmp_path: Path) -> None:
     script = [
         {"tool": "shell", "args": {"command": "sleep 6; echo slept"}},
