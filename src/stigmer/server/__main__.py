@@ -52,10 +52,15 @@ def main(argv: list[str] | None = None) -> int:
         app = create_app(cfg)
     except DBAPIError as exc:
         cause = str(exc.orig or exc).strip().splitlines()
-        print(
-            f"database_url: the store does not answer: {cause[0] if cause else exc}",
-            file=sys.stderr,
-        )
+        why = cause[0] if cause else str(exc)
+        url = server.store_url.get_secret_value()
+        if url.startswith("sqlite:"):
+            from stigmer.server.backup import RESTORE_FIX
+
+            where = url.removeprefix("sqlite:///")
+            print(f"the store {where} cannot be used: {why}\n{RESTORE_FIX}", file=sys.stderr)
+        else:
+            print(f"database_url: the store does not answer: {why}", file=sys.stderr)
         return 1
     config = uvicorn.Config(
         app,
