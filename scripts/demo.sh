@@ -59,7 +59,8 @@ echo "==> stigmer server start   (home $STIGMER_HOME, runner: $STIGMER_RUNNER_MO
 stigmer server start --offline
 
 workspace="$STIGMER_HOME/data/workspace"
-cp -r examples/workspace/. "$workspace/"   # the examples' input files
+echo "==> stigmer init   (the examples' input files)"
+stigmer init
 
 echo "==> stigmer apply -f examples/"
 stigmer apply -f examples/
@@ -71,8 +72,8 @@ cat "$workspace/reports/notes-summary.md"
 cat <<'TXT'
 
 ==> next, with a stack of your own (README "Using it"), and a real model:
-    uv sync && . .venv/bin/activate && stigmer server start
+    uv sync && . .venv/bin/activate
     export ANTHROPIC_API_KEY=...     # or OPENAI_API_KEY=..., before `server start`
-    stigmer run summarize-folder "Summarize the notes folder into reports/notes-summary.md" \
-      --model anthropic:claude-sonnet-4-5
+    stigmer server start && stigmer init && stigmer apply -f examples/
+    stigmer run summarize-folder "Summarize the notes folder" --model anthropic:claude-sonnet-4-5
 TXT

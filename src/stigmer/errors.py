@@ -29,7 +29,7 @@ EXIT_CODES: dict[int, str] = {
     2: "invalid input: a flag, a setting, the config file or an agent file (the message says "
     "which, and where)",
     EXIT_CANCELLED: "`run` and `execution logs -f`: the execution was CANCELLED",
-    4: "not found: no such agent or execution",
+    4: "not found: no such agent, execution or backup",
     5: "the stack is not running (`server status`: stopped)",
     6: "another stigmer command is starting or stopping the stack",
     7: "the stigmer supervisor does not answer",
@@ -43,6 +43,9 @@ EXIT_CODES: dict[int, str] = {
     15: "Temporal cannot be reached: its address, TLS or authentication",
     16: "`server start`: the stack already runs with other settings (the message names them; "
     "`server restart` applies them)",
+    17: "the store cannot be read (damaged or truncated); `stigmer server restore` brings back a "
+    "backup",
+    18: "the stack is running, and the command needs it stopped (`stigmer server stop`)",
     EXIT_INTERNAL: "internal error: a bug in stigmer (a traceback is printed; please report it)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C, SIGTERM or SIGHUP)",
     EXIT_BROKEN_PIPE: "the output pipe was closed (for example by `| head`)",
@@ -171,6 +174,14 @@ class TemporalError(StigmerError, code=15):
     def permanent(self) -> bool:
         """True when retrying cannot help: the configuration must change."""
         return self.kind in ("tls", "auth", "namespace")
+
+
+class StoreDamagedError(StigmerError, code=17):
+    """The SQLite store cannot be read whole: damaged, truncated, or not a database."""
+
+
+class StackRunningError(StigmerError, code=18):
+    """The command changes what the running stack uses (the store): stop the stack first."""
 
 
 def error_classes() -> list[type[StigmerError]]:

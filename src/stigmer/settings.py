@@ -368,6 +368,12 @@ class Settings:
         secret=True,
         effective=lambda s: s.database,
     )
+    backup_keep: int = setting(
+        5,
+        "SQLite store backups kept in data/backups, one taken at each start of the API "
+        "server (0: none). A PostgreSQL store is not backed up: use pg_dump.",
+        minimum=0,
+    )
     start_timeout: float = setting(90.0, "Seconds `server start` waits for readiness.", minimum=1)
     stop_grace: float = setting(
         10.0, "Seconds a component gets to stop before it is killed.", minimum=0
@@ -434,6 +440,14 @@ class Settings:
     @property
     def database(self) -> str:
         return self.database_url or f"sqlite:///{self.paths.store_db}"
+
+    @property
+    def sqlite_store(self) -> Path | None:
+        """The file of a SQLite store (the default one, or a ``sqlite:///`` database_url)."""
+        url = self.database
+        if not url.startswith("sqlite:///") or url in ("sqlite:///", "sqlite:///:memory:"):
+            return None
+        return Path(url.removeprefix("sqlite:///").partition("?")[0]).absolute()
 
     def values(self) -> dict[str, Any]:
         """Every key's value, by name."""

@@ -40,8 +40,25 @@ def up(stack: Stack) -> Stack:
             ":15:10: spec.model: unknown model provider 'foo'",
         ),
         (GOOD.replace("name: fine", "name: Not_A_Slug"), ":12:9: metadata.name"),
+        (
+            GOOD + "  tools: [read_file]\n  test_script:\n"
+            "    - {tool: read_file, args: {path: x}, on_error: skip}\n",
+            "spec.test_script.0.on_error: Input should be 'stop' or 'continue'",
+        ),
+        (
+            GOOD + "  test_script:\n    - {answer: hi, on_error: continue}\n",
+            "`on_error` goes with `tool`",
+        ),
     ],
-    ids=["syntax", "unknown-field", "missing-instructions", "unknown-provider", "bad-name"],
+    ids=[
+        "syntax",
+        "unknown-field",
+        "missing-instructions",
+        "unknown-provider",
+        "bad-name",
+        "bad-on-error",
+        "on-error-on-answer",
+    ],
 )
 def test_invalid_yaml_is_refused_with_position(
     up: Stack, tmp_path: Path, text: str, needle: str

@@ -223,6 +223,79 @@ def test_todo_example(astack: Stack) -> None:
     )
 
 
+def test_a_failed_scripted_call_stops_the_run_unless_the_step_goes_on(
+    astack: Stack, tmp_path: Path
+) -> None:
+    """The test model stops at a failed call (FAILED, naming the step and the error);
+    ``on_error: continue`` goes on; usage counts every call, failed ones too."""
+    script: list[dict[str, Any]] = [
+        {"tool": "list_files", "args": {"path": "no-such-folder"}},
+        {"answer": "should not get here"},
+    ]
+    apply_text(astack, tmp_path, agent_yaml("stopper", ["list_files", "read_file"], script))
+    code, result = run_json(astack, "stopper", "go")
+    assert code == 1 and result["phase"] == "FAILED", result
+    events = events_of(astack, result["id"])
+    (failed,) = [e for e in events if e["type"] == "phase" and e["payload"]["phase"] == "FAILED"]
+    error = failed["payload"]["error"]
+    assert "test_script step 1 of 2 (list_files) failed" in error, error
+    assert "'no-such-folder' does not exist" in error and "on_error: continue" in error
+    assert not any(e["type"] == "message" and e["payload"]["role"] == "ai" for e in events)
+
+    script = [
+        {"tool": "list_files", "args": {"path": "no-such-folder"}, "on_error": "continue"},
+        {
+            "tool": "read_file",
+            "each": "a.txt\nb.txt",
+            "args": {"path": "{{ item }}"},
+            "on_error": "continue",
+        },
+        {"answer": "went on after: {{ result.0 }}; read: [{{ reads }}]"},
+    ]
+    apply_text(astack, tmp_path, agent_yaml("goer", ["list_files", "read_file"], script))
+    code, result = run_json(astack, "goer", "go")
+    assert code == 0 and result["phase"] == "COMPLETED", result
+    assert "'no-such-folder' does not exist" in result["output"]
+    assert "read: []" in result["output"]  # failed reads are no reads
+    events = events_of(astack, result["id"])
+    (usage,) = [e["payload"] for e in events if e["type"] == "usage"]
+    assert usage["tool_calls"] == 3, usage
+
+
+def test_the_logs_say_when_each_execution_starts_and_ends(astack: Stack, tmp_path: Path) -> None:
+    """One line per execution start and end in the runner's log (id, agent, phase, duration),
+    no line per event published, and no alembic plugin lines from the API server."""
+    import re
+
+    script: list[dict[str, Any]] = [
+        {"tool": "write_file", "args": {"path": "logged.txt", "content": "x"}},
+        {"tool": "read_file", "args": {"path": "logged.txt"}},
+        {"answer": "ok"},
+    ]
+    apply_text(astack, tmp_path, agent_yaml("logged", ["write_file", "read_file"], script))
+    bad = [{"tool": "read_file", "args": {"path": "nope.txt"}}]
+    apply_text(astack, tmp_path, agent_yaml("logged-bad", ["read_file"], bad))
+    code, ok = run_json(astack, "logged", "go")
+    assert code == 0, ok
+    code, failed = run_json(astack, "logged-bad", "go")
+    assert code == 1, failed
+    deadline = time.monotonic() + 10
+    while True:
+        out = astack.cli("server", "logs", "-c", "agent-runner", check=True).stdout
+        if f"execution {failed['id']} ended" in out or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    for ex, agent, phase in ((ok, "logged", "COMPLETED"), (failed, "logged-bad", "FAILED")):
+        starts = re.findall(rf"execution {ex['id']} started: agent {agent}, model test$", out, re.M)
+        ends = re.findall(
+            rf"execution {ex['id']} ended: agent {agent}, {phase} in \d+\.\ds$", out, re.M
+        )
+        assert len(starts) == 1 and len(ends) == 1, out
+    assert "HTTP Request" not in out and "/events" not in out, out
+    server = astack.cli("server", "logs", "-c", "stigmer-server", check=True).stdout
+    assert "alembic.runtime.plugins" not in server and "Context impl" not in server, server
+
+
 def test_runner_crash_mid_tool_completes_without_duplicates(astack: Stack, tmp_path: Path) -> None:
     script = [
         {"tool": "shell", "args": {"command": "sleep 6; echo slept"}},
@@ -370,7 +443,7 @@ def test_shell_env_shows_no_secrets(astack: Stack, tmp_path: Path) -> None:
 
 def test_path_escape_is_refused(astack: Stack, tmp_path: Path) -> None:
     script = [
-        {"tool": "read_file", "args": {"path": "../../../etc/passwd"}},
+        {"tool": "read_file", "args": {"path": "../../../etc/passwd"}, "on_error": "continue"},
         {"answer": "{{ last }}"},
     ]
     apply_text(astack, tmp_path, agent_yaml("escaper", ["read_file"], script))
@@ -385,8 +458,8 @@ def test_path_escape_is_refused(astack: Stack, tmp_path: Path) -> None:
 def test_calls_refused_before_a_tool_runs_are_logged(astack: Stack, tmp_path: Path) -> None:
     """A call with invalid arguments never reaches a tool activity; the log still shows it."""
     script = [
-        {"tool": "read_file", "args": {"wrong": "x"}},
-        {"tool": "read_file", "args": {"path": "missing.txt"}},
+        {"tool": "read_file", "args": {"wrong": "x"}, "on_error": "continue"},
+        {"tool": "read_file", "args": {"path": "missing.txt"}, "on_error": "continue"},
         {"answer": "gave up"},
     ]
     applied = apply_text(astack, tmp_path, agent_yaml("fumbler", ["read_file"], script))

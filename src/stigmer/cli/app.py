@@ -16,6 +16,7 @@ from typer.core import TyperArgument
 from stigmer.cli import agents as agents_cmd
 from stigmer.cli import config as config_cmd
 from stigmer.cli import image as image_cmd
+from stigmer.cli import init as init_cmd
 from stigmer.cli import server as server_cmd
 from stigmer.cli import token as token_cmd
 from stigmer.cli._output import exit_141_on_broken_pipe
@@ -41,6 +42,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+app.command("init")(init_cmd.init)
 app.command("apply")(agents_cmd.apply)
 app.command("run")(agents_cmd.run)
 app.add_typer(agents_cmd.agent_app, name="agent")

@@ -435,6 +435,71 @@ def stop(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> 
         print("stigmer is not running.")
 
 
+@app.command()
+def restore(
+    backup: str | None = typer.Argument(
+        None,
+        metavar="[BACKUP]",
+        help="The backup's name or path (from --list). Default: the newest.",
+        show_default=False,
+    ),
+    list_only: bool = typer.Option(
+        False, "--list", help="List the backups, newest first; restore nothing."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Put a backup of the SQLite store in its place (the stack must be stopped).
+
+    A backup is taken at each start of the API server, and the last `backup_keep`
+    are kept in data/backups. The store it replaces is kept beside it
+    (stigmer.db.replaced-TIME). A PostgreSQL store is not backed up by stigmer:
+    use pg_dump and pg_restore.
+    """
+    from stigmer.errors import ConfigError, StackRunningError
+    from stigmer.server import backup as backups
+    from stigmer.stack import control
+
+    JSON_MODE["on"] = json_out
+    settings = _settings()
+    store = settings.sqlite_store
+    if store is None:
+        raise ConfigError(
+            "database_url is a PostgreSQL store: stigmer backs up only its SQLite store.",
+            "Back PostgreSQL up and restore it with its own tools: pg_dump and pg_restore.",
+        )
+    if list_only:
+        found = [b.to_dict() for b in backups.list_backups(store)]
+        if json_out:
+            print_json({"store": str(store), "backups": found})
+        elif not found:
+            print(f"No backups of {store} yet: one is taken at each start of the API server.")
+        else:
+            for b in found:
+                print(f"{b['name']}  {b['created']}  {b['size']} bytes")
+        return
+    paths = settings.paths
+    with control.stack_lock(paths, 30):
+        if control.supervisor_holds_lock(paths) or control.supervisor_status(paths, 2) is not None:
+            raise StackRunningError(
+                f"the stack of {paths.home} is running: its API server has the store open.",
+                "Stop it first: `stigmer server stop`, then `stigmer server restore`.",
+            )
+        chosen, aside = backups.restore(store, backup)
+    if json_out:
+        print_json(
+            {
+                "store": str(store),
+                "restored": chosen.to_dict(),
+                "set_aside": [str(p) for p in aside],
+            }
+        )
+        return
+    print(f"restored {store} from {chosen.name} ({chosen.to_dict()['created']}).")
+    for p in aside:
+        print(f"the file it replaced is kept as {p}")
+    print("Start the stack: stigmer server start")
+
+
 def _restart(**params: Any) -> None:
     """Stop the stack, then start it again with the current config.
 

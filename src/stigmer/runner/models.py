@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from pydantic_ai.messages import (
     ModelMessage,
     ModelRequest,
     ModelResponse,
+    RetryPromptPart,
     TextPart,
     ToolCallPart,
     ToolReturnPart,
@@ -32,6 +33,7 @@ from pydantic_ai.messages import (
 )
 from pydantic_ai.models import Model
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, FunctionModel
+from temporalio.exceptions import ApplicationError
 
 from stigmer.runner import runtime
 from stigmer.runner.tools import RunDeps
@@ -39,10 +41,25 @@ from stigmer.runner.tools import RunDeps
 TEMPLATE = re.compile(r"\{\{\s*([a-z]+)(?:\.(\d+))?\s*\}\}")
 
 
-def _calls(messages: list[ModelMessage]) -> list[tuple[str, dict[str, Any], str]]:
-    """Every tool result so far, in order, as (tool name, call args, result text)."""
+@dataclass(frozen=True)
+class Call:
+    """One tool call of the run so far and what came back."""
+
+    tool_call_id: str
+    tool: str
+    args: dict[str, Any]
+    text: str
+    ok: bool
+
+
+def _text(content: Any) -> str:
+    return content if isinstance(content, str) else json.dumps(content, default=str)
+
+
+def _calls(messages: Sequence[ModelMessage]) -> list[Call]:
+    """Every tool result so far, in order, failed ones too (their text is the error)."""
     args: dict[str, dict[str, Any]] = {}
-    out: list[tuple[str, dict[str, Any], str]] = []
+    out: list[Call] = []
     for m in messages:
         if isinstance(m, ModelResponse):
             for call in m.parts:
@@ -51,9 +68,14 @@ def _calls(messages: list[ModelMessage]) -> list[tuple[str, dict[str, Any], str]
         elif isinstance(m, ModelRequest):
             for part in m.parts:
                 if isinstance(part, ToolReturnPart):
-                    c = part.content
-                    text = c if isinstance(c, str) else json.dumps(c, default=str)
-                    out.append((part.tool_name, args.get(part.tool_call_id, {}), text))
+                    ok = part.outcome == "success"
+                    text = _text(part.content)
+                elif isinstance(part, RetryPromptPart) and part.tool_name:
+                    ok, text = False, _text(part.content)
+                else:
+                    continue
+                cid = part.tool_call_id
+                out.append(Call(cid, part.tool_name or "?", args.get(cid, {}), text, ok))
     return out
 
 
@@ -83,11 +105,40 @@ class Turn:
     def of(cls, messages: list[ModelMessage]) -> Turn:
         calls = _calls(messages)
         return cls(
-            results=[text for _, _, text in calls],
+            results=[c.text for c in calls],
             reads=[
-                (str(a.get("path", "?")), text) for name, a, text in calls if name == "read_file"
+                (str(c.args.get("path", "?")), c.text)
+                for c in calls
+                if c.tool == "read_file" and c.ok
             ],
             prompt=_prompt(messages),
+        )
+
+
+STEP_OF_CALL = re.compile(r"^t(\d+)(?:_\d+)?$")
+
+
+def _stop_at_failed_call(messages: list[ModelMessage], steps: list[dict[str, Any]]) -> None:
+    """Raise if a call of the last turn failed and its step does not say ``on_error: continue``.
+
+    The call ids the script gives (``t<step>`` or ``t<step>_<item>``) name the step.
+    The error is non-retryable: the model request fails, and with it the run.
+    """
+    requests = [m for m in messages if isinstance(m, ModelRequest)]
+    failed = [c for c in _calls(requests[-1:]) if not c.ok]
+    for call in failed:
+        m = STEP_OF_CALL.match(call.tool_call_id)
+        if m is None or int(m.group(1)) >= len(steps):
+            continue
+        k = int(m.group(1))
+        if steps[k].get("on_error") == "continue":
+            continue
+        raise ApplicationError(
+            f"test_script step {k + 1} of {len(steps)} ({call.tool}) failed: "
+            f"{call.text.strip()}. The test model stops at a failed call; "
+            "`on_error: continue` on the step makes it go on",
+            type="TestScriptStopped",
+            non_retryable=True,
         )
 
 
@@ -129,6 +180,7 @@ def script_model(script: list[dict[str, Any]] | None) -> FunctionModel:
 
     def play(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         n = sum(1 for m in messages if isinstance(m, ModelResponse))
+        _stop_at_failed_call(messages, steps)
         turn = Turn.of(messages)
         if n >= len(steps):
             text = "Done." if steps else f"(test model) You said: {turn.prompt}"

@@ -179,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(levelname)s %(name)s %(message)s", stream=sys.stdout
     )
+    # one line per event published ("POST .../events 200 OK") is noise; failures still show
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     # before the secrets are read
     if not not_dumpable():
         log.warning("could not mark the worker non-dumpable: its tools may read its memory")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -12,6 +13,7 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic_ai.durable_exec.temporal import PydanticAIWorkflow
+    from pydantic_ai.messages import ModelMessage, ModelResponse, ToolCallPart
 
     from stigmer.contract.events import (
         ErrorPayload,
@@ -26,6 +28,9 @@ with workflow.unsafe.imports_passed_through():
     from stigmer.runner.agent import agent
     from stigmer.runner.tools import RunDeps
     from stigmer.spec.models import SecretRef
+
+#: One line when an execution starts and one when it ends (the worker's log).
+log = logging.getLogger("stigmer.runner")
 
 PUBLISH_OPTS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=30),
@@ -88,6 +93,31 @@ class AgentExecutionWorkflow(PydanticAIWorkflow):
             **PUBLISH_OPTS,
         )
 
+    def _log(self, inp: ExecutionInput, phase: str) -> None:
+        """Log the execution's start or end, once: not again when its history is replayed.
+
+        The duration is workflow time since the run started: the same on every replay.
+        """
+        if workflow.unsafe.is_replaying():
+            return
+        info = workflow.info()
+        if phase == "RUNNING":
+            log.info(
+                "execution %s started: agent %s, model %s",
+                inp.execution_id,
+                inp.agent_name,
+                inp.model,
+            )
+            return
+        took = (workflow.now() - info.start_time).total_seconds()
+        log.info(
+            "execution %s ended: agent %s, %s in %.1fs",
+            inp.execution_id,
+            inp.agent_name,
+            phase,
+            took,
+        )
+
     @workflow.run
     async def run(self, inp: ExecutionInput) -> dict[str, Any]:
         # The RUNNING event claims the execution for this run (its id holds the run
@@ -98,6 +128,7 @@ class AgentExecutionWorkflow(PydanticAIWorkflow):
             (f"{workflow.info().run_id}/running", PhasePayload(phase="RUNNING")),
             ("human", MessagePayload(role="human", content=inp.message)),
         )
+        self._log(inp, "RUNNING")
         settings = inp.spec.model_settings.model_dump(exclude_none=True)
         try:
             result = await agent.run(
@@ -108,6 +139,7 @@ class AgentExecutionWorkflow(PydanticAIWorkflow):
             )
         except asyncio.CancelledError:
             await self._publish(inp, ("cancelled", PhasePayload(phase="CANCELLED")))
+            self._log(inp, "CANCELLED")
             raise
         except Exception as exc:
             message = _describe(exc)
@@ -116,13 +148,14 @@ class AgentExecutionWorkflow(PydanticAIWorkflow):
                 ("error", ErrorPayload(message=message, kind=type(exc).__name__)),
                 ("failed", PhasePayload(phase="FAILED", error=message)),
             )
+            self._log(inp, "FAILED")
             raise ApplicationError(message, type=type(exc).__name__, non_retryable=True) from exc
         u = result.usage
         usage = UsagePayload(
             input_tokens=u.input_tokens,
             output_tokens=u.output_tokens,
             requests=u.requests,
-            tool_calls=u.tool_calls,
+            tool_calls=tool_calls_made(result.all_messages()),
         )
         output = str(result.output)
         await self._publish(
@@ -130,7 +163,21 @@ class AgentExecutionWorkflow(PydanticAIWorkflow):
             ("usage", usage),
             ("completed", PhasePayload(phase="COMPLETED", output=output)),
         )
+        self._log(inp, "COMPLETED")
         return {"output": output, "usage": usage.model_dump()}
+
+
+def tool_calls_made(messages: list[ModelMessage]) -> int:
+    """Every tool call the model made, failed and refused ones too.
+
+    pydantic-ai's own ``usage.tool_calls`` counts only the calls that succeeded.
+    """
+    return sum(
+        isinstance(part, ToolCallPart)
+        for m in messages
+        if isinstance(m, ModelResponse)
+        for part in m.parts
+    )
 
 
 def _describe(exc: BaseException) -> str:

@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(levelname)s %(name)s %(message)s", stream=sys.stdout
     )
+    quiet_alembic()
     import uvicorn
     from sqlalchemy.exc import DBAPIError
 
@@ -51,10 +52,15 @@ def main(argv: list[str] | None = None) -> int:
         app = create_app(cfg)
     except DBAPIError as exc:
         cause = str(exc.orig or exc).strip().splitlines()
-        print(
-            f"database_url: the store does not answer: {cause[0] if cause else exc}",
-            file=sys.stderr,
-        )
+        why = cause[0] if cause else str(exc)
+        url = server.store_url.get_secret_value()
+        if url.startswith("sqlite:"):
+            from stigmer.server.backup import RESTORE_FIX
+
+            where = url.removeprefix("sqlite:///")
+            print(f"the store {where} cannot be used: {why}\n{RESTORE_FIX}", file=sys.stderr)
+        else:
+            print(f"database_url: the store does not answer: {why}", file=sys.stderr)
         return 1
     config = uvicorn.Config(
         app,
@@ -68,6 +74,22 @@ def main(argv: list[str] | None = None) -> int:
         load_tls(config, server.tls_cert_pem or "", server.tls_key_pem.get_secret_value())  # type: ignore[union-attr]
     uvicorn.Server(config).run()
     return 0
+
+
+def quiet_alembic() -> None:
+    """Keep alembic's "Running upgrade A -> B" lines, not what it says at every start.
+
+    ("setup plugin alembic.autogenerate...", seven of them, "Context impl SQLiteImpl.",
+    "Will assume non-transactional DDL.")
+    """
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+    def useful(record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or not str(record.msg).startswith(
+            ("Context impl", "Will assume")
+        )
+
+    logging.getLogger("alembic.runtime.migration").addFilter(useful)
 
 
 def load_tls(config: Any, cert_pem: str, key_pem: str) -> None:

@@ -66,12 +66,19 @@ class TestStep(_Strict):
     * ``each``: with ``tool``, call it once per non-empty line of the rendered
       ``each`` (for example ``"{{ last }}"``), all in one turn;
     * ``answer``: the final text (templates allowed).
+
+    A tool step whose call fails (the tool raised an error the model would see,
+    or its arguments were refused) ends the run FAILED, naming the step and the
+    error, unless the step has ``on_error: continue``: the script then goes on
+    to its next step, which sees the error text as the step's result.
     """
 
     tool: str | None = None
     args: dict[str, Any] = Field(default_factory=dict)
     each: str | None = None
     answer: str | None = None
+    #: what a failed call of this step does: ``stop`` (the default: the run fails) or ``continue``
+    on_error: Literal["stop", "continue"] | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> TestStep:
@@ -81,6 +88,8 @@ class TestStep(_Strict):
             raise ValueError(f"unknown tool {self.tool!r}; tools are: {', '.join(TOOL_NAMES)}")
         if self.each is not None and self.tool is None:
             raise ValueError("`each` goes with `tool`")
+        if self.on_error is not None and self.tool is None:
+            raise ValueError("`on_error` goes with `tool`: an `answer` step cannot fail")
         return self
 
 

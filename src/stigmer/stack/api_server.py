@@ -35,6 +35,15 @@ class ApiServer(ProcessComponent):
         return {"database": self.settings.public()["database_url"] or self.settings.database}
 
     def preflight(self) -> None:
+        store = self.settings.sqlite_store
+        if store is not None:
+            from stigmer.errors import StoreDamagedError
+            from stigmer.server.backup import check_and_back_up
+
+            try:
+                check_and_back_up(store, self.settings.backup_keep)
+            except StoreDamagedError as exc:
+                raise FatalComponentError(exc.message, exc.fix) from None
         port = self.settings.server_port
         if not port_free(port, self.settings.server_bind):
             holder = port_holder(port)

@@ -231,6 +231,11 @@ def start(
                 on_running(current)
             return _already_running(settings, current, on_progress), False
         reap_leftovers(paths, settings.stop_grace)
+        store = settings.sqlite_store
+        if API_SERVER in here and store is not None:
+            from stigmer.server.backup import check as check_store
+
+            check_store(store)  # damaged: said now, with the way back (the API server backs it up)
         check_ports(port_needs(settings))
         image = before_spawn() if before_spawn else None
         write_private(paths.stack_file, json.dumps(settings.to_json(secrets=False), indent=2))

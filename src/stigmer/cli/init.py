@@ -1,0 +1,88 @@
+"""``stigmer init``: write the examples' input files into the workspace.
+
+The agents of ``examples/`` work on files of the workspace (``notes/`` for
+summarize-folder, ``src/`` for find-todos). A fresh home has an empty
+workspace, so ``init`` writes those sample files (package data, so an
+installed CLI has them too). A file that is already there is kept, never
+overwritten.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+
+import typer
+
+from stigmer.cli._output import JSON_MODE, print_json
+
+
+def _sample_files() -> list[tuple[str, Traversable]]:
+    """(path relative to the workspace, the packaged file) of every sample file."""
+    root = resources.files("stigmer.cli").joinpath("samples", "workspace")
+    out: list[tuple[str, Traversable]] = []
+
+    def walk(node: Traversable, rel: str) -> None:
+        for child in sorted(node.iterdir(), key=lambda c: c.name):
+            if child.name == "__pycache__":
+                continue
+            path = f"{rel}/{child.name}" if rel else child.name
+            if child.is_dir():
+                walk(child, path)
+            else:
+                out.append((path, child))
+
+    walk(root, "")
+    return out
+
+
+def _workspace(flag: str | None) -> Path:
+    """The folder to write in: ``--workspace``, the running stack's, else the setting."""
+    from stigmer.cli.server import _last_start_flags
+    from stigmer.settings import resolve
+
+    chosen = flag or _last_start_flags().get("workspace")
+    return resolve(flags={"workspace": chosen}).workspace_dir
+
+
+def init(
+    workspace: str | None = typer.Option(
+        None,
+        "--workspace",
+        metavar="DIR",
+        help="Write here (default: the running stack's workspace, else the `workspace` setting: "
+        "$STIGMER_HOME/data/workspace).",
+        show_default=False,
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+) -> None:
+    """Write the example agents' input files (notes/, src/) into the workspace.
+
+    Files that already exist are kept. Then: `stigmer apply -f examples/` and
+    `stigmer run summarize-folder "Summarize the notes folder"`.
+    """
+    JSON_MODE["on"] = json_out
+    from stigmer.settings import Paths, home_dir
+
+    ws = _workspace(workspace)
+    if ws == Paths(home_dir()).workspace:
+        Paths(home_dir()).ensure()  # the home's folders, private
+    written: list[str] = []
+    kept: list[str] = []
+    for rel, source in _sample_files():
+        target = ws / rel
+        if target.exists():
+            kept.append(rel)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(source.read_bytes())
+        written.append(rel)
+    if json_out:
+        print_json({"workspace": str(ws), "written": written, "kept": kept})
+        return
+    for rel in written:
+        print(f"wrote {rel}")
+    for rel in kept:
+        print(f"kept {rel} (it exists)")
+    print(f"The examples' input files are in {ws}.")

@@ -1,0 +1,190 @@
+"""Backups of a SQLite store: one at each start of the API server, the last N kept.
+
+The supervisor calls :func:`check_and_back_up` before it launches the API
+server (``ApiServer.preflight``), so the store is checked and copied while no
+process writes it. The copy is made with SQLite's online backup API, so it is
+consistent even with a write-ahead log beside the file. A damaged store is
+never copied: the start fails at once, naming the file and the way back,
+``stigmer server restore``, which puts a backup in its place (the damaged
+file is kept beside it). PostgreSQL stores are not backed up by stigmer
+(``pg_dump``).
+
+Only the standard library: the CLI's ``server restore`` uses this module too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from stigmer.errors import NotFoundError, StoreDamagedError
+
+#: Backups of ``stigmer.db`` are ``backups/stigmer-<UTC time>.db`` beside it.
+PREFIX = "stigmer-"
+SUFFIX = ".db"
+RESTORE_FIX = (
+    "Bring back the newest backup with `stigmer server restore` (`stigmer server restore "
+    "--list` shows them all; the damaged file is kept), then `stigmer server start`."
+)
+
+
+@dataclass(frozen=True)
+class Backup:
+    name: str
+    path: Path
+    size: int
+    created: float
+
+    def to_dict(self) -> dict[str, object]:
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.created))
+        return {"name": self.name, "path": str(self.path), "size": self.size, "created": when}
+
+
+def backups_dir(store: Path) -> Path:
+    return store.parent / "backups"
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """An existing database file (never created here: ``mode=rw``)."""
+    return sqlite3.connect(f"{path.absolute().as_uri()}?mode=rw", uri=True, timeout=30)
+
+
+def damage(path: Path) -> str | None:
+    """Why the SQLite file at ``path`` cannot be used, or None if it reads whole."""
+    try:
+        conn = _connect(path)
+    except sqlite3.Error as exc:
+        return str(exc)
+    try:
+        rows = conn.execute("PRAGMA quick_check").fetchall()
+        problems = [str(r[0]) for r in rows if r and r[0] != "ok"]
+        return "; ".join(problems[:3]) if problems else None
+    except sqlite3.Error as exc:
+        return str(exc)
+    finally:
+        conn.close()
+
+
+def check(store: Path) -> None:
+    """Raise :class:`StoreDamagedError` if the store exists and cannot be read whole.
+
+    A store of 0 bytes while backups exist is damage too (a truncated file: SQLite
+    would take it for a new, empty store).
+    """
+    if not store.exists():
+        return
+    size = store.stat().st_size
+    if size == 0:
+        if list_backups(store):
+            raise StoreDamagedError(
+                f"the store {store} is empty (0 bytes), though backups of it exist.", RESTORE_FIX
+            )
+        return
+    why = damage(store)
+    if why is not None:
+        raise StoreDamagedError(f"the store {store} is damaged: {why}.", RESTORE_FIX)
+
+
+def list_backups(store: Path) -> list[Backup]:
+    """The backups of ``store``, newest first."""
+    folder = backups_dir(store)
+    found = []
+    for p in folder.glob(f"{PREFIX}*{SUFFIX}") if folder.is_dir() else []:
+        with contextlib.suppress(OSError):
+            st = p.stat()
+            found.append(Backup(p.name, p, st.st_size, st.st_mtime))
+    return sorted(found, key=lambda b: b.name, reverse=True)
+
+
+def _copy(src: Path, dst: Path) -> None:
+    """A consistent copy of the database ``src`` at ``dst`` (written aside, then renamed)."""
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    source = _connect(src)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        target = sqlite3.connect(tmp)
+        try:
+            source.backup(target)
+            target.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+        finally:
+            target.close()
+    finally:
+        source.close()
+    os.replace(tmp, dst)
+
+
+def back_up(store: Path, keep: int) -> Backup | None:
+    """Copy the store into ``backups/`` and keep the newest ``keep`` (0: no backups).
+
+    Nothing is copied when there is no store yet (a fresh home).
+    """
+    if keep <= 0 or not store.exists() or store.stat().st_size == 0:
+        return None
+    folder = backups_dir(store)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    dst = folder / f"{PREFIX}{stamp}{SUFFIX}"
+    _copy(store, dst)
+    backups = list_backups(store)
+    for old in backups[keep:]:
+        old.path.unlink(missing_ok=True)
+    return next(b for b in backups if b.path == dst)
+
+
+def check_and_back_up(store: Path, keep: int) -> Backup | None:
+    """What the API server's start does first: :func:`check`, then :func:`back_up`."""
+    check(store)
+    return back_up(store, keep)
+
+
+def restore(store: Path, name: str | None = None) -> tuple[Backup, list[Path]]:
+    """Put the backup ``name`` (default: the newest) in place of the store.
+
+    The stack must be stopped (the caller holds the stack lock). The current
+    store, with its ``-wal`` and ``-shm`` files, is kept beside it as
+    ``stigmer.db.replaced-<time>`` (nothing is deleted). Returns the backup and
+    the files set aside.
+
+    Raises:
+        NotFoundError: there is no backup, or none of that name.
+        StoreDamagedError: the backup itself cannot be read.
+    """
+    backups = list_backups(store)
+    if not backups:
+        raise NotFoundError(
+            f"there is no backup of {store} (in {backups_dir(store)}).",
+            "A backup is taken at each start of the API server, once the store exists.",
+        )
+    chosen = backups[0]
+    if name is not None:
+        match = [b for b in backups if name in (b.name, str(b.path))]
+        if not match:
+            raise NotFoundError(
+                f"no backup named {name!r} in {backups_dir(store)}.",
+                "List them with `stigmer server restore --list`.",
+            )
+        chosen = match[0]
+    why = damage(chosen.path)
+    if why is not None:
+        raise StoreDamagedError(
+            f"the backup {chosen.path} is damaged too: {why}.",
+            "Name an older one: `stigmer server restore --list`, then "
+            "`stigmer server restore NAME`.",
+        )
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside: list[Path] = []
+    for suffix in ("", "-wal", "-shm"):
+        current = store.with_name(store.name + suffix)
+        if current.exists():
+            moved = store.with_name(f"{store.name}{suffix}.replaced-{stamp}")
+            os.replace(current, moved)
+            aside.append(moved)
+    _copy(chosen.path, store)
+    return chosen, aside
