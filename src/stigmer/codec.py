@@ -28,11 +28,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import (
     ActivitySerializationContext,
@@ -140,6 +142,10 @@ CLAIM_FROM = 128 * 1024
 MAX_STORED = 4 * 1024 * 1024 - 64 * 1024
 #: The driver's name, written in each reference.
 DRIVER_NAME = "stigmer-blobs"
+#: The most stored bytes one call of the codec endpoint resolves (the rest are shown
+#: as their references): a small request must not make the server hold gigabytes.
+MAX_RESOLVED = 32 * 1024 * 1024
+_SHA256 = re.compile("[0-9a-f]{64}")
 
 
 class PayloadTooLarge(ApplicationError):
@@ -192,10 +198,18 @@ class BlobDriver(StorageDriver):
         out = []
         for claim in claims:
             key = claim.claim_data.get("sha256", "")
-            data = await self._get(key)
+            if not _SHA256.fullmatch(key):
+                raise PayloadNotSealed("a reference to a stored payload without a valid hash")
+            try:
+                data = await self._get(key)
+            except LookupError:
+                raise PayloadNotSealed(f"no stored payload {key[:12]}") from None
             if hashlib.sha256(data).hexdigest() != key:
                 raise PayloadNotSealed(f"stored payload {key[:12]} does not match its hash")
-            out.append(Payload.FromString(data))
+            try:
+                out.append(Payload.FromString(data))
+            except DecodeError:
+                raise PayloadNotSealed(f"stored payload {key[:12]} is not a payload") from None
         return out
 
 
@@ -251,6 +265,8 @@ def decode_json_payloads(
     if not isinstance(body, dict) or not isinstance(body.get("payloads"), list):
         raise ValueError('the body must be {"payloads": [...]}')
     out = []
+    resolved: dict[str, Payload | None] = {}
+    budget = MAX_RESOLVED
     for item in body["payloads"]:
         if not isinstance(item, dict):
             raise ValueError("each payload is an object with metadata and data")
@@ -262,9 +278,17 @@ def decode_json_payloads(
         except (TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"a payload is not base64: {exc}") from None
         key = stored_key(payload) if fetch is not None else None
-        stored = fetch(key) if fetch is not None and key else None
-        if stored is not None and hashlib.sha256(stored).hexdigest() == key:
-            payload = Payload.FromString(stored)  # kept out of the history: shown all the same
+        if fetch is not None and key and _SHA256.fullmatch(key):
+            if key not in resolved and budget > 0:  # each stored payload is read once
+                stored = fetch(key)
+                budget -= len(stored or b"")
+                try:
+                    ok = stored is not None and hashlib.sha256(stored).hexdigest() == key
+                    resolved[key] = Payload.FromString(stored) if ok and stored else None
+                except DecodeError:
+                    resolved[key] = None
+            # kept out of the history: shown all the same (else as the reference)
+            payload = resolved.get(key) or payload
         try:
             opened = codec.open(payload)
         except PayloadNotSealed:

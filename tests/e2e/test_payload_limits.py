@@ -48,7 +48,12 @@ def pstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     nul = agent("nul-path", 1)
     nul["spec"]["test_script"] = [
         {"tool": "shell", "args": {"command": "printf 'a\\0b'"}},
-        {"tool": "write_file", "args": {"path": "{{ last }}", "content": "x"}},
+        # the tool's error goes to the model (which goes on), not the run's
+        {
+            "tool": "write_file",
+            "args": {"path": "{{ last }}", "content": "x"},
+            "on_error": "continue",
+        },
         {"answer": "{{ last }}"},
     ]
     for name, spec in (
@@ -126,3 +131,91 @@ def test_a_path_with_a_nul_byte_is_the_tools_error_not_the_runs(pstack: Stack) -
     result = json.loads(proc.stdout)
     assert result["phase"] == "COMPLETED", result
     assert "NUL character" in result["output"], result
+
+
+def test_a_forged_reference_to_a_stored_payload_fails_at_once(pstack: Stack) -> None:
+    """Someone on Temporal's open port starts the workflow with a reference to a payload
+    that is not there (or not a payload): it fails at once, executing nothing."""
+    import asyncio
+    import hashlib
+    import uuid
+
+    import httpx
+    from temporalio.api.sdk.v1.external_storage_pb2 import ExternalStorageReference
+    from temporalio.client import Client, WorkflowFailureError
+    from temporalio.common import RawValue
+    from temporalio.converter import JSONProtoPayloadConverter
+
+    from stigmer.codec import DRIVER_NAME
+    from stigmer.contract.workflow import TASK_QUEUE, WORKFLOW_NAME
+
+    junk = b"\xff\xff\xff\xff"
+    junk_key = hashlib.sha256(junk).hexdigest()
+    runner = (pstack.home / "credentials" / "runner-token").read_text().strip()
+    admin = (pstack.home / "credentials" / "api-token").read_text().strip()
+    base = f"http://127.0.0.1:{pstack.ports['server']}/v1"
+    put = httpx.put(
+        f"{base}/blobs/{junk_key}", content=junk, headers={"Authorization": f"Bearer {runner}"}
+    )
+    assert put.status_code == 204, put.text
+
+    def reference(key: str) -> Any:
+        ref = ExternalStorageReference(driver_name=DRIVER_NAME, claim_data={"sha256": key})
+        return JSONProtoPayloadConverter().to_payload(ref)
+
+    # the codec endpoint shows a reference to something that is not a payload as it is
+    import base64
+
+    shown = httpx.post(
+        f"{base}/codec/decode",
+        json={
+            "payloads": [
+                {
+                    "metadata": {
+                        k: base64.b64encode(v).decode()
+                        for k, v in reference(junk_key).metadata.items()
+                    },
+                    "data": base64.b64encode(reference(junk_key).data).decode(),
+                }
+            ]
+        },
+        headers={"Authorization": f"Bearer {admin}"},
+    )
+    assert shown.status_code == 200, shown.text
+
+    async def forge(key: str) -> float:
+        client = await Client.connect(f"127.0.0.1:{pstack.ports['temporal']}")
+        t0 = asyncio.get_running_loop().time()
+        handle = await client.start_workflow(
+            WORKFLOW_NAME,
+            RawValue(reference(key)),
+            id=f"forged-{uuid.uuid4().hex[:8]}",
+            task_queue=TASK_QUEUE,
+        )
+        with pytest.raises(WorkflowFailureError):
+            await asyncio.wait_for(handle.result(), timeout=30)
+        return asyncio.get_running_loop().time() - t0
+
+    for key in ("0" * 64, junk_key):
+        assert asyncio.run(forge(key)) < 15
+
+
+def test_a_chunked_body_over_the_limit_gets_413_not_a_hang(pstack: Stack) -> None:
+    import hashlib
+
+    import httpx
+
+    runner = (pstack.home / "credentials" / "runner-token").read_text().strip()
+    body = b"x" * (4 * 1024 * 1024 + 1)
+    key = hashlib.sha256(body).hexdigest()
+
+    def one_chunk() -> Iterator[bytes]:
+        yield body  # one chunk, the last: the limit is crossed on the final read
+
+    resp = httpx.put(
+        f"http://127.0.0.1:{pstack.ports['server']}/v1/blobs/{key}",
+        content=one_chunk(),
+        headers={"Authorization": f"Bearer {runner}"},
+        timeout=15,
+    )
+    assert resp.status_code == 413, resp.text

@@ -144,3 +144,43 @@ def test_two_servers_appending_at_once_never_race(store_url: str) -> None:
     assert all(len(v) == 1 for v in by_id.values()), "a repeated id got two seqs"
     for e in engines:
         e.dispose()
+
+
+def test_cancel_before_start_is_conditional_and_a_late_run_claims_nothing(store_url: str) -> None:
+    engine = db.make_engine(store_url)
+    db.migrate(engine)
+    store = Store(engine)
+    store.put_agent("a", {"instructions": "x"})
+    store.create_execution(execution_input("ex-c1"))
+    cancel = [
+        {"event_id": "ex-c1/server/cancelled", "type": "phase", "payload": {"phase": "CANCELLED"}}
+    ]
+    running = [
+        {
+            "event_id": "ex-c1/r/run",
+            "type": "phase",
+            "payload": {"phase": "RUNNING"},
+            "run_id": "r1",
+        }
+    ]
+    # a run claimed it first: the cancel-before-start stores nothing (Temporal is asked instead)
+    assert store.append("ex-c1", running) == [2]
+    assert store.append("ex-c1", cancel, if_unstarted=True) == []
+    assert store.get_execution("ex-c1")["phase"] == "RUNNING"  # type: ignore[index]
+
+    store.create_execution(execution_input("ex-c2"))
+    cancel2 = [
+        {"event_id": "ex-c2/server/cancelled", "type": "phase", "payload": {"phase": "CANCELLED"}}
+    ]
+    assert store.append("ex-c2", cancel2, if_unstarted=True) == [2]
+    late = [
+        {
+            "event_id": "ex-c2/r/t/0",
+            "type": "tool_call",
+            "payload": {"tool_call_id": "t", "name": "shell", "status": "started"},
+            "run_id": "r-late",
+        }
+    ]
+    assert store.append("ex-c2", late) == []  # dropped: the execution ended
+    ex = store.get_execution("ex-c2")
+    assert ex is not None and ex["phase"] == "CANCELLED" and ex["run_id"] is None

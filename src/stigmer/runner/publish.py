@@ -67,7 +67,7 @@ def activity_event_prefix(execution_id: str) -> str:
 
 async def post_events(
     execution_id: str, events: list[dict[str, Any]], refs: Iterable[str] = ()
-) -> None:
+) -> list[int]:
     """Append ``events`` (dicts with event_id, type, payload, at) to the execution's log.
 
     Every secret the run can see (the values of its secret references ``refs``,
@@ -76,12 +76,15 @@ async def post_events(
     backoff (0.2 s doubling to 5 s) while the API is unreachable or answers
     5xx/429, for up to :data:`PUBLISH_PATIENCE_S` seconds.
 
+    Returns the seq of each event stored; none for events the store dropped
+    because the execution had ended.
+
     Raises:
         httpx.HTTPError: the server refused them (4xx) or stayed unreachable (the
             activity then retries).
     """
     if not events:
-        return
+        return []
     rt = runtime.current()
     if not rt.api_url:
         raise RuntimeError("the runner has no API URL: it cannot publish events")
@@ -106,6 +109,8 @@ async def post_events(
                     non_retryable=True,
                 )
             resp.raise_for_status()
+    seqs = resp.json().get("seqs")
+    return [int(n) for n in seqs] if isinstance(seqs, list) else []
 
 
 def _api() -> tuple[httpx.AsyncClient, str, dict[str, str]]:
@@ -141,8 +146,17 @@ async def put_blob(sha256: str, data: bytes) -> None:
 
 
 async def get_blob(sha256: str) -> bytes:
-    """A payload stored by :func:`put_blob` (from any host of the stack)."""
-    return (await _blob_call("GET", sha256)).content
+    """A payload stored by :func:`put_blob` (from any host of the stack).
+
+    Raises:
+        LookupError: the API has no such payload, or refuses it (4xx): never retried.
+    """
+    try:
+        return (await _blob_call("GET", sha256)).content
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code < 500:
+            raise LookupError(sha256) from None
+        raise
 
 
 #: What a NUL character (which the store and the API refuse) is shown as in events.
@@ -221,7 +235,13 @@ class ToolCallEvents:
             tool_call_id=self.tool_call_id, name=self.name, status="started", args=jsonable(args)
         )
         event = new_event(f"{self._prefix}/0", payload, run_id=self._run)
-        await post_events(self.execution_id, [event], self.refs)
+        if not await post_events(self.execution_id, [event], self.refs):
+            # the store took no seq: the execution ended (cancelled) before this tool
+            raise ApplicationError(
+                f"execution {self.execution_id} has ended: the tool is not run",
+                type="ExecutionEnded",
+                non_retryable=True,
+            )
 
     async def finished(self, *, failed: bool, result: Any) -> None:
         """Send the result. Raises what ``post_events`` raises."""

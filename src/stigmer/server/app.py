@@ -38,6 +38,7 @@ Endpoints (all JSON unless noted):
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -110,6 +111,8 @@ STUCK_ATTEMPTS = 3
 MAX_SEQ = 2**62
 #: The largest request body the API reads (an agent spec, a batch of events).
 MAX_BODY = 4 * 1024 * 1024
+#: Free space (bytes) that stored payloads never take: events and Temporal keep it.
+BLOB_RESERVE = 64 * 1024 * 1024
 #: How much of a refused body is read (and dropped) so that its sender sees the 413.
 MAX_DRAIN = 64 * 1024 * 1024
 
@@ -135,12 +138,14 @@ class BodyLimit:
             await self._refuse(send)
             return
         seen = 0
+        ended = False
 
         async def limited() -> Any:
-            nonlocal seen
+            nonlocal seen, ended
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                ended = not message.get("more_body")
                 if seen > self.limit:
                     raise _TooLarge
             return message
@@ -148,7 +153,8 @@ class BodyLimit:
         try:
             await self.app(scope, limited, send)
         except _TooLarge:
-            await self._drain(receive)
+            if not ended:  # the last chunk read already: nothing is left to drain
+                await self._drain(receive)
             await self._refuse(send)
 
     async def _drain(self, receive: Any) -> None:
@@ -622,9 +628,18 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
                 409, detail=f"execution {execution_id} already ended: {ex['phase']}"
             )
         if ex["phase"] == "PENDING" and not ex.get("run_id"):
-            # no workflow yet (Temporal away): it ends here, and is never started
-            await _cancelled(execution_id, "cancelled before its workflow started")
-            return CancelResult(id=execution_id, cancel_requested=True)
+            # no workflow yet (Temporal away): it ends here, and is never started,
+            # unless a run claimed it meanwhile (then Temporal is asked, below)
+            cancelled = await off_loop(
+                functools.partial(store.append, if_unstarted=True),
+                execution_id,
+                [_server_event(execution_id, "cancelled", PhasePayload(phase="CANCELLED"))],
+            )
+            if cancelled:
+                log.info("execution %s cancelled before its workflow started", execution_id)
+                await _notify(execution_id)
+                return CancelResult(id=execution_id, cancel_requested=True)
+            ex = await _execution(execution_id)
         from temporalio.service import RPCError, RPCStatusCode
 
         client = await temporal.client()
@@ -737,6 +752,15 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
         data = await request.body()
         if hashlib.sha256(data).hexdigest() != sha256:
             raise HTTPException(422, detail="the body's SHA-256 is not the one in the path")
+        free = db.free_bytes(engine)
+        if free is not None and free - len(data) < BLOB_RESERVE:
+            # events and Temporal's own writes keep the space that is left
+            raise HTTPException(
+                507,
+                detail=f"not storing a payload of {len(data)} bytes: the store's disk "
+                f"({db.store_folder(engine)}) has {_mib(free)} free, and "
+                f"{_mib(BLOB_RESERVE)} are kept for events; free space there",
+            )
         await off_loop(store.put_blob, sha256, data)
         return Response(status_code=204)
 
@@ -760,7 +784,11 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
     async def codec_decode(body: CodecBody) -> CodecBody:
         """Open payloads sealed by this stack (Temporal's remote codec protocol)."""
         try:
-            opened = decode_json_payloads(codec, body.model_dump(), fetch=store.get_blob)
+            opened = await off_loop(
+                functools.partial(decode_json_payloads, fetch=store.get_blob),
+                codec,
+                body.model_dump(),
+            )
         except ValueError as exc:
             raise HTTPException(422, detail=str(exc)) from None
         return CodecBody.model_validate(opened)

@@ -400,19 +400,24 @@ class Store:
 
     # -- events ---------------------------------------------------------------
 
-    def append(self, execution_id: str, new: list[dict[str, Any]]) -> list[int]:
+    def append(
+        self, execution_id: str, new: list[dict[str, Any]], *, if_unstarted: bool = False
+    ) -> list[int]:
         """Append events idempotently; returns each event's seq (existing seq for a repeat).
 
         A ``phase`` event also updates the execution's phase, ``output`` and
         ``error``; events that arrive after a terminal phase are dropped (no
         seq); a ``tool_call`` that ends gets ``duration_ms`` from its start event.
 
+        ``if_unstarted``: only if the execution is still PENDING with no workflow run
+        (else nothing is stored, and ``[]`` returned): a cancel before the start.
+
         Raises:
             KeyError: no such execution. EventRejected: an event breaks the rules.
         """
         for attempt in range(APPEND_ATTEMPTS):
             try:
-                return self._append(execution_id, new)
+                return self._append(execution_id, new, if_unstarted)
             except IntegrityError:
                 # another writer took a seq or stored an id first: read again
                 if attempt == APPEND_ATTEMPTS - 1:
@@ -420,7 +425,9 @@ class Store:
                 time.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    def _append(self, execution_id: str, new: list[dict[str, Any]]) -> list[int]:
+    def _append(
+        self, execution_id: str, new: list[dict[str, Any]], if_unstarted: bool = False
+    ) -> list[int]:
         seqs: list[int] = []
         stored = False
         with self._append_lock, self.writing() as conn:
@@ -435,6 +442,8 @@ class Store:
                 raise KeyError(execution_id)
             phase = ex["phase"]
             run_id = ex["run_id"]
+            if if_unstarted and (phase != "PENDING" or run_id is not None):
+                return []
             last = (
                 conn.execute(
                     select(func.max(events.c.seq)).where(events.c.execution_id == execution_id)
@@ -447,7 +456,8 @@ class Store:
                         f"event id {e['event_id']!r} is not one of execution {execution_id}'s "
                         f"(they start with {execution_id}/)"
                     )
-                if e.get("run_id"):
+                if e.get("run_id") and not (run_id is None and phase in TERMINAL_PHASES):
+                    # (an execution that ended before any run claimed it stays unclaimed)
                     if run_id is None:  # the first run to publish claims the execution
                         run_id = e["run_id"]
                         conn.execute(
