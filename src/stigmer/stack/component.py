@@ -37,6 +37,21 @@ class FatalComponentError(Exception):
         self.fix = fix
 
 
+class ComponentUnavailable(Exception):
+    """What the component runs on (the Docker engine) does not answer: not a crash.
+
+    Raised by :meth:`Component.launch` when it cannot even try, and by
+    :meth:`Component.wait` when it loses sight of a running component. The
+    supervisor shows the component ``waiting`` with ``reason``, keeps trying,
+    and does not count it against ``restart_limit``; the next ``launch``
+    re-derives from the engine what still runs.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class Component(ABC):
     """One supervised piece of the stack."""
 
@@ -44,6 +59,8 @@ class Component(ABC):
     name: str
     #: False for an external Temporal: watched, never started or stopped.
     managed: bool = True
+    #: set by ``launch``: it found its own instance still running and took it over
+    adopted: bool = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -67,6 +84,13 @@ class Component(ABC):
     def extra_status(self) -> ComponentDetails:
         """Component-specific fields merged into its ``status`` entry."""
         return {}
+
+    def exit_cause(self, code: int | None) -> tuple[str, str | None] | None:
+        """Why the launched component ended, if it knows better than its exit code.
+
+        Returns ``(message, fix)``, e.g. a container killed at its memory limit.
+        """
+        return None
 
     def runtime_config(self) -> RuntimeConfig | None:
         """The configuration this component's process is handed, if it takes one."""
