@@ -1,0 +1,150 @@
+"""Engine faults under a running stack: a Docker engine gone for a while, a runner out of memory.
+
+The outage is made on a second dockerd that the test starts on its own socket,
+data root and bridge (:mod:`tests.docker.second_engine`), never on the engine the
+other tests use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from tests.conftest import Stack
+from tests.docker.second_engine import SecondEngine
+from tests.fixtures_docker import unavailable
+
+SLEEPER = """\
+apiVersion: stigmer.ai/v1
+kind: Agent
+metadata: {name: sleeper}
+spec:
+  instructions: Sleep, then say so.
+  model: test
+  tools: [shell]
+  test_script:
+    - tool: shell
+      args: {command: "sleep 2; echo slept"}
+    - answer: "{{ last }}"
+"""
+
+
+def runner(st: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in st["components"] if c["name"] == "agent-runner")
+
+
+def execution(st: Stack, ex_id: str) -> dict[str, Any]:
+    out = st.cli("execution", "get", ex_id, "-o", "json", check=True)
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def wait_done(st: Stack, ex_id: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    ex: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        ex = execution(st, ex_id)
+        if ex["phase"] not in ("PENDING", "RUNNING"):
+            return ex
+        time.sleep(0.5)
+    raise AssertionError(f"{ex_id} did not end within {timeout}s: {ex}")
+
+
+@pytest.fixture
+def engine(docker_client: docker.DockerClient, runner_image: str) -> Iterator[SecondEngine]:
+    """A second dockerd of this test's own, with the runner image loaded."""
+    if os.geteuid() != 0 or shutil.which("dockerd") is None or shutil.which("ip") is None:
+        unavailable("a second Docker engine needs root, dockerd and ip")
+    eng = SecondEngine()
+    try:
+        eng.create_bridge()
+        eng.start()
+        eng.load_image(runner_image)
+        yield eng
+    finally:
+        notes = eng.remove()
+        if notes:
+            print(f"[engine] cleaned up: {notes}")
+
+
+@pytest.fixture
+def estack(stack: Stack, engine: SecondEngine, runner_image: str) -> Iterator[Stack]:
+    """A docker-mode stack whose runner lives on the second engine."""
+    stack.env |= {
+        "DOCKER_HOST": engine.host,
+        "STIGMER_RUNNER_MODE": "docker",
+        "STIGMER_RUNNER_IMAGE": runner_image,
+        "STIGMER_RUNNER_CONTAINER": f"stigmer-agent-runner-{engine.id}",
+        "STIGMER_OFFLINE": "1",
+        # an outage counted as crashes would use this up at once
+        "STIGMER_RESTART_LIMIT": "1",
+    }
+    yield stack
+    stack.cli("server", "stop", timeout=90)
+
+
+def test_engine_killed_for_20s_is_waited_out_and_runs_complete(
+    estack: Stack, engine: SecondEngine, tmp_path: Path
+) -> None:
+    agent = tmp_path / "sleeper.yaml"
+    agent.write_text(SLEEPER)
+    estack.start()
+    estack.cli("apply", "-f", str(agent), check=True)
+    first = estack.cli("run", "sleeper", "before", "--detach", check=True).stdout.strip()
+    assert wait_done(estack, first, 60)["phase"] == "COMPLETED"
+    before = runner(estack.status())
+    assert before["state"] == "running" and before["restarts"] == 0
+
+    engine.kill()
+    during = estack.cli("run", "sleeper", "during", "--detach", check=True).stdout.strip()
+    t0 = time.monotonic()
+    seen: list[tuple[float, str, bool, str | None]] = []
+    while time.monotonic() - t0 < 20:
+        r = runner(estack.status())
+        seen.append((round(time.monotonic() - t0, 1), r["state"], r["ready"], r["waiting_for"]))
+        time.sleep(0.5)
+    states = {s for _, s, _, _ in seen}
+    print("during the outage:", seen[:3], "...", seen[-3:])
+    # an engine away is waited out: never a crash, never 'restarting', never 'failed'
+    assert "waiting" in states, seen
+    assert states <= {"running", "waiting"}, seen
+    late = [w for t, s, _, w in seen if t > 3]
+    assert late and all(w and "waiting for Docker" in w and engine.host in w for w in late), seen
+    human = estack.cli("server", "status").stdout
+    assert "waiting for Docker" in human
+
+    engine.start()  # the same socket and data root
+    after = estack.wait_for(
+        lambda s: runner(s)["state"] == "running" and s["ready"], 90, "the runner back"
+    )
+    r = runner(after)
+    assert r["last_error"] is None and r["waiting_for"] is None
+    # the engine is asked what runs: the container on it now is the one status names
+    client = engine.client()
+    try:
+        live = client.containers.get(estack.env["STIGMER_RUNNER_CONTAINER"])
+        assert live.status == "running" and live.short_id == r["container_id"]
+        ours = client.containers.list(all=True, filters={"label": f"io.stigmer.home={estack.home}"})
+        assert [c.id for c in ours] == [live.id]
+    finally:
+        client.close()
+    told = [ln for ln in estack.log("agent-runner", "err").splitlines() if "[stigmer]" in ln]
+    print("after the outage:", told)
+    assert any("took over" in ln or "a new one" in ln or "is gone" in ln for ln in told), told
+    # runs complete afterwards, with no `server restart`
+    ids = [
+        estack.cli("run", "sleeper", f"after {i}", "--detach", check=True).stdout.strip()
+        for i in range(2)
+    ]
+    for ex_id in ids:
+        assert wait_done(estack, ex_id, 120)["phase"] == "COMPLETED"
+    # and so does the one submitted while the engine was away: nothing was lost
+    assert wait_done(estack, during, 120)["phase"] == "COMPLETED"
+    assert runner(estack.status())["state"] == "running"
