@@ -15,6 +15,7 @@ import signal
 import sys
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Callable
 
 from stigmer.contract.config import RuntimeConfig
 from stigmer.contract.status import ComponentDetails
@@ -181,6 +182,7 @@ class ProcessComponent(Component):
                 env=self.environment(cfg is not None),
                 cwd=str(self.paths.home),
                 start_new_session=True,
+                preexec_fn=die_with_parent(),
             )
         except (FileNotFoundError, PermissionError) as exc:
             raise FatalComponentError(f"cannot run {argv[0]}: {exc}") from exc
@@ -249,6 +251,36 @@ class ProcessComponent(Component):
     async def close(self) -> None:
         self._out.close()
         self._err.close()
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: signal.Signals = signal.SIGTERM) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel send ``sig`` to the child when we die.
+
+    ``PR_SET_PDEATHSIG`` (Linux; it survives ``exec``): a supervisor killed with
+    SIGKILL takes its components with it, even one whose pid file it never
+    wrote. Everything the child runs is looked up here, before the fork, so the
+    child only makes two system calls. ``None`` where there is no ``prctl``.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    getppid, exit_now = os.getppid, os._exit
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if getppid() != parent:  # the parent died before the signal was armed
+            exit_now(1)
+
+    return arm
 
 
 def python_module_command(module: str, *args: str) -> list[str]:

@@ -44,7 +44,13 @@ from stigmer.hardening import not_dumpable
 from stigmer.settings import Paths, Settings
 from stigmer.stack.component import Component, ComponentUnavailable, FatalComponentError
 from stigmer.stack.handover import Handover
-from stigmer.stack.pidfile import ProcessIdentity, read_pid_file, terminate, write_pid_file
+from stigmer.stack.pidfile import (
+    ProcessIdentity,
+    find_by_identity,
+    read_pid_file,
+    terminate,
+    write_pid_file,
+)
 
 log = logging.getLogger("stigmer.supervisor")
 
@@ -409,11 +415,29 @@ class Supervisor:
         sock.unlink(missing_ok=True)
 
 
+#: What marks a process of ours in its command line (with its home: pidfile.find_by_identity).
+LEFTOVER_MARKS = {
+    "stigmer.stack.supervisor": "supervisor",
+    "stigmer.server": API_SERVER,
+    "stigmer.runner": RUNNER,
+    "start-dev": TEMPORAL,
+}
+
+
+def leftovers_without_pid_file(paths: Paths) -> list[ProcessIdentity]:
+    """Processes of this home that no pid file names (a supervisor killed before writing it)."""
+    return find_by_identity(paths.home, LEFTOVER_MARKS)
+
+
 def reap_leftovers(paths: Paths, grace: float, names: tuple[str, ...] | None = None) -> list[str]:
     """Stop components a dead supervisor left behind; return what was stopped.
 
     Only processes whose pid file identity (pid and create time) matches are
     signalled; anything else in a pid file is ignored and the file removed.
+    Then (unless ``names`` narrows it) the processes of this home that no pid
+    file names are found by identity (home, command line, create time) and
+    stopped too: a child whose pid file was never written is still ours.
+    Call it only while no live supervisor holds the lock.
     """
     stopped = []
     recorded = {p.stem for p in paths.run.glob("*.pid")} if paths.run.is_dir() else set()
@@ -424,6 +448,10 @@ def reap_leftovers(paths: Paths, grace: float, names: tuple[str, ...] | None = N
         if ident is not None and terminate(ident, grace):
             stopped.append(f"{name} (pid {ident.pid})")
         pf.unlink(missing_ok=True)
+    if names is None:
+        for ident in leftovers_without_pid_file(paths):
+            if terminate(ident, grace):
+                stopped.append(f"{ident.name} (pid {ident.pid}, no pid file)")
     paths.control_socket.unlink(missing_ok=True)
     if docker_mode_recorded(paths):
         from stigmer.stack.agent_runner_docker import reap_containers
