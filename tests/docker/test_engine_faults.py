@@ -148,3 +148,67 @@ def test_engine_killed_for_20s_is_waited_out_and_runs_complete(
     # and so does the one submitted while the engine was away: nothing was lost
     assert wait_done(estack, during, 120)["phase"] == "COMPLETED"
     assert runner(estack.status())["state"] == "running"
+
+
+HOG = """\
+apiVersion: stigmer.ai/v1
+kind: Agent
+metadata: {name: hog}
+spec:
+  instructions: Fill memory.
+  model: test
+  tools: [shell]
+  test_script:
+    - tool: shell
+      args: {command: "head -c 300m /dev/zero > /tmp/fill; echo filled"}
+    - answer: "{{ last }}"
+"""
+
+
+@pytest.fixture
+def mstack(stack: Stack, runner_image: str, docker_labels: dict[str, str]) -> Iterator[Stack]:
+    """A docker-mode stack on the main engine whose runner has little memory (160m)."""
+    name = f"stigmer-agent-runner-{docker_labels['io.stigmer.test.id']}"
+    stack.env |= {
+        "STIGMER_RUNNER_MODE": "docker",
+        "STIGMER_RUNNER_IMAGE": runner_image,
+        "STIGMER_RUNNER_CONTAINER": name,
+        "STIGMER_OFFLINE": "1",
+        # the worker uses about 95 MB: a tool that fills /tmp (memory, charged to the
+        # container) takes it over the limit, and the kernel kills the biggest process
+        "STIGMER_RUNNER_MEMORY": "160m",
+        "STIGMER_RESTART_LIMIT": "10",
+    }
+    yield stack
+    stack.cli("server", "stop", timeout=90)
+    client = docker.from_env()
+    try:
+        for c in client.containers.list(all=True, filters={"name": name}):
+            c.remove(force=True)
+    finally:
+        client.close()
+
+
+def test_runner_out_of_memory_is_named(mstack: Stack, tmp_path: Path) -> None:
+    agent = tmp_path / "hog.yaml"
+    agent.write_text(HOG)
+    mstack.start()
+    mstack.cli("apply", "-f", str(agent), check=True)
+    ex_id = mstack.cli("run", "hog", "fill it", "--detach", check=True).stdout.strip()
+    st = mstack.wait_for(
+        lambda s: runner(s)["last_crash"] is not None, 90, "the runner killed out of memory"
+    )
+    crash = runner(st)["last_crash"]
+    print("crash:", crash)
+    assert crash["error"].startswith("out of memory"), crash
+    assert "runner_memory=160m" in crash["error"] and crash["exit_code"] == 137
+    assert "SIGKILL" not in crash["error"]
+    assert "stigmer config set runner_memory 320m" in crash["fix"]
+    human = mstack.cli("server", "status").stdout
+    assert "out of memory" in human, human
+    ex = wait_done(mstack, ex_id, 240)
+    print("execution:", ex["phase"], ex.get("error"))
+    assert ex["phase"] == "FAILED"
+    # it recovers by itself: the next run that fits completes
+    back = mstack.wait_for(lambda s: s["ready"], 90, "the runner back")
+    assert runner(back)["last_error"] is None
