@@ -208,7 +208,12 @@ def test_runner_out_of_memory_is_named(mstack: Stack, tmp_path: Path) -> None:
     assert "out of memory" in human, human
     ex = wait_done(mstack, ex_id, 240)
     print("execution:", ex["phase"], ex.get("error"))
+    # the run fails with the cause, not "Heartbeat timeout", and is not retried into
+    # the next runner (which it would kill too)
     assert ex["phase"] == "FAILED"
+    assert "out of memory" in ex["error"] and "runner_memory=160m" in ex["error"], ex
+    assert "Heartbeat timeout" not in ex["error"]
+    assert runner(mstack.status())["restarts"] == 1
     # it recovers by itself: the next run that fits completes
     back = mstack.wait_for(lambda s: s["ready"], 90, "the runner back")
     assert runner(back)["last_error"] is None

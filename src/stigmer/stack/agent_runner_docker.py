@@ -39,7 +39,7 @@ from stigmer.contract.config import CONFIG_ENV
 from stigmer.contract.status import ComponentDetails
 from stigmer.errors import DockerNotRunningError
 from stigmer.settings import Paths, Settings
-from stigmer.stack.agent_runner import RunnerReadiness
+from stigmer.stack.agent_runner import LOST_WORKERS, RunnerReadiness, remember_lost
 from stigmer.stack.component import ComponentUnavailable, FatalComponentError
 from stigmer.stack.handover import runner_config
 from stigmer.stack.logs import RotatingLog
@@ -292,6 +292,7 @@ class DockerRunner(RunnerReadiness):
             heartbeat_file=HEARTBEAT_IN_CONTAINER,
             secrets=self.secrets,
             reachable=None if self.linux else HOST_FROM_CONTAINER,
+            lost_workers=LOST_WORKERS,
         )
         return cfg.model_dump_json()
 
@@ -458,6 +459,14 @@ class DockerRunner(RunnerReadiness):
         """How the container ended, as the engine saw it (``State.OOMKilled``)."""
         container.reload()
         self._oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+        if self._oom:  # what it ran fails with this cause (stigmer.runner.lost)
+            limit = self.settings.runner_memory
+            remember_lost(
+                self.identity,
+                f"out of memory: the runner was killed at its memory limit "
+                f"runner_memory={limit}; raise it (`stigmer config set runner_memory "
+                f"{_more_memory(limit)}`, then `stigmer server restart`) or use less memory",
+            )
 
     def exit_cause(self, code: int | None) -> tuple[str, str | None] | None:
         if not self._oom:
