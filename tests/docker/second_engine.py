@@ -40,7 +40,9 @@ def _free_subnet() -> int:
 class SecondEngine:
     """One test's own dockerd; ``start``, ``kill`` (SIGKILL), ``start`` again, ``remove``."""
 
-    def __init__(self) -> None:
+    def __init__(self, live_restore: bool = False) -> None:
+        #: ``--live-restore``: containers keep running while the engine is away, and after
+        self.live_restore = live_restore
         self.id = uuid.uuid4().hex[:8]
         # short: a unix socket path has a limit of about 108 bytes
         self.root = Path(f"/tmp/stgd-{self.id}")
@@ -79,6 +81,7 @@ class SecondEngine:
                     "--ip-masq=false",
                     "--label",
                     f"io.stigmer.test.engine={self.id}",
+                    *(["--live-restore"] if self.live_restore else []),
                 ],
                 stdout=log,
                 stderr=log,
