@@ -7,11 +7,15 @@ main engine's ``docker0`` (see /work/shared/notes/test-hosts.md). It is labelled
 by the folder name; :meth:`SecondEngine.remove` ends its processes (the engine,
 its containerd and the container shims left by a SIGKILL), unmounts what it left
 under its folder, and deletes the folder and the bridge, also after a failed test.
+Each engine holds a lock (``/tmp/stgd-ID.lock``, a kernel flock) while its test
+runs; :func:`sweep_stale` cleans up after a test process that was killed, whose
+lock is free, and never touches another live test's engine.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import random
 import shutil
@@ -37,13 +41,32 @@ def _free_subnet() -> int:
     return random.choice(free)
 
 
+def sweep_stale() -> list[str]:
+    """Remove what killed test runs left: engines whose lock no live process holds."""
+    notes = []
+    for lock in Path("/tmp").glob("stgd-*.lock"):
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a live test's engine
+        else:
+            eng = SecondEngine(engine_id=lock.stem.removeprefix("stgd-"))
+            notes += [f"{eng.root}: {n}" for n in eng.remove()]
+            lock.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+    return notes
+
+
 class SecondEngine:
     """One test's own dockerd; ``start``, ``kill`` (SIGKILL), ``start`` again, ``remove``."""
 
-    def __init__(self, live_restore: bool = False) -> None:
+    def __init__(self, live_restore: bool = False, engine_id: str | None = None) -> None:
         #: ``--live-restore``: containers keep running while the engine is away, and after
         self.live_restore = live_restore
-        self.id = uuid.uuid4().hex[:8]
+        self.id = engine_id or uuid.uuid4().hex[:8]
+        self._lock: int | None = None
         # short: a unix socket path has a limit of about 108 bytes
         self.root = Path(f"/tmp/stgd-{self.id}")
         self.sock = self.root / "docker.sock"
@@ -53,6 +76,8 @@ class SecondEngine:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def create_bridge(self) -> None:
+        self._lock = os.open(f"/tmp/stgd-{self.id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
         self.root.mkdir(mode=0o700)
         for argv in (
             ("ip", "link", "add", self.bridge, "type", "bridge"),
@@ -188,4 +213,9 @@ class SecondEngine:
         shutil.rmtree(self.root, ignore_errors=True)
         if _run("ip", "link", "show", self.bridge).returncode == 0:
             _run("ip", "link", "del", self.bridge)
+            notes.append(f"deleted bridge {self.bridge}")
+        if self._lock is not None:
+            Path(f"/tmp/stgd-{self.id}.lock").unlink(missing_ok=True)
+            os.close(self._lock)
+            self._lock = None
         return notes

@@ -19,7 +19,7 @@ import docker
 import pytest
 
 from tests.conftest import Stack
-from tests.docker.second_engine import SecondEngine
+from tests.docker.second_engine import SecondEngine, sweep_stale
 from tests.fixtures_docker import unavailable
 
 SLEEPER = """\
@@ -68,6 +68,9 @@ def engine(
     """
     if os.geteuid() != 0 or shutil.which("dockerd") is None or shutil.which("ip") is None:
         unavailable("a second Docker engine needs root, dockerd and ip")
+    stale = sweep_stale()
+    if stale:
+        print(f"[engine] cleaned up after a killed run: {stale}")
     eng = SecondEngine(live_restore=request.param)
     try:
         eng.create_bridge()
