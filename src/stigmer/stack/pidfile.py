@@ -128,6 +128,7 @@ def find_by_identity(
     whose environment cannot be read (another user's) is never ours.
     """
     home = str(Path(home))
+    real = os.path.realpath(home)
     skip = {os.getpid(), *(exclude or set())}
     with contextlib.suppress(psutil.Error):
         skip |= {p.pid for p in psutil.Process().parents()}
@@ -140,7 +141,7 @@ def find_by_identity(
         if name is None:
             continue
         try:
-            if proc.environ().get("STIGMER_HOME") != home or proc.cwd() != home:
+            if proc.environ().get("STIGMER_HOME") != home or proc.cwd() != real:
                 continue
             if proc.status() == psutil.STATUS_ZOMBIE:
                 continue
