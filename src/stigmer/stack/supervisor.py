@@ -8,6 +8,9 @@
 * starts temporal, stigmer-server and agent-runner, checks their readiness
   continuously, restarts a component that dies with exponential backoff, and
   marks it ``failed`` after ``restart_limit`` crashes within ``restart_window``;
+  a component whose engine does not answer (Docker) is ``waiting``, which is no
+  crash and is not counted, and is re-derived from the engine once it is back;
+  ``last_error`` is cleared once a component is ready again (``last_crash`` keeps it);
 * answers JSON requests on ``run/supervisor.sock`` (mode 0600, never a network
   port): ``{"op": "status"}``, ``{"op": "api"}`` (where this stack's API is) and
   ``{"op": "shutdown"}``;
