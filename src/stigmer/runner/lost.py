@@ -4,7 +4,7 @@ The supervisor knows why a runner it supervised ended (a container killed at its
 memory limit) and hands the next launch that knowledge in its configuration
 (``runner.lost_workers``: worker identity -> what happened). Each activity
 attempt records the identity of the worker running it in its heartbeat details,
-at once and with every heartbeat. A retried attempt reads them: if the previous
+with every heartbeat, and (an activity with a heartbeat timeout) at once. A retried attempt reads them: if the previous
 attempt's worker is one the supervisor lost for a known cause, the attempt fails
 at once, without retrying, with that cause; retrying a tool that killed its
 runner out of memory would only kill the next one.
@@ -67,7 +67,8 @@ class _Inbound(ActivityInboundInterceptor):
                         type="RunnerLost",
                         non_retryable=True,
                     )
-            activity.heartbeat()  # at once: a worker killed within a second is known too
+            if info.heartbeat_timeout:  # at once: a worker killed within a second is known too
+                activity.heartbeat()
         return await super().execute_activity(input)
 
 
