@@ -440,7 +440,7 @@ class DockerRunner(RunnerReadiness):
         try:
             result = await asyncio.to_thread(container.wait)
             code: int | None = result.get("StatusCode")
-            await asyncio.to_thread(self._read_end, container)
+            await asyncio.to_thread(self._read_end, container, code)
         except Exception as exc:  # the engine went away underneath us
             answers = await asyncio.to_thread(self._engine_answers)
             if not answers:
@@ -455,10 +455,16 @@ class DockerRunner(RunnerReadiness):
         self._pid = None
         return code
 
-    def _read_end(self, container: Any) -> None:
-        """How the container ended, as the engine saw it (``State.OOMKilled``)."""
+    def _read_end(self, container: Any, code: int | None) -> None:
+        """How the container ended, as the engine saw it (``State.OOMKilled``).
+
+        The engine sets ``OOMKilled`` for any process of the container the kernel
+        killed at its limit, a tool's too, and keeps it: only an end by SIGKILL
+        (137) with it set is the runner itself killed out of memory.
+        """
         container.reload()
-        self._oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+        oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+        self._oom = oom and code == 128 + 9
         if self._oom:  # what it ran fails with this cause (stigmer.runner.lost)
             limit = self.settings.runner_memory
             remember_lost(
