@@ -181,7 +181,7 @@ spec:
 
 @pytest.fixture
 def mstack(stack: Stack, runner_image: str, docker_labels: dict[str, str]) -> Iterator[Stack]:
-    """A docker-mode stack on the main engine whose runner has little memory (160m)."""
+    """A docker-mode stack on the main engine whose runner has little memory (160m; a test may change it)."""
     name = f"stigmer-agent-runner-{docker_labels['io.stigmer.test.id']}"
     stack.env |= {
         "STIGMER_RUNNER_MODE": "docker",
@@ -231,3 +231,36 @@ def test_runner_out_of_memory_is_named(mstack: Stack, tmp_path: Path) -> None:
     # it recovers by itself: the next run that fits completes
     back = mstack.wait_for(lambda s: s["ready"], 90, "the runner back")
     assert runner(back)["last_error"] is None
+
+
+BIG_TOOL = """\
+apiVersion: stigmer.ai/v1
+kind: Agent
+metadata: {name: big}
+spec:
+  instructions: Allocate memory in a process of its own.
+  model: test
+  tools: [shell]
+  test_script:
+    - tool: shell
+      args: {command: "python3 -c 'b = bytearray(b\\"x\\") * (600 << 20)'; echo after"}
+    - answer: "{{ last }}"
+"""
+
+
+def test_tool_killed_out_of_memory_is_told_so(mstack: Stack, tmp_path: Path) -> None:
+    # the limit is over twice what the worker uses: the tool is the biggest process,
+    # so the kernel kills it, and the runner lives on
+    mstack.env["STIGMER_RUNNER_MEMORY"] = "320m"
+    agent = tmp_path / "big.yaml"
+    agent.write_text(BIG_TOOL)
+    mstack.start()
+    mstack.cli("apply", "-f", str(agent), check=True)
+    ex_id = mstack.cli("run", "big", "allocate", "--detach", check=True).stdout.strip()
+    ex = wait_done(mstack, ex_id, 120)
+    print("execution:", ex["phase"], repr(ex.get("output")))
+    assert ex["phase"] == "COMPLETED"
+    assert "out of memory" in ex["output"] and "runner_memory" in ex["output"], ex
+    assert "320 MiB" in ex["output"]
+    r = runner(mstack.status())
+    assert r["restarts"] == 0 and r["last_crash"] is None, r
