@@ -176,7 +176,13 @@ def test_runner_sigkill_is_restarted(stack: Stack) -> None:
     )
     new = next(c for c in st["components"] if c["name"] == "agent-runner")
     assert new["pid"] != runner["pid"]
-    assert "killed by SIGKILL" in (new["last_error"] or "")
+    # recovered: the error is no longer shown as current, the crash is kept with its time
+    assert new["last_error"] is None and new["fix"] is None
+    crash = new["last_crash"]
+    assert "killed by SIGKILL" in crash["error"] and crash["exit_code"] == -9
+    assert time.time() - 120 < crash["at"] <= time.time()
+    human = stack.cli("server", "status").stdout
+    assert "last error" not in human and "recovered; last crash" in human
 
 
 def test_temporal_sigkill_is_restarted_and_runner_polls_again(stack: Stack) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from stigmer.settings import resolve
 from stigmer.stack import supervisor as sup
-from stigmer.stack.component import Component, FatalComponentError
+from stigmer.stack.component import Component, ComponentUnavailable, FatalComponentError
 
 
 class Crasher(Component):
@@ -84,3 +84,88 @@ def test_stop_during_backoff(tmp_path: Path, monkeypatch) -> None:  # type: igno
 
     unit = asyncio.run(go())
     assert unit.state == "stopped"
+
+
+class EngineAway(Component):
+    """A component whose engine does not answer for its first ``away`` launches."""
+
+    name = "fake"
+
+    def __init__(self, settings, away: int) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(settings)
+        self.away = away
+        self.launches = 0
+        self.live = asyncio.Event()
+
+    async def launch(self) -> None:
+        self.launches += 1
+        if self.launches <= self.away:
+            raise ComponentUnavailable("waiting for Docker: the engine does not answer")
+
+    async def wait(self) -> int | None:
+        await self.live.wait()
+        return 0
+
+    async def terminate(self, grace: float) -> None:
+        self.live.set()
+
+    async def ready(self) -> bool:
+        return True
+
+
+def test_engine_away_is_waited_out_not_counted(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(sup, "WAIT_RETRY", 0.01)
+    settings = resolve(tmp_path, flags={"restart_limit": 1, "restart_window": 60}, env={})
+
+    async def go() -> tuple[sup.Supervised, list[str]]:
+        unit = sup.Supervised(EngineAway(settings, away=20), settings)
+        unit.start()
+        seen, waiting = [], None
+        for _ in range(400):
+            seen.append(unit.state)
+            if unit.state == "waiting":
+                waiting = unit.status()["waiting_for"]
+            if unit.state == "running":
+                break
+            await asyncio.sleep(0.01)
+        await unit.stop(1)
+        return unit, [*seen, str(waiting)]
+
+    unit, seen = asyncio.run(go())
+    assert "waiting" in seen and "running" in seen and "failed" not in seen
+    assert "waiting for Docker" in seen[-1]
+    assert unit.restarts == 0 and unit.last_crash is None
+
+
+def test_last_error_cleared_once_ready_again(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(sup, "BACKOFF_START", 0.01)
+    settings = resolve(tmp_path, flags={"restart_limit": 5, "restart_window": 60}, env={})
+
+    class CrashOnce(Crasher):
+        end = asyncio.Event()
+
+        async def wait(self) -> int | None:
+            if self.launches == 1:
+                return await super().wait()
+            await self.end.wait()
+            return 0
+
+        async def terminate(self, grace: float) -> None:
+            self.end.set()
+
+    async def go() -> tuple[dict, dict]:  # type: ignore[type-arg]
+        unit = sup.Supervised(CrashOnce(settings), settings)
+        unit.start()
+        while unit.state != "restarting":
+            await asyncio.sleep(0.005)
+        during = dict(unit.status())
+        while unit.state != "running":
+            await asyncio.sleep(0.01)
+        after = dict(unit.status())
+        await unit.stop(1)
+        return during, after
+
+    during, after = asyncio.run(go())
+    assert "boom 1" in (during["last_error"] or "")
+    assert after["last_error"] is None and after["fix"] is None
+    assert after["last_crash"]["exit_code"] == 3 and "boom 1" in after["last_crash"]["error"]

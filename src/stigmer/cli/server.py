@@ -589,6 +589,19 @@ def status(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -
         )
         if c["fix"]:
             console.print(f"[bold]Fix:[/] {escape(c['fix'])}", soft_wrap=True)
+    for c in st["components"]:
+        if c["state"] == "waiting" and c.get("waiting_for"):
+            console.print(
+                f"[yellow]{c['name']}[/]: {escape(c['waiting_for'] or '')}", soft_wrap=True
+            )
+        crash = c.get("last_crash")
+        if crash and not c["last_error"]:
+            ago = human_duration(max(time.time() - crash["at"], 0))
+            first = crash["error"].splitlines()[0] if crash["error"] else "crashed"
+            console.print(
+                f"[dim]{c['name']}: recovered; last crash {ago} ago: {escape(first)}[/]",
+                soft_wrap=True,
+            )
     endpoints = st.get("endpoints")
     if endpoints and endpoints["temporal_ui"]:
         console.print(f"Temporal UI: {endpoints['temporal_ui']}")

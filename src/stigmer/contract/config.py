@@ -142,6 +142,9 @@ class RunnerSection(_Model):
     heartbeat_file: str | None = None
     #: values the agents' ``{secret: NAME}`` references resolve to
     secrets: dict[str, Secret] = Field(default_factory=dict)
+    #: workers of this stack that the supervisor lost for a known cause: identity ->
+    #: what happened (an attempt they ran fails with it: stigmer.runner.lost)
+    lost_workers: dict[str, str] = Field(default_factory=dict)
 
 
 class RuntimeConfig(_Model):

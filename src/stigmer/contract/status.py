@@ -11,7 +11,11 @@ from typing import Any, Literal, TypedDict, cast
 
 from stigmer.contract.registry import COMPONENTS
 
-State = Literal["starting", "running", "restarting", "stopping", "stopped", "failed", "orphaned"]
+#: ``waiting``: what it runs on (the Docker engine) does not answer; not a crash,
+#: and what it ran may still work (``ready`` says); ``waiting_for`` says what for
+State = Literal[
+    "starting", "running", "restarting", "waiting", "stopping", "stopped", "failed", "orphaned"
+]
 
 
 class ComponentDetails(TypedDict, total=False):
@@ -31,6 +35,16 @@ class ComponentDetails(TypedDict, total=False):
     external: bool
 
 
+class CrashInfo(TypedDict):
+    """A component's last real crash; kept in ``status`` after it recovered."""
+
+    error: str
+    fix: str | None
+    exit_code: int | None
+    #: when (seconds since the epoch)
+    at: float
+
+
 class ComponentStatus(ComponentDetails):
     """One component: what the supervisor knows about it now."""
 
@@ -46,7 +60,9 @@ class ComponentStatus(ComponentDetails):
     uptime_s: float | None
     ready_in_s: float | None
     endpoint: str | None
+    #: why it is not working now; cleared once it is ready again (``last_crash`` keeps it)
     last_error: str | None
+    last_crash: CrashInfo | None
     last_exit_code: int | None
     #: what to do about ``last_error`` (a command or a setting to change), if known
     fix: str | None
@@ -95,6 +111,7 @@ _UNKNOWN = (
     "ready_in_s",
     "endpoint",
     "last_error",
+    "last_crash",
     "last_exit_code",
     "fix",
     "waiting_for",

@@ -27,7 +27,7 @@ from pydantic_ai import ModelRetry, RunContext
 from pydantic_ai.exceptions import ToolFailed
 
 from stigmer.contract.registry import TOOL_NAMES
-from stigmer.runner import runtime
+from stigmer.runner import memory, runtime
 
 MAX_READ = 64 * 1024
 MAX_OUTPUT = 16 * 1024
@@ -180,6 +180,8 @@ async def shell(
     if "\x00" in command:
         raise ModelRetry("the command contains a NUL character, which bash cannot take")
     timeout = max(1.0, min(float(timeout), MAX_SHELL_TIMEOUT))
+    in_container = runtime.current().mode == "docker"
+    ooms = memory.oom_kills() if in_container else None
     proc = await asyncio.create_subprocess_exec(
         "bash",
         "-c",
@@ -203,7 +205,8 @@ async def shell(
     text = _masked(ctx, out.decode("utf-8", errors="replace"))  # before the cut, not after
     if len(text) > MAX_OUTPUT:
         text = text[:MAX_OUTPUT] + f"\n... [{len(text) - MAX_OUTPUT} more characters cut]"
-    return f"exit code {proc.returncode}\n{text}"
+    note = memory.killed_note(ooms) if in_container else None
+    return f"exit code {proc.returncode}\n{text}" + (f"\n{note}" if note else "")
 
 
 #: The implementations of the built-in tools, by name (the names are the registry's).

@@ -100,6 +100,7 @@ async def run(cfg: RuntimeConfig) -> int:
 
     from stigmer.runner import runtime
     from stigmer.runner.activities import ping, publish_events, workspace_probe
+    from stigmer.runner.lost import LostWorkerInterceptor
     from stigmer.runner.workflows import (
         AgentExecutionWorkflow,
         PingWorkflow,
@@ -141,6 +142,7 @@ async def run(cfg: RuntimeConfig) -> int:
         workflows=[AgentExecutionWorkflow, PingWorkflow, WorkspaceProbeWorkflow],
         activities=[publish_events, ping, workspace_probe],
         identity=rc.identity,
+        interceptors=[LostWorkerInterceptor(rc.identity, rc.lost_workers)],
         graceful_shutdown_timeout=timedelta(seconds=rc.stop_grace),
     )
     heartbeat_file = Path(rc.heartbeat_file) if rc.heartbeat_file else None

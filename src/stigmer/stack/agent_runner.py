@@ -21,6 +21,17 @@ from stigmer.stack.component import Component, ProcessComponent, python_module_c
 from stigmer.stack.handover import runner_config
 from stigmer.stack.temporal import TemporalProbe
 
+#: Workers this supervisor lost for a known cause (identity -> cause), newest last; every
+#: runner launched later is told (``runner.lost_workers``: stigmer.runner.lost).
+LOST_WORKERS: dict[str, str] = {}
+LOST_KEPT = 50
+
+
+def remember_lost(identity: str, cause: str) -> None:
+    LOST_WORKERS[identity] = cause
+    while len(LOST_WORKERS) > LOST_KEPT:
+        del LOST_WORKERS[next(iter(LOST_WORKERS))]
+
 
 class RunnerReadiness(Component):
     """Name, identity and readiness shared by every runner implementation."""

@@ -31,6 +31,7 @@ import os
 import platform
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,8 @@ from stigmer.contract.config import CONFIG_ENV
 from stigmer.contract.status import ComponentDetails
 from stigmer.errors import ConfigError, DockerNotRunningError
 from stigmer.settings import Paths, Settings
-from stigmer.stack.agent_runner import RunnerReadiness
-from stigmer.stack.component import FatalComponentError
+from stigmer.stack.agent_runner import LOST_WORKERS, RunnerReadiness, remember_lost
+from stigmer.stack.component import ComponentUnavailable, FatalComponentError
 from stigmer.stack.handover import runner_config
 from stigmer.stack.logs import RotatingLog
 from stigmer.stack.temporal import TemporalProbe
@@ -167,6 +168,20 @@ def reap_containers(paths: Paths) -> list[str]:
     return removed
 
 
+def _more_memory(limit: str) -> str:
+    """Twice ``limit`` (docker syntax), as a suggestion: ``512m`` -> ``1g``."""
+    units = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    text = limit.strip().lower()
+    unit = text[-1] if text[-1] in units else "b"
+    try:
+        size = int(text.rstrip("bkmg")) * units[unit] * 2
+    except ValueError:
+        return "4g"
+    if size >= 1 << 30 and size % (1 << 30) == 0:
+        return f"{size >> 30}g"
+    return f"{max(size >> 20, 1)}m"
+
+
 #: Names of this host as a container outside Linux reaches it (Linux uses the host network).
 HOST_FROM_CONTAINER = {"127.0.0.1": "host.docker.internal", "localhost": "host.docker.internal"}
 
@@ -192,6 +207,10 @@ class DockerRunner(RunnerReadiness):
             self.paths.log_file(self.name, "err"), settings.log_max_bytes, settings.log_backups
         )
         self._threads: list[threading.Thread] = []
+        #: when the engine stopped answering (None while it answers)
+        self._engine_lost_at: float | None = None
+        #: the last container ended killed at its memory limit (State.OOMKilled)
+        self._oom = False
         self.linux = platform.system() == "Linux"
 
     @property
@@ -216,14 +235,41 @@ class DockerRunner(RunnerReadiness):
         }
 
     def _docker(self) -> Any:
+        """The engine client; :class:`ComponentUnavailable` if no engine answers."""
         if self.client is None:
             from stigmer.images.engine import connect
 
             try:
                 self.client = connect(timeout=10)
-            except (DockerNotRunningError, ConfigError) as exc:
+            except DockerNotRunningError as exc:
+                raise ComponentUnavailable(self._waiting_text(exc.details)) from None
+            except ConfigError as exc:  # a docker context that does not exist, say
                 raise RuntimeError(exc.message) from None
         return self.client
+
+    def _waiting_text(self, detail: object = None) -> str:
+        from stigmer.images.engine import resolve_endpoint
+
+        ep = resolve_endpoint()
+        first = str(detail).splitlines()[0] if detail else ""
+        since = time.strftime("%H:%M:%S", time.localtime(self._engine_lost_at or time.time()))
+        return (
+            f"waiting for Docker: the engine at {ep.host} (from {ep.source}) does not answer "
+            f"since {since}" + (f" ({first[:200]})" if first else "") + "; not counted as a crash"
+        )
+
+    def _engine_gone(self, exc: object) -> ComponentUnavailable:
+        """The engine stopped answering: forget the client (a new one is made once it is back)."""
+        if self._engine_lost_at is None:
+            self._engine_lost_at = time.time()
+        self.client = None  # not closed: the container object still holds it
+        return ComponentUnavailable(self._waiting_text(exc))
+
+    def _engine_answers(self) -> bool:
+        try:
+            return bool(self.client is not None and self.client.ping())
+        except Exception:
+            return False
 
     def _prepare_workspace(self, uid: int, gid: int) -> Path:
         ws = self.settings.workspace_dir
@@ -248,18 +294,65 @@ class DockerRunner(RunnerReadiness):
             heartbeat_file=HEARTBEAT_IN_CONTAINER,
             secrets=self.secrets,
             reachable=None if self.linux else HOST_FROM_CONTAINER,
+            lost_workers=LOST_WORKERS,
         )
         return cfg.model_dump_json()
 
     async def launch(self) -> None:
+        lost_at = self._engine_lost_at
         await asyncio.to_thread(self._launch_sync)
-        self._start_log_threads()
+        # after an outage, the adopted container's logs go on from when the engine went away
+        self._start_log_threads(int(lost_at) if self.adopted and lost_at else None)
 
     def _launch_sync(self) -> None:
+        """Launch, re-deriving from the engine what still runs: adopt our container, or start one."""
+        self.adopted = False
+        client = self._docker()
+        try:
+            if not self._adopt(client):
+                self._create(client)
+        except (FatalComponentError, ComponentUnavailable):
+            raise
+        except Exception as exc:
+            if not self._engine_answers():
+                raise self._engine_gone(exc) from None
+            raise
+        self._engine_lost_at = None
+
+    def _adopt(self, client: Any) -> bool:
+        """Take over the container this component launched, if it still runs (after an outage)."""
+        import docker
+
+        if self.container is None or self._engine_lost_at is None:
+            return False
+        try:
+            existing = client.containers.get(self.container_name)
+        except docker.errors.NotFound:
+            self._err.write("[stigmer] the runner container is gone after the Docker outage")
+            return False
+        if existing.id != self.container.id:
+            return False
+        state = existing.attrs.get("State", {})
+        if existing.status != "running":
+            self._err.write(
+                "[stigmer] the runner container ended while the Docker engine was away "
+                f"(status {existing.status}, exit code {state.get('ExitCode')}); starting a new one"
+            )
+            return False
+        self.container = existing
+        self._pid = state.get("Pid") or None
+        self.adopted = True
+        self._err.write(
+            f"[stigmer] the Docker engine is back; took over the runner container "
+            f"{existing.short_id}, still running"
+        )
+        return True
+
+    def _create(self, client: Any) -> None:
         import docker
         from docker.types import Mount
 
-        client = self._docker()
+        self._oom = False
         note = claim_container_name(client, self.settings, self.container_name)
         if note:
             self._err.write(f"[stigmer] {note}")
@@ -309,14 +402,15 @@ class DockerRunner(RunnerReadiness):
         self.container.reload()
         self._pid = self.container.attrs.get("State", {}).get("Pid") or None
 
-    def _start_log_threads(self) -> None:
+    def _start_log_threads(self, since: int | None = None) -> None:
         container = self.container
+        more = {"since": since} if since else {}
 
         def copy(stdout: bool, log: RotatingLog, is_err: bool) -> None:
             buf = b""
             try:
                 for chunk in container.logs(
-                    stream=True, follow=True, stdout=stdout, stderr=not stdout
+                    stream=True, follow=True, stdout=stdout, stderr=not stdout, **more
                 ):
                     buf += chunk
                     *lines, buf = buf.split(b"\n")
@@ -338,17 +432,61 @@ class DockerRunner(RunnerReadiness):
             t.start()
 
     async def wait(self) -> int | None:
+        """The container's exit code; :class:`ComponentUnavailable` if the engine went away.
+
+        An engine that stops answering is not the runner's crash: its container
+        may still run work (an engine killed with SIGKILL leaves it running), so
+        the supervisor waits, and the next launch adopts it or starts another.
+        """
         container = self.container
         try:
             result = await asyncio.to_thread(container.wait)
             code: int | None = result.get("StatusCode")
+            await asyncio.to_thread(self._read_end, container, code)
         except Exception as exc:  # the engine went away underneath us
-            self.recent_errors.append(f"lost the Docker engine: {exc}")
+            answers = await asyncio.to_thread(self._engine_answers)
+            if not answers:
+                raise self._engine_gone(exc) from None
+            self.recent_errors.append(f"lost sight of the container: {exc}")
             code = None
+        if not await asyncio.to_thread(self._engine_answers):
+            # it ended as the engine went down (an engine stop or restart ends it): not a crash
+            raise self._engine_gone(f"the container ended with code {code} as the engine went away")
         for t in self._threads:
             await asyncio.to_thread(t.join, 3)
         self._pid = None
         return code
+
+    def _read_end(self, container: Any, code: int | None) -> None:
+        """How the container ended, as the engine saw it (``State.OOMKilled``).
+
+        The engine sets ``OOMKilled`` for any process of the container the kernel
+        killed at its limit, a tool's too, and keeps it: only an end by SIGKILL
+        (137) with it set is the runner itself killed out of memory.
+        """
+        container.reload()
+        oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+        self._oom = oom and code == 128 + 9
+        if self._oom:  # what it ran fails with this cause (stigmer.runner.lost)
+            limit = self.settings.runner_memory
+            remember_lost(
+                self.identity,
+                f"out of memory: the runner was killed at its memory limit "
+                f"runner_memory={limit}; raise it (`stigmer config set runner_memory "
+                f"{_more_memory(limit)}`, then `stigmer server restart`) or use less memory",
+            )
+
+    def exit_cause(self, code: int | None) -> tuple[str, str | None] | None:
+        if not self._oom:
+            return None
+        limit = self.settings.runner_memory
+        return (
+            f"out of memory: the kernel killed the runner container at its memory limit "
+            f"runner_memory={limit} (exit code {code}); what it was running failed",
+            f"Raise the limit: `stigmer config set runner_memory {_more_memory(limit)}` "
+            "(or STIGMER_RUNNER_MEMORY), then `stigmer server restart`; or make the agent's "
+            "tools use less memory.",
+        )
 
     async def terminate(self, grace: float) -> None:
         container = self.container

@@ -15,6 +15,7 @@ import signal
 import sys
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Callable
 
 from stigmer.contract.config import RuntimeConfig
 from stigmer.contract.status import ComponentDetails
@@ -37,6 +38,21 @@ class FatalComponentError(Exception):
         self.fix = fix
 
 
+class ComponentUnavailable(Exception):
+    """What the component runs on (the Docker engine) does not answer: not a crash.
+
+    Raised by :meth:`Component.launch` when it cannot even try, and by
+    :meth:`Component.wait` when it loses sight of a running component. The
+    supervisor shows the component ``waiting`` with ``reason``, keeps trying,
+    and does not count it against ``restart_limit``; the next ``launch``
+    re-derives from the engine what still runs.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class Component(ABC):
     """One supervised piece of the stack."""
 
@@ -44,6 +60,8 @@ class Component(ABC):
     name: str
     #: False for an external Temporal: watched, never started or stopped.
     managed: bool = True
+    #: set by ``launch``: it found its own instance still running and took it over
+    adopted: bool = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -67,6 +85,13 @@ class Component(ABC):
     def extra_status(self) -> ComponentDetails:
         """Component-specific fields merged into its ``status`` entry."""
         return {}
+
+    def exit_cause(self, code: int | None) -> tuple[str, str | None] | None:
+        """Why the launched component ended, if it knows better than its exit code.
+
+        Returns ``(message, fix)``, e.g. a container killed at its memory limit.
+        """
+        return None
 
     def runtime_config(self) -> RuntimeConfig | None:
         """The configuration this component's process is handed, if it takes one."""
@@ -157,6 +182,7 @@ class ProcessComponent(Component):
                 env=self.environment(cfg is not None),
                 cwd=str(self.paths.home),
                 start_new_session=True,
+                preexec_fn=die_with_parent(),
             )
         except (FileNotFoundError, PermissionError) as exc:
             raise FatalComponentError(f"cannot run {argv[0]}: {exc}") from exc
@@ -225,6 +251,36 @@ class ProcessComponent(Component):
     async def close(self) -> None:
         self._out.close()
         self._err.close()
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: signal.Signals = signal.SIGTERM) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel send ``sig`` to the child when we die.
+
+    ``PR_SET_PDEATHSIG`` (Linux; it survives ``exec``): a supervisor killed with
+    SIGKILL takes its components with it, even one whose pid file it never
+    wrote. Everything the child runs is looked up here, before the fork, so the
+    child only makes two system calls. ``None`` where there is no ``prctl``.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    getppid, exit_now = os.getppid, os._exit
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if getppid() != parent:  # the parent died before the signal was armed
+            exit_now(1)
+
+    return arm
 
 
 def python_module_command(module: str, *args: str) -> list[str]:

@@ -61,11 +61,15 @@ def stopped_status(settings: Settings) -> StackStatus:
     """What ``status`` reports when no supervisor runs (orphans shown as such)."""
     from stigmer import __version__
     from stigmer.stack.pidfile import read_pid_file
-    from stigmer.stack.supervisor import docker_mode_recorded
+    from stigmer.stack.supervisor import docker_mode_recorded, leftovers_without_pid_file
 
+    # a pid file that names a live process, else a process found by identity (no pid file)
+    found = {i.name: i for i in leftovers_without_pid_file(settings.paths)}
     comps = []
     for name in settings.components:
         ident = read_pid_file(settings.paths.pid_file(name))
+        if ident is None or not ident.alive():
+            ident = found.get(name)
         if ident is not None and ident.alive():
             comps.append(component_status(name, "orphaned", pid=ident.pid, last_error=ORPHANED))
         else:

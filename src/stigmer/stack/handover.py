@@ -264,8 +264,11 @@ def runner_config(
     heartbeat_file: str | None,
     secrets: dict[str, str],
     reachable: dict[str, str] | None = None,
+    lost_workers: dict[str, str] | None = None,
 ) -> RuntimeConfig:
     """The agent-runner's configuration, secrets included (it deletes the file once read).
+
+    ``lost_workers``: workers the supervisor lost for a known cause (identity -> cause).
 
     ``reachable`` rewrites addresses for a runner that sees the host by another
     name (a container outside Linux: ``127.0.0.1`` -> ``host.docker.internal``).
@@ -299,6 +302,7 @@ def runner_config(
             sandbox=settings.workflow_sandbox,
             heartbeat_file=heartbeat_file,
             secrets=secrets,  # type: ignore[arg-type]
+            lost_workers=dict(lost_workers or {}),
         ),
     )
 

@@ -113,3 +113,39 @@ def wait_gone(ident: ProcessIdentity, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return not ident.alive()
+
+
+def find_by_identity(
+    home: str | Path, marks: dict[str, str], exclude: set[int] | None = None
+) -> list[ProcessIdentity]:
+    """Live processes of this home found without a pid file, by identity.
+
+    A process is ours when all three hold: its environment names ``home``
+    (``STIGMER_HOME``, which every child gets), its working directory is
+    ``home``, and its command line holds one of ``marks`` (a mark maps to the
+    component's name). Each is returned with its create time, so that
+    :func:`terminate` signals it only if it is still that process. A process
+    whose environment cannot be read (another user's) is never ours.
+    """
+    home = str(Path(home))
+    real = os.path.realpath(home)
+    skip = {os.getpid(), *(exclude or set())}
+    with contextlib.suppress(psutil.Error):
+        skip |= {p.pid for p in psutil.Process().parents()}
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "create_time"]):
+        if proc.pid in skip:
+            continue
+        argv = proc.info["cmdline"] or []
+        name = next((n for mark, n in marks.items() if mark in argv), None)
+        if name is None:
+            continue
+        try:
+            if proc.environ().get("STIGMER_HOME") != home or proc.cwd() != real:
+                continue
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+        except (psutil.Error, OSError):
+            continue
+        found.append(ProcessIdentity(proc.pid, proc.info["create_time"], name, home))
+    return found

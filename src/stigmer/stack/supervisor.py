@@ -8,6 +8,9 @@
 * starts temporal, stigmer-server and agent-runner, checks their readiness
   continuously, restarts a component that dies with exponential backoff, and
   marks it ``failed`` after ``restart_limit`` crashes within ``restart_window``;
+  a component whose engine does not answer (Docker) is ``waiting``, which is no
+  crash and is not counted, and is re-derived from the engine once it is back;
+  ``last_error`` is cleared once a component is ready again (``last_crash`` keeps it);
 * answers JSON requests on ``run/supervisor.sock`` (mode 0600, never a network
   port): ``{"op": "status"}``, ``{"op": "api"}`` (where this stack's API is) and
   ``{"op": "shutdown"}``;
@@ -34,6 +37,7 @@ from stigmer import __version__
 from stigmer.contract.registry import API_SERVER, COMPONENTS, RUNNER, TEMPORAL, runner_replica
 from stigmer.contract.status import (
     ComponentStatus,
+    CrashInfo,
     StackStatus,
     all_ready,
     component_status,
@@ -41,14 +45,21 @@ from stigmer.contract.status import (
 )
 from stigmer.hardening import not_dumpable
 from stigmer.settings import Paths, Settings
-from stigmer.stack.component import Component, FatalComponentError
+from stigmer.stack.component import Component, ComponentUnavailable, FatalComponentError
 from stigmer.stack.handover import Handover
-from stigmer.stack.pidfile import ProcessIdentity, read_pid_file, terminate, write_pid_file
+from stigmer.stack.pidfile import (
+    ProcessIdentity,
+    find_by_identity,
+    read_pid_file,
+    terminate,
+    write_pid_file,
+)
 
 log = logging.getLogger("stigmer.supervisor")
 
 BACKOFF_START = 0.5  # seconds before the first restart
 BACKOFF_MAX = 30.0
+WAIT_RETRY = 1.0  # seconds between launch attempts while the engine does not answer
 HEALTHY_RESET = 60.0  # a run this long (s) resets the backoff (not the restart count)
 
 
@@ -66,6 +77,10 @@ class Supervised:
         self.last_error: str | None = None
         self.last_exit_code: int | None = None
         self.fix: str | None = None
+        #: the last real crash (error, fix, exit code, time): kept after it recovered
+        self.last_crash: CrashInfo | None = None
+        #: while ``waiting``: what for (the Docker engine does not answer)
+        self.waiting_reason: str | None = None
         self._fatal: FatalComponentError | None = None
         self._crashes: deque[float] = deque()
         self._stopping = False
@@ -77,37 +92,66 @@ class Supervised:
 
     async def _run(self) -> None:
         backoff = BACKOFF_START
+        #: readiness of what may still run while the engine is away (see ComponentUnavailable)
+        watcher: asyncio.Task[None] | None = None
+        lost = False  # the last launch was lost from sight, not seen to end
         while not self._stopping:
-            self.state = "starting" if self.restarts == 0 else "restarting"
-            self.ready = False
+            if self.state != "waiting":
+                self.state = "starting" if self.restarts == 0 else "restarting"
+                self.ready = False
+            code: int | None = None
             try:
                 await self.comp.launch()
             except FatalComponentError as exc:
+                await _cancel(watcher)
                 self._fail(exc.message, exc.fix)
                 return
+            except ComponentUnavailable as exc:
+                # not a crash: no restart is counted, and it is tried again soon
+                self._wait(exc.reason)
+                await self._pause(WAIT_RETRY)
+                continue
             except Exception as exc:
+                await _cancel(watcher)
+                watcher = None
                 log.exception("%s failed to launch", self.comp.name)
-                code: int | None = None
                 self.comp.recent_errors.append(f"failed to launch: {exc}")
             else:
-                self.started_at = time.time()
-                log.info("%s launched (pid %s)", self.comp.name, self.comp.pid)
+                await _cancel(watcher)
+                self.waiting_reason = None
+                if self.comp.adopted:
+                    log.info("%s: took over its own instance, still running", self.comp.name)
+                    self.state = "running" if self.ready else "starting"
+                else:
+                    if lost:
+                        self.restarts += 1
+                    self.started_at = time.time()
+                    log.info("%s launched (pid %s)", self.comp.name, self.comp.pid)
+                    if self.state == "waiting":
+                        self.state = "starting" if self.restarts == 0 else "restarting"
+                        self.ready = False
+                lost = False
                 watcher = asyncio.create_task(self._watch_ready())
                 try:
                     code = await self.comp.wait()
-                finally:
-                    watcher.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await watcher
+                except ComponentUnavailable as exc:
+                    # lost from sight: it may still do work, so readiness is still watched
+                    lost = True
+                    self._wait(exc.reason)
+                    await self._pause(WAIT_RETRY)
+                    continue
+                except BaseException:
+                    await _cancel(watcher)
+                    raise
+                await _cancel(watcher)
+                watcher = None
             if self._stopping:
                 break
             if self._fatal is not None:
                 self._fail(self._fatal.message, self._fatal.fix)
                 return
             ran_for = time.time() - (self.started_at or time.time())
-            self.last_exit_code = code
-            tail = "\n".join(list(self.comp.recent_errors)[-5:])
-            self.last_error = _exit_text(code) + (f":\n{tail}" if tail else "")
+            self._crashed(code)
             log.warning("%s exited with code %s after %.1fs", self.comp.name, code, ran_for)
             now = time.monotonic()
             self._crashes.append(now)
@@ -117,7 +161,8 @@ class Supervised:
                 self._fail(
                     f"crashed {len(self._crashes)} times in {self.settings.restart_window:.0f}s; "
                     f"gave up. Last: {self.last_error}",
-                    f"See `stigmer server logs -c {self.comp.name}`, fix the cause, then "
+                    self.fix
+                    or f"See `stigmer server logs -c {self.comp.name}`, fix the cause, then "
                     "`stigmer server restart`.",
                 )
                 return
@@ -125,14 +170,50 @@ class Supervised:
                 backoff = BACKOFF_START
             self.state = "restarting"
             self.ready = False
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+            await self._pause(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
             if self._stopping:
                 break
             self.restarts += 1
+        await _cancel(watcher)
         self.state = "stopped"
         self.ready = False
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if ``stop`` wakes us."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+
+    def _wait(self, reason: str) -> None:
+        """Waiting for what it runs on (the Docker engine): shown as such, not a crash."""
+        if self.state != "waiting" or self.waiting_reason != reason:
+            log.warning("%s is waiting: %s", self.comp.name, reason)
+        self.state = "waiting"
+        self.waiting_reason = reason
+
+    def _crashed(self, code: int | None) -> None:
+        """Record a real crash: ``last_error`` (until it is ready again) and ``last_crash``."""
+        self.last_exit_code = code
+        cause = self.comp.exit_cause(code)
+        if cause is not None:
+            self.last_error, self.fix = cause
+        else:
+            tail = "\n".join(list(self.comp.recent_errors)[-5:])
+            self.last_error = _exit_text(code) + (f":\n{tail}" if tail else "")
+            self.fix = None
+        self.last_crash = {
+            "error": self.last_error,
+            "fix": self.fix,
+            "exit_code": code,
+            "at": time.time(),
+        }
+
+    def _recovered(self) -> None:
+        """Ready again after a crash: the error is history (``last_crash`` keeps it)."""
+        if self.last_error is not None:
+            log.info("%s recovered from: %s", self.comp.name, self.last_error.splitlines()[0])
+        self.last_error = None
+        self.fix = None
 
     def _fail(self, message: str, fix: str | None) -> None:
         self.state = "failed"
@@ -159,6 +240,7 @@ class Supervised:
             self.ready = ok
             if ok and self.state in ("starting", "restarting"):
                 self.state = "running"
+                self._recovered()
             await asyncio.sleep(2.0 if ok else 0.25)
 
     async def stop(self, grace: float) -> None:
@@ -195,9 +277,21 @@ class Supervised:
             last_error=self.last_error,
             last_exit_code=self.last_exit_code,
             fix=self.fix,
-            waiting_for=None if self.ready else self.comp.waiting_for(),
+            last_crash=self.last_crash,
+            waiting_for=self.waiting_reason
+            if self.state == "waiting"
+            else None
+            if self.ready
+            else self.comp.waiting_for(),
         )
         return {**status, **self.comp.extra_status()}
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None and not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def _exit_text(code: int | None) -> str:
@@ -324,11 +418,29 @@ class Supervisor:
         sock.unlink(missing_ok=True)
 
 
+#: What marks a process of ours in its command line (with its home: pidfile.find_by_identity).
+LEFTOVER_MARKS = {
+    "stigmer.stack.supervisor": "supervisor",
+    "stigmer.server": API_SERVER,
+    "stigmer.runner": RUNNER,
+    "start-dev": TEMPORAL,
+}
+
+
+def leftovers_without_pid_file(paths: Paths) -> list[ProcessIdentity]:
+    """Processes of this home that no pid file names (a supervisor killed before writing it)."""
+    return find_by_identity(paths.home, LEFTOVER_MARKS)
+
+
 def reap_leftovers(paths: Paths, grace: float, names: tuple[str, ...] | None = None) -> list[str]:
     """Stop components a dead supervisor left behind; return what was stopped.
 
     Only processes whose pid file identity (pid and create time) matches are
     signalled; anything else in a pid file is ignored and the file removed.
+    Then (unless ``names`` narrows it) the processes of this home that no pid
+    file names are found by identity (home, command line, create time) and
+    stopped too: a child whose pid file was never written is still ours.
+    Call it only while no live supervisor holds the lock.
     """
     stopped = []
     recorded = {p.stem for p in paths.run.glob("*.pid")} if paths.run.is_dir() else set()
@@ -339,6 +451,10 @@ def reap_leftovers(paths: Paths, grace: float, names: tuple[str, ...] | None = N
         if ident is not None and terminate(ident, grace):
             stopped.append(f"{name} (pid {ident.pid})")
         pf.unlink(missing_ok=True)
+    if names is None:
+        for ident in leftovers_without_pid_file(paths):
+            if terminate(ident, grace):
+                stopped.append(f"{ident.name} (pid {ident.pid}, no pid file)")
     paths.control_socket.unlink(missing_ok=True)
     if docker_mode_recorded(paths):
         from stigmer.stack.agent_runner_docker import reap_containers

@@ -1,0 +1,19 @@
+"""The pieces that name a runner lost out of memory (the real thing: tests/docker/test_engine_faults.py)."""
+
+from __future__ import annotations
+
+from stigmer.runner.lost import WORKER_KEY, previous_worker
+from stigmer.stack.agent_runner_docker import _more_memory
+
+
+def test_previous_worker_from_heartbeat_details() -> None:
+    assert previous_worker([{WORKER_KEY: "w1"}, "other"]) == "w1"
+    assert previous_worker([]) is None and previous_worker(None) is None
+    assert previous_worker(["x", {"other": 1}]) is None
+
+
+def test_more_memory_doubles_in_docker_syntax() -> None:
+    assert _more_memory("160m") == "320m"
+    assert _more_memory("512m") == "1g"
+    assert _more_memory("2g") == "4g"
+    assert _more_memory("1048576") == "2m"
