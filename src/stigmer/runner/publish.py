@@ -90,12 +90,7 @@ async def post_events(
         raise RuntimeError("the runner has no API URL: it cannot publish events")
     events = _storable(rt.mask(events, refs))
     client, url, headers = _api()
-    async for attempt in AsyncRetrying(
-        retry=retry_if_exception(_transient),
-        wait=wait_exponential(multiplier=0.2, max=5.0),
-        stop=stop_after_delay(PUBLISH_PATIENCE_S),
-        reraise=True,
-    ):
+    async for attempt in _patiently():
         with attempt:
             resp = await client.post(
                 f"{url}/v1/executions/{execution_id}/events",
@@ -113,6 +108,17 @@ async def post_events(
     return [int(n) for n in seqs] if isinstance(seqs, list) else []
 
 
+def _patiently() -> AsyncRetrying:
+    """Retries while the API is unreachable or answers 5xx/429: 0.2 s doubling to 5 s,
+    for up to :data:`PUBLISH_PATIENCE_S`."""
+    return AsyncRetrying(
+        retry=retry_if_exception(_transient),
+        wait=wait_exponential(multiplier=0.2, max=5.0),
+        stop=stop_after_delay(PUBLISH_PATIENCE_S),
+        reraise=True,
+    )
+
+
 def _api() -> tuple[httpx.AsyncClient, str, dict[str, str]]:
     """The runner's client of the API, the API's URL and the auth header."""
     global _client
@@ -126,12 +132,7 @@ def _api() -> tuple[httpx.AsyncClient, str, dict[str, str]]:
 
 async def _blob_call(method: str, sha256: str, data: bytes | None = None) -> httpx.Response:
     client, url, headers = _api()
-    async for attempt in AsyncRetrying(
-        retry=retry_if_exception(_transient),
-        wait=wait_exponential(multiplier=0.2, max=5.0),
-        stop=stop_after_delay(PUBLISH_PATIENCE_S),
-        reraise=True,
-    ):
+    async for attempt in _patiently():
         with attempt:
             resp = await client.request(
                 method, f"{url}/v1/blobs/{sha256}", content=data, headers=headers

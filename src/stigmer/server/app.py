@@ -518,20 +518,21 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
         except Exception as exc:
             await _fail_start(execution_id, f"could not start the workflow: {exc}")
 
+    async def _end(execution_id: str, new: list[dict[str, Any]]) -> None:
+        """Append the server's own final events (unless the execution ended meanwhile)."""
+        with contextlib.suppress(EventRejected):
+            await off_loop(store.append, execution_id, new)
+        await _notify(execution_id)
+
     async def _fail_start(execution_id: str, msg: str) -> None:
         log.warning("execution %s: %s", execution_id, msg)
-        with contextlib.suppress(EventRejected):  # it ended meanwhile
-            await off_loop(
-                store.append,
-                execution_id,
-                [
-                    _server_event(
-                        execution_id, "error", ErrorPayload(message=msg, kind="StartFailed")
-                    ),
-                    _server_event(execution_id, "failed", PhasePayload(phase="FAILED", error=msg)),
-                ],
-            )
-        await _notify(execution_id)
+        await _end(
+            execution_id,
+            [
+                _server_event(execution_id, "error", ErrorPayload(message=msg, kind="StartFailed")),
+                _server_event(execution_id, "failed", PhasePayload(phase="FAILED", error=msg)),
+            ],
+        )
 
     async def _starter() -> None:
         """Start what a submission left PENDING: Temporal was away, or a server died mid-start."""
@@ -654,13 +655,10 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
 
     async def _cancelled(execution_id: str, why: str) -> None:
         log.info("execution %s %s", execution_id, why)
-        with contextlib.suppress(EventRejected):  # it ended meanwhile
-            await off_loop(
-                store.append,
-                execution_id,
-                [_server_event(execution_id, "cancelled", PhasePayload(phase="CANCELLED"))],
-            )
-        await _notify(execution_id)
+        await _end(
+            execution_id,
+            [_server_event(execution_id, "cancelled", PhasePayload(phase="CANCELLED"))],
+        )
 
     # -- events ---------------------------------------------------------------
 
