@@ -384,6 +384,12 @@ class Settings:
     restart_window: float = setting(
         120.0, "Seconds over which restart_limit is counted.", minimum=1
     )
+    restart_unready_after: float = setting(
+        60.0,
+        "Seconds the managed Temporal may stop answering, while its process runs, before it "
+        "is restarted (0: never).",
+        minimum=0,
+    )
     log_max_bytes: int = setting(
         10 * 1024 * 1024, "Size at which a component log is rotated (0: never).", minimum=0
     )

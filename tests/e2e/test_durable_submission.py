@@ -184,3 +184,38 @@ def test_cancel_of_a_pending_execution_over_http_is_final(dstack: Stack, tmp_pat
     events = dstack.cli("execution", "logs", execution_id, "--output", "json", check=True)
     phases = [json.loads(line)["payload"].get("phase") for line in events.stdout.splitlines()]
     assert [p for p in phases if p] == ["PENDING", "CANCELLED"], phases
+
+
+def test_a_hung_temporal_is_restarted_and_runs_go_on(tmp_path: Path) -> None:
+    """Liveness all the time: a managed Temporal that runs but answers nothing (frozen
+    here) is shown not ready, restarted after restart_unready_after, and work goes on."""
+    st = new_stack(tmp_path / "home", "local", STIGMER_RESTART_UNREADY_AFTER="4")
+    try:
+        st.start()
+        f = tmp_path / "agent.yaml"
+        f.write_text(json.dumps(SPEC))
+        st.cli("apply", "-f", str(f), check=True)
+        old = pid_of(st, "temporal")
+        os.kill(old, signal.SIGSTOP)
+        try:
+            st.wait_for(lambda s: not s["ready"], timeout=30, what="the stack not ready")
+            restarted = st.wait_for(
+                lambda s: (
+                    next(c for c in s["components"] if c["name"] == "temporal")["pid"]
+                    not in (None, old)
+                ),
+                timeout=60,
+                what="Temporal restarted",
+            )
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(old, signal.SIGCONT)
+        temporal = next(c for c in restarted["components"] if c["name"] == "temporal")
+        crash = temporal.get("last_crash") or {}
+        assert "stopped answering" in (crash.get("error") or ""), temporal
+        st.wait_for(lambda s: s["ready"], timeout=90, what="the stack ready again")
+        run = st.cli("run", AGENT, "after the restart", "--output", "json", timeout=120)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert json.loads(run.stdout)["phase"] == "COMPLETED"
+    finally:
+        tear_down(st)

@@ -60,6 +60,9 @@ class Component(ABC):
     name: str
     #: False for an external Temporal: watched, never started or stopped.
     managed: bool = True
+    #: restarted when it stops being ready for ``restart_unready_after`` while it runs
+    #: (only where a restart can help: its readiness does not hang on the others)
+    restart_when_unready: bool = False
     #: set by ``launch``: it found its own instance still running and took it over
     adopted: bool = False
 

@@ -223,6 +223,7 @@ class Supervised:
         log.error("%s failed: %s", self.comp.name, message)
 
     async def _watch_ready(self) -> None:
+        unready_since: float | None = None  # since when it stopped answering, once ready
         while True:
             try:
                 ok = await asyncio.wait_for(self.comp.ready(), timeout=5)
@@ -237,7 +238,25 @@ class Supervised:
             if ok and not self.ready:
                 log.info("%s is ready", self.comp.name)
                 self.ready_at = time.time()
+            if ok:
+                unready_since = None
+            elif self.ready:
+                unready_since = time.monotonic()
+                log.warning("%s stopped answering its readiness check", self.comp.name)
             self.ready = ok
+            after = self.settings.restart_unready_after
+            if (
+                unready_since is not None
+                and self.comp.restart_when_unready
+                and after > 0
+                and time.monotonic() - unready_since > after
+            ):
+                # it runs, but does no work (hung, or wedged by a full disk): restart it
+                why = f"stopped answering for {after:.0f}s while running (restart_unready_after)"
+                log.error("%s %s: restarting it", self.comp.name, why)
+                self.comp.recent_errors.append(why)
+                await self.comp.terminate(self.settings.stop_grace)
+                return
             if ok and self.state in ("starting", "restarting"):
                 self.state = "running"
                 self._recovered()

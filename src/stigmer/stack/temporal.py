@@ -172,6 +172,7 @@ class ManagedTemporal(ProcessComponent):
     """``temporal server start-dev`` on ``temporal_bind`` (127.0.0.1) with a persistent SQLite file."""
 
     name = "temporal"
+    restart_when_unready = True  # it answers for itself alone: a hung server is restarted
 
     def __init__(self, settings: Settings, probe: TemporalProbe) -> None:
         super().__init__(settings)
