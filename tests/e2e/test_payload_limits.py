@@ -219,3 +219,61 @@ def test_a_chunked_body_over_the_limit_gets_413_not_a_hang(pstack: Stack) -> Non
         timeout=15,
     )
     assert resp.status_code == 413, resp.text
+
+
+def test_an_execution_whose_input_cannot_be_decoded_can_be_cancelled(pstack: Stack) -> None:
+    """Its workflow task fails on every attempt (the input is not an ExecutionInput):
+    the execution gets an error event, and `execution cancel` ends it."""
+    import asyncio
+    import time
+
+    from temporalio.client import Client
+
+    from stigmer.contract.ids import new_execution_id
+    from stigmer.contract.workflow import TASK_QUEUE, WORKFLOW_NAME, ExecutionInput, workflow_id
+    from stigmer.server import db
+    from stigmer.server.store import Store
+    from stigmer.spec.models import AgentSpec
+    from tests.conftest import stack_data_converter
+
+    execution_id = new_execution_id()
+    store = Store(db.make_engine(f"sqlite:///{pstack.home / 'data' / 'stigmer.db'}"))
+    store.create_execution(
+        ExecutionInput(
+            execution_id=execution_id,
+            agent_name="big-write",
+            spec=AgentSpec(instructions="x"),
+            message="m",
+            model="test",
+        )
+    )
+
+    async def start_undecodable() -> None:
+        client = await Client.connect(
+            f"127.0.0.1:{pstack.ports['temporal']}", data_converter=stack_data_converter(pstack)
+        )
+        handle = await client.start_workflow(
+            WORKFLOW_NAME,
+            {"not": "an execution input"},
+            id=workflow_id(execution_id),
+            task_queue=TASK_QUEUE,
+        )
+        assert handle.result_run_id is not None
+        store.claim_run(execution_id, handle.result_run_id)
+        deadline = time.monotonic() + 60
+        while (await handle.describe()).raw_description.pending_workflow_task.attempt < 3:
+            assert time.monotonic() < deadline, "the workflow task did not keep failing"
+            await asyncio.sleep(0.5)
+
+    asyncio.run(start_undecodable())
+    cancel = pstack.cli("execution", "cancel", execution_id)
+    assert cancel.returncode == 0, cancel.stderr
+    deadline = time.monotonic() + 20
+    while True:
+        ex = json.loads(
+            pstack.cli("execution", "get", execution_id, "--output", "json", check=True).stdout
+        )
+        if ex["phase"] == "CANCELLED":
+            break
+        assert time.monotonic() < deadline, ex
+        time.sleep(0.5)

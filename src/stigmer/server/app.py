@@ -644,8 +644,15 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
         from temporalio.service import RPCError, RPCStatusCode
 
         client = await temporal.client()
+        handle = client.get_workflow_handle(ex["workflow_id"], run_id=ex.get("run_id"))
         try:
-            await client.get_workflow_handle(ex["workflow_id"], run_id=ex.get("run_id")).cancel()
+            await handle.cancel()
+            # a workflow whose task keeps failing (an input the runner cannot decode)
+            # never sees a cancel request: it is terminated instead
+            desc = await handle.describe()
+            if desc.raw_description.pending_workflow_task.attempt >= STUCK_ATTEMPTS:
+                await handle.terminate(reason="cancelled while its workflow task kept failing")
+                await _cancelled(execution_id, "cancelled; its workflow could not run, terminated")
         except RPCError as exc:
             if exc.status != RPCStatusCode.NOT_FOUND:
                 raise
