@@ -386,8 +386,8 @@ class Settings:
     )
     restart_unready_after: float = setting(
         60.0,
-        "Seconds the managed Temporal may stop answering, while its process runs, before it "
-        "is restarted (0: never).",
+        "Seconds a component may stop answering (the managed Temporal, the API server), "
+        "while its process runs, before it is restarted (0: never).",
         minimum=0,
     )
     log_max_bytes: int = setting(

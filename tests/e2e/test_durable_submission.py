@@ -186,9 +186,10 @@ def test_cancel_of_a_pending_execution_over_http_is_final(dstack: Stack, tmp_pat
     assert [p for p in phases if p] == ["PENDING", "CANCELLED"], phases
 
 
-def test_a_hung_temporal_is_restarted_and_runs_go_on(tmp_path: Path) -> None:
-    """Liveness all the time: a managed Temporal that runs but answers nothing (frozen
-    here) is shown not ready, restarted after restart_unready_after, and work goes on."""
+def test_a_hung_temporal_or_api_server_is_restarted_and_runs_go_on(tmp_path: Path) -> None:
+    """Liveness all the time: a managed Temporal, then an API server, that runs but answers
+    nothing (frozen here) is shown not ready, restarted after restart_unready_after, and
+    work goes on."""
     st = new_stack(tmp_path / "home", "local", STIGMER_RESTART_UNREADY_AFTER="4")
     try:
         st.start()
@@ -217,5 +218,27 @@ def test_a_hung_temporal_is_restarted_and_runs_go_on(tmp_path: Path) -> None:
         run = st.cli("run", AGENT, "after the restart", "--output", "json", timeout=120)
         assert run.returncode == 0, run.stdout + run.stderr
         assert json.loads(run.stdout)["phase"] == "COMPLETED"
+
+        # a hung API server: shown not ready with the cause, then restarted
+        api_pid = pid_of(st, "stigmer-server")
+        os.kill(api_pid, signal.SIGSTOP)
+        try:
+            hung = st.wait_for(lambda s: not s["ready"], timeout=30, what="the API not ready")
+            server = next(c for c in hung["components"] if c["name"] == "stigmer-server")
+            assert "does not answer" in (server.get("waiting_for") or ""), server
+            st.wait_for(
+                lambda s: (
+                    next(c for c in s["components"] if c["name"] == "stigmer-server")["pid"]
+                    not in (None, api_pid)
+                ),
+                timeout=60,
+                what="the API server restarted",
+            )
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(api_pid, signal.SIGCONT)
+        st.wait_for(lambda s: s["ready"], timeout=90, what="the stack ready again")
+        again = st.cli("run", AGENT, "after the API restart", "--output", "json", timeout=120)
+        assert again.returncode == 0, again.stdout + again.stderr
     finally:
         tear_down(st)

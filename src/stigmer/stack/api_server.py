@@ -26,6 +26,16 @@ class ApiServer(ProcessComponent):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self._http: Any = None
+        self._answering = True
+        self._why: str | None = None
+
+    def waiting_for(self) -> str | None:
+        return self._why
+
+    def unresponsive(self) -> bool:
+        # degraded for want of Temporal or the store is not its own fault: a restart
+        # would not help; not answering at all (hung) is
+        return not self._answering
 
     @property
     def endpoint(self) -> str:
@@ -73,9 +83,17 @@ class ApiServer(ProcessComponent):
         try:
             resp = await self._http.get(f"{self.endpoint}/healthz")
             health = resp.json()
-        except Exception:
+        except Exception as exc:
+            self._answering = False
+            self._why = f"its /healthz does not answer ({type(exc).__name__})"
             return False
+        self._answering = True
         problem = health.get("temporal_error") or {}
+        self._why = (
+            health.get("database_error")
+            or (f"Temporal: {problem.get('message')}" if problem.get("message") else None)
+            or (f"database: {health.get('database')}" if health.get("database") != "ok" else None)
+        )
         if problem.get("permanent"):
             raise FatalComponentError(
                 f"the API server cannot use Temporal: {problem.get('message')}", problem.get("fix")

@@ -60,9 +60,6 @@ class Component(ABC):
     name: str
     #: False for an external Temporal: watched, never started or stopped.
     managed: bool = True
-    #: restarted when it stops being ready for ``restart_unready_after`` while it runs
-    #: (only where a restart can help: its readiness does not hang on the others)
-    restart_when_unready: bool = False
     #: set by ``launch``: it found its own instance still running and took it over
     adopted: bool = False
 
@@ -103,6 +100,14 @@ class Component(ABC):
     def waiting_for(self) -> str | None:
         """Why it is not ready yet, if known (shown while it starts)."""
         return None
+
+    def unresponsive(self) -> bool:
+        """True if its failed readiness is its own fault, so that a restart can help.
+
+        The supervisor restarts a component that stays so for
+        ``restart_unready_after`` seconds while its process runs.
+        """
+        return False
 
     def preflight(self) -> None:  # noqa: B027 - optional hook
         """Checks before each launch. Raises FatalComponentError to stop retrying."""

@@ -247,7 +247,7 @@ class Supervised:
             after = self.settings.restart_unready_after
             if (
                 unready_since is not None
-                and self.comp.restart_when_unready
+                and self.comp.unresponsive()
                 and after > 0
                 and time.monotonic() - unready_since > after
             ):

@@ -172,7 +172,6 @@ class ManagedTemporal(ProcessComponent):
     """``temporal server start-dev`` on ``temporal_bind`` (127.0.0.1) with a persistent SQLite file."""
 
     name = "temporal"
-    restart_when_unready = True  # it answers for itself alone: a hung server is restarted
 
     def __init__(self, settings: Settings, probe: TemporalProbe) -> None:
         super().__init__(settings)
@@ -238,6 +237,9 @@ class ManagedTemporal(ProcessComponent):
         if s.temporal_namespace != "default":
             argv += ["--namespace", s.temporal_namespace]
         return argv
+
+    def unresponsive(self) -> bool:
+        return True  # it answers for itself alone: not answering is its own fault
 
     async def ready(self) -> bool:
         if not await self.probe.namespace_ready():
