@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Stack, new_stack, tear_down
+from tests.conftest import STIGMER, Stack, new_stack, tear_down
 from tests.fixtures_docker import in_ci
 
 SPEC = {
@@ -24,6 +24,23 @@ SPEC = {
     "kind": "Agent",
     "metadata": {"name": "disk"},
     "spec": {"instructions": "test", "model": "test", "test_script": [{"answer": "done"}]},
+}
+
+
+SLOW = {
+    "apiVersion": "stigmer.ai/v1",
+    "kind": "Agent",
+    "metadata": {"name": "slow"},
+    "spec": {
+        "instructions": "test",
+        "model": "test",
+        "tools": ["shell"],
+        "local_shell": True,
+        "test_script": [
+            {"tool": "shell", "args": {"command": "touch slow-started; sleep 6; echo done"}},
+            {"answer": "{{ last }}"},
+        ],
+    },
 }
 
 
@@ -65,7 +82,22 @@ def test_a_full_disk_is_named_and_nothing_is_lost(small_home: Path) -> None:
         f = small_home / "agent.yaml"
         f.write_text(json.dumps(SPEC))
         st.cli("apply", "-f", str(f), check=True)
+        f.write_text(json.dumps(SLOW))
+        st.cli("apply", "-f", str(f), check=True)
         token = (st.home / "credentials" / "api-token").read_text().strip()
+        # a run in flight while the disk fills: it waits, and ends once space is back
+        inflight = subprocess.Popen(
+            [STIGMER, "run", "slow", "go", "--output", "json"],
+            env=st.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while not (st.home / "data" / "workspace" / "slow-started").exists():
+            assert time.monotonic() < deadline, "the slow tool never started"
+            time.sleep(0.1)
+        tool_started = time.monotonic()
         filler = fill(small_home)
 
         run = st.cli("run", "disk", "while full", timeout=120)
@@ -85,7 +117,16 @@ def test_a_full_disk_is_named_and_nothing_is_lost(small_home: Path) -> None:
         )
         assert posted.status_code == 507, posted.text
 
+        # the tool ends (and its result is published) while the disk is still full
+        time.sleep(max(0.0, tool_started + 9 - time.monotonic()))
         filler.unlink()
+        out, err = inflight.communicate(timeout=300)
+        assert inflight.returncode == 0, out + err
+        done = json.loads(out)
+        assert done["phase"] == "COMPLETED" and "done" in done["output"], done
+        logs = st.cli("execution", "logs", done["id"], "--output", "json", check=True).stdout
+        seqs = [json.loads(line)["seq"] for line in logs.splitlines() if line.strip()]
+        assert seqs == list(range(1, len(seqs) + 1)), seqs  # nothing lost, nothing repeated
         deadline = time.monotonic() + 180
         while True:
             again = st.cli("run", "disk", "after freeing", "--output", "json", timeout=200)
