@@ -45,6 +45,13 @@ def pstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("payloads") / "home"
     st = new_stack(home, "local")
     st.start()
+    grown = agent("grown-conversation", 1)
+    grown["spec"]["test_script"] = [
+        CHUNK,
+        {"tool": "write_file", "args": {"path": "a.txt", "content": "{{ result.0 }}" * 180}},
+        {"tool": "write_file", "args": {"path": "b.txt", "content": "{{ result.0 }}" * 180}},
+        {"answer": "{{ last }}"},
+    ]
     nul = agent("nul-path", 1)
     nul["spec"]["test_script"] = [
         {"tool": "shell", "args": {"command": "printf 'a\\0b'"}},
@@ -60,6 +67,7 @@ def pstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         ("big-write", agent("big-write", 200)),
         ("too-big-write", agent("too-big-write", 300)),
         ("nul-path", nul),
+        ("grown-conversation", grown),
     ):
         f = home.parent / f"{name}.yaml"
         f.write_text(json.dumps(spec))
@@ -277,3 +285,14 @@ def test_an_execution_whose_input_cannot_be_decoded_can_be_cancelled(pstack: Sta
             break
         assert time.monotonic() < deadline, ex
         time.sleep(0.5)
+
+
+def test_a_conversation_grown_past_the_limit_fails_the_run(pstack: Stack) -> None:
+    """Each payload fits, but the conversation the next model request carries does not:
+    the run ends FAILED with the cause (it retried its workflow task for ever)."""
+    proc = pstack.cli("run", "grown-conversation", "go", "--output", "json", timeout=150)
+    assert proc.returncode != 0, proc.stdout
+    result = json.loads(proc.stdout)
+    assert result["phase"] == "FAILED", result
+    assert "could not go on" in (result["error"] or ""), result
+    assert "over the limit" in result["error"], result

@@ -612,6 +612,12 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
         )
         await off_loop(store.append, ex["id"], [new_event(f"{ex['id']}/diagnose/stuck", payload)])
         await _notify(ex["id"])
+        if "PayloadTooLarge" in reason or "over the limit of" in reason:
+            # the workflow's own next step is too big to send: no retry can help, so the
+            # run ends FAILED with that cause instead of retrying for ever
+            with contextlib.suppress(Exception):
+                await handle.terminate(reason="a payload over the limit")
+            await _fail_start(ex["id"], f"the run could not go on: {reason}")
 
     @api.get("/executions/{execution_id}", responses=error_responses(404))
     async def get_execution(execution_id: ExecutionId) -> Execution:
