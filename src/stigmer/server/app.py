@@ -4,7 +4,8 @@ Every endpoint but ``GET /healthz`` and ``/openapi.json`` needs
 ``Authorization: Bearer <token>``, and the token's role decides what it may
 do (:mod:`stigmer.server.auth`): the admin token (the CLI's,
 ``$STIGMER_HOME/credentials/api-token``) everything but appending events, the
-runner token only appending events. ``GET /healthz`` says whether the store
+runner token only appending events and ``/v1/blobs`` (payloads kept out of
+Temporal's history, sealed). ``GET /healthz`` says whether the store
 answers and whether this server reaches Temporal itself.
 
 Endpoints (all JSON unless noted):
