@@ -296,3 +296,25 @@ def test_a_conversation_grown_past_the_limit_fails_the_run(pstack: Stack) -> Non
     assert result["phase"] == "FAILED", result
     assert "could not go on" in (result["error"] or ""), result
     assert "over the limit" in result["error"], result
+
+
+def test_a_grown_conversation_fails_even_when_nobody_watches(pstack: Stack) -> None:
+    """Detached, never followed: the API's own round of checks ends it FAILED."""
+    import time
+
+    run = pstack.cli("run", "grown-conversation", "unwatched", "--detach", check=True)
+    execution_id = run.stdout.strip().splitlines()[0]
+    deadline = time.monotonic() + 120
+    while True:
+        listed = json.loads(
+            pstack.cli(
+                "execution", "list", "--agent", "grown-conversation", "-o", "json", check=True
+            ).stdout
+        )
+        items = listed["executions"] if isinstance(listed, dict) else listed
+        ex = next(e for e in items if e["id"] == execution_id)  # a list does not reconcile
+        if ex["phase"] == "FAILED":
+            break
+        assert time.monotonic() < deadline, ex
+        time.sleep(2)
+    assert "over the limit" in (ex["error"] or ""), ex

@@ -101,6 +101,8 @@ RECONCILE_AFTER = 5.0
 KEEPALIVE = 15.0
 #: Seconds between the rounds that start PENDING executions left without a workflow.
 STARTER_EVERY = 2.0
+#: Seconds between the server's own looks at every running execution's workflow.
+RECONCILE_EVERY = 20.0
 #: Age (seconds) from which a PENDING execution with no workflow is the starter's
 #: (younger ones are still being started by the request that made them).
 STARTER_GRACE = 3.0
@@ -536,16 +538,28 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
         )
 
     async def _starter() -> None:
-        """Start what a submission left PENDING: Temporal was away, or a server died mid-start."""
+        """Start what a submission left PENDING: Temporal was away, or a server died mid-start.
+
+        Every :data:`RECONCILE_EVERY` seconds it also looks at the running executions
+        (as a follower's quiet stream does): one whose workflow ended without saying
+        so, or whose workflow task keeps failing, gets its outcome recorded even
+        when nobody watches it.
+        """
+        rounds = 0
         while True:
             await asyncio.sleep(STARTER_EVERY)
             if not temporal.ok:
                 continue
+            rounds += 1
             try:
                 for execution_id in await off_loop(store.unstarted, STARTER_GRACE):
                     await _start(execution_id)
+                if rounds * STARTER_EVERY >= RECONCILE_EVERY:
+                    rounds = 0
+                    for ex in await off_loop(store.active):
+                        await _reconcile(ex)
             except Exception as exc:
-                log.warning("could not start pending executions: %s", exc)
+                log.warning("could not start or check executions: %s", exc)
 
     @api.get("/executions")
     def list_executions(

@@ -309,6 +309,22 @@ class Store:
             ).all()
         return [r[0] for r in rows]
 
+    def active(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Executions that have a workflow run and have not ended, least recently changed first."""
+        with self.engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    select(executions)
+                    .where(executions.c.phase.in_(("PENDING", "RUNNING")))
+                    .where(executions.c.run_id.is_not(None))
+                    .order_by(executions.c.updated_at)
+                    .limit(limit)
+                )
+                .mappings()
+                .all()
+            )
+        return [_execution(r, None) for r in rows]
+
     def _insert_execution(self, inp: ExecutionInput) -> None:
         execution_id = inp.execution_id
         with self.writing() as conn:
