@@ -29,6 +29,8 @@ export STIGMER_SERVER_PORT="${STIGMER_SERVER_PORT:-$(free_port)}"
 export STIGMER_TEMPORAL_PORT="${STIGMER_TEMPORAL_PORT:-$(free_port)}"
 export STIGMER_TEMPORAL_UI_PORT="${STIGMER_TEMPORAL_UI_PORT:-$(free_port)}"
 export STIGMER_RUNNER_MODE="${STIGMER_RUNNER_MODE:-auto}"
+# a container name of its own too: another stack on this engine keeps the default one
+export STIGMER_RUNNER_CONTAINER="${STIGMER_RUNNER_CONTAINER:-stigmer-agent-runner-demo-$(basename "$STIGMER_HOME" | tr -c 'a-zA-Z0-9_.\n-' '-')}"
 
 if [ "$STIGMER_RUNNER_MODE" != local ]; then
   if docker info >/dev/null 2>&1; then

@@ -240,7 +240,7 @@ class Supervised:
                 self.ready_at = time.time()
             if ok:
                 unready_since = None
-            elif self.ready:
+            elif self.ready and not self._stopping:
                 unready_since = time.monotonic()
                 log.warning("%s stopped answering its readiness check", self.comp.name)
             self.ready = ok
