@@ -41,6 +41,18 @@ def free_ports(n: int) -> list[int]:
     return sorted(ports)
 
 
+def processes_of_home(home: Path) -> list[psutil.Process]:
+    """Live processes whose environment names ``home`` as STIGMER_HOME."""
+    found = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if p.environ().get("STIGMER_HOME") == str(home):
+                found.append(p)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
 @dataclass
 class Stack:
     """A test's stack: its home, ports, env, and a way to run the CLI against it."""
@@ -102,14 +114,7 @@ class Stack:
 
     def our_processes(self) -> list[psutil.Process]:
         """Live processes whose environment names this home (ours, by construction)."""
-        found = []
-        for p in psutil.process_iter(["pid"]):
-            try:
-                if p.environ().get("STIGMER_HOME") == str(self.home):
-                    found.append(p)
-            except (psutil.Error, OSError):
-                continue
-        return found
+        return processes_of_home(self.home)
 
     def log(self, component: str, stream: str = "out") -> str:
         name = f"{component}.log" if stream == "out" else f"{component}.err.log"

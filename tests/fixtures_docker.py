@@ -18,17 +18,21 @@ removed when the test ends, and whatever carries the run id when the session end
 
 from __future__ import annotations
 
+import contextlib
 import os
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import docker
 import pytest
 from docker.errors import DockerException, ImageNotFound
+
+if TYPE_CHECKING:
+    from tests.conftest import Stack
 
 TEST_LABEL = "io.stigmer.test"
 RUN_LABEL = "io.stigmer.test.run"
@@ -210,3 +214,29 @@ def runner_image(docker_client: docker.DockerClient, standin_base: str) -> str:
     size = docker_client.images.get(tag).attrs["Size"]
     print(f"\n[runner_image] built {tag} in {time.monotonic() - t0:.1f}s, size {size / 1e6:.1f} MB")
     return tag
+
+
+@contextlib.contextmanager
+def docker_mode(
+    stack: Stack, runner_image: str, docker_labels: dict[str, str], **env: str
+) -> Iterator[Stack]:
+    """``stack`` in docker mode with a container name of its own (plus ``env``); after it,
+    the stack is stopped and its containers (replicas too: name-2, ...) removed."""
+    name = f"stigmer-agent-runner-{docker_labels['io.stigmer.test.id']}"
+    stack.env |= {
+        "STIGMER_RUNNER_MODE": "docker",
+        "STIGMER_RUNNER_IMAGE": runner_image,
+        "STIGMER_RUNNER_CONTAINER": name,
+        "STIGMER_OFFLINE": "1",
+        **env,
+    }
+    try:
+        yield stack
+    finally:
+        stack.cli("server", "stop", timeout=90)
+        client = docker.from_env()
+        try:
+            for c in client.containers.list(all=True, filters={"name": name}):
+                c.remove(force=True)
+        finally:
+            client.close()

@@ -28,7 +28,7 @@ from typing import Any
 
 import psutil
 
-from tests.conftest import STIGMER
+from tests.conftest import STIGMER, processes_of_home
 
 PREFIX = "stgc"
 
@@ -91,14 +91,7 @@ class Host:
 
     def processes(self) -> list[psutil.Process]:
         """Live processes of this host's stack (found by the home in their environment)."""
-        found = []
-        for p in psutil.process_iter(["pid"]):
-            try:
-                if p.environ().get("STIGMER_HOME") == str(self.home):
-                    found.append(p)
-            except (psutil.Error, OSError):
-                continue
-        return found
+        return processes_of_home(self.home)
 
     def kill_all(self) -> None:
         """SIGKILL every process of this host's stack at once (a machine that dies)."""

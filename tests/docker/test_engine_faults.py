@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import Stack
 from tests.docker.second_engine import SecondEngine, sweep_stale
-from tests.fixtures_docker import unavailable
+from tests.fixtures_docker import docker_mode, unavailable
 
 SLEEPER = """\
 apiVersion: stigmer.ai/v1
@@ -182,25 +182,16 @@ spec:
 @pytest.fixture
 def mstack(stack: Stack, runner_image: str, docker_labels: dict[str, str]) -> Iterator[Stack]:
     """A docker-mode stack on the main engine whose runner has little memory (160m; a test may change it)."""
-    name = f"stigmer-agent-runner-{docker_labels['io.stigmer.test.id']}"
-    stack.env |= {
-        "STIGMER_RUNNER_MODE": "docker",
-        "STIGMER_RUNNER_IMAGE": runner_image,
-        "STIGMER_RUNNER_CONTAINER": name,
-        "STIGMER_OFFLINE": "1",
-        # the worker uses about 95 MB: a tool that fills /tmp (memory, charged to the
-        # container) takes it over the limit, and the kernel kills the biggest process
-        "STIGMER_RUNNER_MEMORY": "160m",
-        "STIGMER_RESTART_LIMIT": "10",
-    }
-    yield stack
-    stack.cli("server", "stop", timeout=90)
-    client = docker.from_env()
-    try:
-        for c in client.containers.list(all=True, filters={"name": name}):
-            c.remove(force=True)
-    finally:
-        client.close()
+    # the worker uses about 95 MB: a tool that fills /tmp (memory, charged to the
+    # container) takes it over the limit, and the kernel kills the biggest process
+    with docker_mode(
+        stack,
+        runner_image,
+        docker_labels,
+        STIGMER_RUNNER_MEMORY="160m",
+        STIGMER_RESTART_LIMIT="10",
+    ) as st:
+        yield st
 
 
 def test_runner_out_of_memory_is_named(mstack: Stack, tmp_path: Path) -> None:

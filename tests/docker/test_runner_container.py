@@ -22,7 +22,7 @@ import pytest
 from stigmer import __version__
 from stigmer.images import buildinfo
 from tests.conftest import STIGMER, Stack, free_port, stack_data_converter
-from tests.fixtures_docker import RUN_ID
+from tests.fixtures_docker import RUN_ID, docker_mode
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZE_LIMIT = 250 * 1000 * 1000
@@ -31,21 +31,8 @@ SIZE_LIMIT = 250 * 1000 * 1000
 @pytest.fixture
 def dstack(stack: Stack, runner_image: str, docker_labels: dict[str, str]) -> Iterator[Stack]:
     """A stack in docker mode with a container name of its own."""
-    name = f"stigmer-agent-runner-{docker_labels['io.stigmer.test.id']}"
-    stack.env |= {
-        "STIGMER_RUNNER_MODE": "docker",
-        "STIGMER_RUNNER_IMAGE": runner_image,
-        "STIGMER_RUNNER_CONTAINER": name,
-        "STIGMER_OFFLINE": "1",
-    }
-    yield stack
-    stack.cli("server", "stop", timeout=90)
-    client = docker.from_env()
-    try:
-        for c in client.containers.list(all=True, filters={"name": name}):
-            c.remove(force=True)  # the runner's, and its replicas' (name-2, ...)
-    finally:
-        client.close()
+    with docker_mode(stack, runner_image, docker_labels) as st:
+        yield st
 
 
 def container(client: docker.DockerClient, st: Stack) -> Any:
