@@ -372,6 +372,47 @@ class Client:
         except NotFoundError:
             raise _no_such_execution(execution_id) from None
 
+    def approvals(self, execution_id: str) -> dict[str, Any]:
+        """``{"phase", "pending": [...]}``: the execution's calls that wait for a decision."""
+        try:
+            return self._object("GET", f"/v1/executions/{execution_id}/approvals")
+        except NotFoundError:
+            raise _no_such_execution(execution_id) from None
+
+    def decide(
+        self,
+        execution_id: str,
+        call_id: str,
+        decision: str,
+        reason: str | None = None,
+        scope: str = "call",
+    ) -> dict[str, Any]:
+        """Approve or deny a call that waits (the first decision on a call counts)."""
+        body: dict[str, Any] = {"decision": decision, "scope": scope}
+        if reason:
+            body["reason"] = reason
+        try:
+            return self._object(
+                "POST",
+                f"/v1/executions/{execution_id}/approvals/{call_id}",
+                json_body=body,
+                idempotent=True,
+            )
+        except NotFoundError:
+            raise _no_such_execution(execution_id) from None
+
+    def rerun(self, execution_id: str) -> dict[str, Any]:
+        """A new execution with the same agent snapshot and input as ``execution_id``."""
+        try:
+            return self._object(
+                "POST",
+                f"/v1/executions/{execution_id}/rerun",
+                json_body={"id": new_execution_id()},
+                idempotent=True,
+            )
+        except NotFoundError:
+            raise _no_such_execution(execution_id) from None
+
     def events(self, execution_id: str, after: int = 0) -> list[dict[str, Any]]:
         return self._list(
             "GET", f"/v1/executions/{execution_id}/events", "events", params={"after": after}

@@ -6,24 +6,19 @@ recovers by design, and the later tests also prove that).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.conftest import STIGMER, Stack, new_stack, stack_data_converter, tear_down
+from tests.conftest import STIGMER, Stack, stack_data_converter
+from tests.e2e.conftest import FAKE_ANTHROPIC, FAKE_OPENAI
 
 ROOT = Path(__file__).resolve().parents[2]
-FAKE_OPENAI = "sk-test-openai-do-not-leak-4242"
-FAKE_ANTHROPIC = "sk-ant-test-do-not-leak-4343"
 
 
 def agent_yaml(
@@ -43,42 +38,6 @@ def agent_yaml(
             },
         }
     )
-
-
-@pytest.fixture(scope="module", params=["local", "docker", "local-postgres"])
-def astack(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
-    mode, _, store = request.param.partition("-")
-    home = tmp_path_factory.mktemp(f"agents-{request.param}") / "home"
-    st = new_stack(home, mode, OPENAI_API_KEY=FAKE_OPENAI, ANTHROPIC_API_KEY=FAKE_ANTHROPIC)
-    if store == "postgres":  # the whole suite again, with the store on PostgreSQL
-        st.env["STIGMER_DATABASE_URL"] = request.getfixturevalue("pg_database_module").url
-    # local mode runs the workflows in Temporal's sandbox (off by default, for speed):
-    # a non-deterministic call in workflow code fails these tests at run time
-    st.env["STIGMER_WORKFLOW_SANDBOX"] = "1" if mode == "local" else "0"
-    if mode == "docker":
-        image = request.getfixturevalue("runner_image")
-        labels = request.getfixturevalue("docker_labels_module")
-        st.env |= {
-            "STIGMER_RUNNER_IMAGE": image,
-            "STIGMER_RUNNER_CONTAINER": f"stigmer-agent-runner-{labels}",
-            "STIGMER_OFFLINE": "1",
-        }
-    st.mode = mode  # type: ignore[attr-defined]
-    st.start()
-    yield st
-    tear_down(st)
-
-
-@pytest.fixture(scope="module")
-def docker_labels_module(docker_client: Any) -> Iterator[str]:
-    import uuid
-
-    ident = uuid.uuid4().hex[:10]
-    yield ident
-    with contextlib.suppress(Exception):
-        docker_client.containers.get(f"stigmer-agent-runner-{ident}").remove(force=True)
 
 
 def apply_text(st: Stack, tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:

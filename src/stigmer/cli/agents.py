@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import typer
 
@@ -13,7 +14,7 @@ from stigmer.client import Client
 
 agent_app = typer.Typer(help="List, show and delete agents.", no_args_is_help=True)
 execution_app = typer.Typer(
-    help="List, inspect, follow and cancel executions.", no_args_is_help=True
+    help="List, inspect, follow, cancel, approve and rerun executions.", no_args_is_help=True
 )
 
 
@@ -258,3 +259,111 @@ def execution_cancel(
         print(
             f"cancel requested for {execution_id}; `stigmer execution get {execution_id}` shows the phase"
         )
+
+
+def _decided(res: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(res)
+        return
+    verb = "approval" if res["decision"] == "approve" else "denial"
+    rest = " (and every later call of the run)" if res.get("scope") == "run" else ""
+    print(
+        f"{verb} of call {res['tool_call_id']}{rest} sent to execution {res['execution_id']}; "
+        f"follow it: stigmer execution logs -f {res['execution_id']}"
+    )
+
+
+@execution_app.command("approve")
+def execution_approve(
+    execution_id: str = typer.Argument(
+        ..., metavar="EXECUTION_ID", help="The execution's id (see `stigmer execution list`)."
+    ),
+    call_id: str | None = typer.Argument(
+        None,
+        metavar="[CALL_ID]",
+        help="The call to approve; left out: the one call that waits.",
+        show_default=False,
+    ),
+    reason: str | None = typer.Option(None, "--reason", help="Why (kept in the event log)."),
+    rest_of_run: bool = typer.Option(
+        False, "--rest-of-run", help="Also approve every later call of this run, without asking."
+    ),
+    output: str = typer.Option("text", "--output", "-o", help="text or json."),
+) -> None:
+    """Approve a tool call that waits for a decision; it then runs."""
+    as_json = output_json(output)
+    with Client.resolved() as client:
+        res = running.decide_pending(
+            client, execution_id, call_id, "approve", reason, "run" if rest_of_run else "call"
+        )
+    _decided(res, as_json)
+
+
+@execution_app.command("deny")
+def execution_deny(
+    execution_id: str = typer.Argument(
+        ..., metavar="EXECUTION_ID", help="The execution's id (see `stigmer execution list`)."
+    ),
+    call_id: str | None = typer.Argument(
+        None,
+        metavar="[CALL_ID]",
+        help="The call to deny; left out: the one call that waits.",
+        show_default=False,
+    ),
+    reason: str | None = typer.Option(
+        None, "--reason", metavar="TEXT", help="Why: the agent gets it as the call's result."
+    ),
+    output: str = typer.Option("text", "--output", "-o", help="text or json."),
+) -> None:
+    """Deny a tool call that waits for a decision; it never runs, and the agent goes on."""
+    as_json = output_json(output)
+    with Client.resolved() as client:
+        res = running.decide_pending(client, execution_id, call_id, "deny", reason)
+    _decided(res, as_json)
+
+
+@execution_app.command("rerun")
+def execution_rerun(
+    execution_id: str = typer.Argument(
+        ...,
+        metavar="EXECUTION_ID",
+        help="The execution to run again (see `stigmer execution list`).",
+    ),
+    detach: bool = typer.Option(
+        False, "--detach", "-d", help="Start it and print its id; do not follow."
+    ),
+    on_interrupt: str = typer.Option(
+        "ask", "--on-interrupt", help="What Ctrl-C does while following: ask, detach or cancel."
+    ),
+    output: str = typer.Option(
+        "text", "--output", "-o", help="text (live) or json (one object at the end)."
+    ),
+) -> None:
+    """Run an execution again: a new one, with the same agent snapshot, message, env and model.
+
+    Exit status as for `stigmer run`: 0 COMPLETED, 1 FAILED, 3 CANCELLED.
+    """
+    as_json = output_json(output)
+    if on_interrupt not in running.ON_INTERRUPT:
+        from stigmer.errors import ConfigError
+
+        raise ConfigError(f"--on-interrupt {on_interrupt!r}", "Use ask, detach or cancel.")
+    with Client.resolved() as client:
+        ex = client.rerun(execution_id)
+        if detach:
+            if as_json:
+                print_json(ex)
+            else:
+                print(ex["id"])
+                print(f"follow it: stigmer execution logs -f {ex['id']}", file=sys.stderr)
+            return
+        code = running.follow(
+            client,
+            ex["id"],
+            as_json,
+            on_interrupt,
+            header=f"execution {ex['id']} of agent {ex['agent']} (a rerun of {execution_id})",
+            ask_approvals=True,
+        )
+    if code:
+        raise typer.Exit(code)

@@ -14,6 +14,7 @@ from stigmer.cli._output import exit_141_on_broken_pipe
 PHASE_STYLE = {
     "PENDING": "dim",
     "RUNNING": "cyan",
+    "AWAITING_APPROVAL": "bold magenta",
     "COMPLETED": "bold green",
     "FAILED": "bold red",
     "CANCELLED": "bold yellow",
@@ -46,7 +47,7 @@ class Renderer:
         seq = f"[dim]{e['seq']:>3}[/] "
         t = e["type"]
         if t == "phase":
-            style = PHASE_STYLE.get(p["phase"], "")
+            style = PHASE_STYLE.get(p["phase"], "default")
             extra = f"  {escape(_short(p['error'], 300))}" if p.get("error") else ""
             self.console.print(f"{seq}[{style}]● {p['phase']}[/]{extra}")
         elif t == "message":
@@ -74,6 +75,26 @@ class Renderer:
                 f"{seq}[dim]usage: {p.get('input_tokens', 0)} in / {p.get('output_tokens', 0)} out tokens, "
                 f"{p.get('requests', 0)} model requests, {p.get('tool_calls', 0)} tool calls[/]"
             )
+        elif t == "approval_requested":
+            self.console.print(
+                f"{seq}[bold magenta]? approval[/] {escape(p.get('name', ''))}"
+                f"({escape(_short(p.get('args', {})))}) [dim]call {escape(p.get('tool_call_id', ''))}, "
+                f"until {escape(p.get('deadline', '')[:19])}Z, then {escape(p.get('on_timeout', ''))}[/]"
+            )
+        elif t == "approval_decided":
+            ok = p.get("decision") == "approved"
+            mark = "[green]approved[/]" if ok else "[red]denied[/]"
+            why = f": {escape(_short(p['reason'], 200))}" if p.get("reason") else ""
+            self.console.print(
+                f"{seq}{mark} {escape(p.get('name', ''))} [dim]call {escape(p.get('tool_call_id', ''))} "
+                f"by {escape(p.get('by', ''))}[/]{why}"
+            )
+        elif t == "retry":
+            call = f" call {p['tool_call_id']}" if p.get("tool_call_id") else ""
+            self.console.print(
+                f"{seq}[yellow]↻ {escape(p.get('name', ''))}{escape(call)} attempt {p.get('attempt')}[/]"
+                f" [dim]{escape(_short(p.get('reason', ''), 300))}[/]"
+            )
         elif t == "error":
             self.console.print(
                 f"{seq}[red]error ({escape(p.get('kind', ''))}): {escape(p.get('message', ''))}[/]"
@@ -81,7 +102,7 @@ class Renderer:
 
     def done(self, ex: dict[str, Any]) -> None:
         phase = ex["phase"]
-        style = PHASE_STYLE.get(phase, "")
+        style = PHASE_STYLE.get(phase, "default")
         if phase == "COMPLETED" and ex.get("output"):
             self.console.rule("output", style="dim")
             self.console.print(escape(ex["output"]))

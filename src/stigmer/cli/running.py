@@ -14,7 +14,14 @@ from typing import Any, TypedDict
 
 from stigmer.cli._output import output_json, print_json
 from stigmer.contract.registry import parse_model
-from stigmer.errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigError
+from stigmer.errors import (
+    EXIT_CANCELLED,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    ConfigError,
+    ConflictError,
+)
 
 #: Exit status of `run` and `execution logs -f` by final phase.
 EXIT_BY_PHASE = {"COMPLETED": EXIT_OK, "FAILED": EXIT_FAILED, "CANCELLED": EXIT_CANCELLED}
@@ -95,7 +102,12 @@ def run_agent(
                 print(f"follow it: stigmer execution logs -f {ex['id']}", file=sys.stderr)
             return 0
         return follow(
-            api, ex["id"], as_json, on_interrupt, header=f"execution {ex['id']} of agent {agent}"
+            api,
+            ex["id"],
+            as_json,
+            on_interrupt,
+            header=f"execution {ex['id']} of agent {agent}",
+            ask_approvals=True,
         )
 
 
@@ -106,8 +118,15 @@ def follow(
     on_interrupt: str,
     header: str | None = None,
     after: int = 0,
+    ask_approvals: bool = False,
 ) -> int:
-    """Print the execution's events until it ends; returns the exit status by final phase."""
+    """Print the execution's events until it ends; returns the exit status by final phase.
+
+    A call that waits for approval: with ``ask_approvals`` and a terminal, the
+    user is asked (approve, deny with a reason, approve the rest of the run, or
+    decide later); else the commands that decide it are printed (on stderr
+    with ``as_json``), and following goes on.
+    """
     renderer = None
     if not as_json:
         from stigmer.cli.render import Renderer
@@ -123,6 +142,8 @@ def follow(
                 last = event["seq"]
                 if renderer:
                     renderer.event(event)
+                if event["type"] == "approval_requested":
+                    _on_approval(client, execution_id, event["payload"], renderer, ask_approvals)
             break
         except KeyboardInterrupt:
             action = on_interrupt
@@ -162,6 +183,102 @@ def follow(
     elif renderer:
         renderer.done(final)
     return EXIT_BY_PHASE.get(final["phase"], 1)
+
+
+def decide_commands(execution_id: str, call_id: str) -> str:
+    return (
+        f"stigmer execution approve {execution_id} {call_id}   or   "
+        f'stigmer execution deny {execution_id} {call_id} --reason "..."'
+    )
+
+
+def _on_approval(
+    client: Any, execution_id: str, p: dict[str, Any], renderer: Any, ask: bool
+) -> None:
+    """Ask the user about a call that waits (in a terminal), or say how to decide it."""
+    call_id = p.get("tool_call_id", "")
+    still = any(a["tool_call_id"] == call_id for a in client.approvals(execution_id)["pending"])
+    if not still:
+        return  # decided already (a stream replayed from its start)
+    if not (ask and renderer is not None and sys.stdin.isatty()):
+        text = f"waiting for a decision on {p.get('name')} call {call_id}: " + decide_commands(
+            execution_id, call_id
+        )
+        if renderer is not None:
+            renderer.note(text)
+        else:
+            print(f"stigmer: {text}", file=sys.stderr)
+        return
+    try:
+        answer = input(
+            f"Run {p.get('name')} call {call_id}? "
+            "[y] approve, [n] deny, [a] approve it and the rest of this run, [l] decide later: "
+        ).strip()
+    except EOFError:
+        answer = "l"
+    choice = answer[:1].lower()
+    if choice not in ("y", "n", "a"):
+        renderer.note("left waiting; " + decide_commands(execution_id, call_id))
+        return
+    reason = None
+    if choice == "n":
+        try:
+            reason = input("Reason (the agent sees it): ").strip() or None
+        except EOFError:
+            reason = None
+    try:
+        client.decide(
+            execution_id,
+            call_id,
+            "deny" if choice == "n" else "approve",
+            reason,
+            scope="run" if choice == "a" else "call",
+        )
+    except ConflictError as exc:
+        renderer.note(f"not decided here: {exc.message}")
+
+
+def decide_pending(
+    client: Any,
+    execution_id: str,
+    call_id: str | None,
+    decision: str,
+    reason: str | None,
+    scope: str = "call",
+) -> dict[str, Any]:
+    """Decide ``call_id``, or the one call that waits when it is None.
+
+    Raises:
+        ConflictError: nothing waits, or (without ``call_id``) several calls do.
+    """
+    if call_id is None:
+        listing = client.approvals(execution_id)
+        pending = listing["pending"]
+        if not pending:
+            raise ConflictError(
+                f"No call of execution {execution_id} waits for approval "
+                f"(phase {listing['phase']}).",
+                "Nothing to decide; `stigmer execution logs ID` shows what happened.",
+            )
+        if len(pending) > 1:
+            lines = "\n".join(
+                f"  {a['tool_call_id']}  {a['name']}({_args_line(a.get('args'))})" for a in pending
+            )
+            raise ConflictError(
+                f"{len(pending)} calls of execution {execution_id} wait for approval:\n{lines}",
+                f"Name one: stigmer execution {decision} {execution_id} CALL_ID",
+            )
+        call_id = pending[0]["tool_call_id"]
+    assert call_id is not None
+    result: dict[str, Any] = client.decide(execution_id, call_id, decision, reason, scope)
+    return result
+
+
+def _args_line(args: Any) -> str:
+    import json
+
+    text = json.dumps(args or {}, ensure_ascii=False)
+    return text if len(text) <= 100 else text[:99] + "…"
 
 
 def _ask() -> str:

@@ -10,6 +10,9 @@ the same event twice. Each type has one payload model:
 * ``tool_call``: :class:`ToolCallPayload` (status ``started``, ``completed`` or ``failed``)
 * ``usage``: :class:`UsagePayload`
 * ``error``: :class:`ErrorPayload`
+* ``approval_requested``: :class:`ApprovalRequestedPayload` (a tool call waits for a person)
+* ``approval_decided``: :class:`ApprovalDecidedPayload` (approved or denied, why, by whom)
+* ``retry``: :class:`RetryPayload` (a tool call or model request runs again, and why)
 
 Timestamps are ISO-8601 UTC with microseconds and a ``Z``
 (:func:`format_timestamp`), everywhere.
@@ -25,8 +28,17 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stigmer.contract.phases import PHASES
 
-EventType = Literal["phase", "message", "tool_call", "usage", "error"]
-Phase = Literal["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"]
+EventType = Literal[
+    "phase",
+    "message",
+    "tool_call",
+    "usage",
+    "error",
+    "approval_requested",
+    "approval_decided",
+    "retry",
+]
+Phase = Literal["PENDING", "RUNNING", "AWAITING_APPROVAL", "COMPLETED", "FAILED", "CANCELLED"]
 assert set(Phase.__args__) == set(PHASES)  # type: ignore[attr-defined]
 
 #: Longest text kept in one event (characters); the rest is cut with a note.
@@ -99,13 +111,60 @@ class ErrorPayload(_Payload):
     kind: str
 
 
-Payload = PhasePayload | MessagePayload | ToolCallPayload | UsagePayload | ErrorPayload
+class ApprovalRequestedPayload(_Payload):
+    """A call of a tool the agent's ``spec.approval`` lists waits for a decision.
+
+    ``args`` are the call's arguments with every secret masked; ``deadline``
+    (a timestamp) is when ``on_timeout`` decides it.
+    """
+
+    tool_call_id: str
+    name: str
+    args: dict[str, Any] | None = None
+    deadline: str
+    on_timeout: Literal["approve", "deny"]
+
+
+class ApprovalDecidedPayload(_Payload):
+    """What was decided for a call that waited: it runs (``approved``) or never does."""
+
+    tool_call_id: str
+    name: str
+    decision: Literal["approved", "denied"]
+    reason: str | None = None
+    #: who decided: the token's label (``admin``, a user token's label) or ``timeout``
+    by: str
+
+
+class RetryPayload(_Payload):
+    """A tool call or model request runs again: which, its attempt (2 and up), and why."""
+
+    tool_call_id: str | None = None
+    #: the tool's name, or ``model`` for a model request
+    name: str
+    attempt: int = Field(ge=2)
+    reason: str
+
+
+Payload = (
+    PhasePayload
+    | MessagePayload
+    | ToolCallPayload
+    | UsagePayload
+    | ErrorPayload
+    | ApprovalRequestedPayload
+    | ApprovalDecidedPayload
+    | RetryPayload
+)
 PAYLOAD_TYPES: dict[str, type[_Payload]] = {
     "phase": PhasePayload,
     "message": MessagePayload,
     "tool_call": ToolCallPayload,
     "usage": UsagePayload,
     "error": ErrorPayload,
+    "approval_requested": ApprovalRequestedPayload,
+    "approval_decided": ApprovalDecidedPayload,
+    "retry": RetryPayload,
 }
 _TYPE_OF = {cls: name for name, cls in PAYLOAD_TYPES.items()}
 

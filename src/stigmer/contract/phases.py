@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-PHASES = ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED")
+PHASES = ("PENDING", "RUNNING", "AWAITING_APPROVAL", "COMPLETED", "FAILED", "CANCELLED")
 #: Phases after which an execution's event log is complete.
 TERMINAL_PHASES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})

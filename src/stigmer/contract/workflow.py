@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from stigmer.spec.models import AgentSpec
@@ -12,9 +14,19 @@ TASK_QUEUE = "agent_execution_runner"
 WORKFLOW_NAME = "AgentExecutionWorkflow"
 
 
+WORKFLOW_ID_PREFIX = "agent-execution/"
+
+
 def workflow_id(execution_id: str) -> str:
     """The Temporal workflow id of an execution (``temporal workflow show -w ID``)."""
-    return f"agent-execution/{execution_id}"
+    return f"{WORKFLOW_ID_PREFIX}{execution_id}"
+
+
+def execution_of(workflow_id: str) -> str | None:
+    """The execution id of an execution's workflow id (None for any other workflow)."""
+    if workflow_id.startswith(WORKFLOW_ID_PREFIX):
+        return workflow_id[len(WORKFLOW_ID_PREFIX) :] or None
+    return None
 
 
 class ExecutionInput(BaseModel):
@@ -33,3 +45,23 @@ class ExecutionInput(BaseModel):
     model: str
     #: ``--env KEY=VALUE`` of this run, for the tools
     env: dict[str, str] = Field(default_factory=dict)
+
+
+#: The signal that carries a person's decision on a call waiting for approval.
+APPROVAL_SIGNAL = "approval"
+
+
+class ApprovalDecision(BaseModel):
+    """A decision on a call that waits for approval (the :data:`APPROVAL_SIGNAL`'s argument).
+
+    ``scope`` ``run`` with ``approve``: this call and every later call of the
+    run is approved without asking.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tool_call_id: str
+    decision: Literal["approve", "deny"]
+    reason: str | None = None
+    by: str
+    scope: Literal["call", "run"] = "call"

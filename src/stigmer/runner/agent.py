@@ -19,6 +19,16 @@ not schedule an extra event-handler activity per tool event
 Tool activities heartbeat on a timer (pydantic-ai beats in the background at a
 fraction of ``heartbeat_timeout``), so a long shell command is not mistaken for
 a dead worker, while a worker that really dies is noticed within that timeout.
+A tool call also beats every :data:`CANCEL_BEAT_S` while it runs, and the
+worker sends a heartbeat at most every second (``max_heartbeat_throttle_interval``):
+a cancel reaches the activity as the answer to a heartbeat, so a cancelled
+execution's running tool is stopped (its process group killed) within about a
+second, without a short heartbeat timeout that a busy machine would trip.
+
+Approvals: the :class:`ApprovalGate` capability defers a call of a tool listed
+in ``spec.approval`` before it runs (in the workflow, so nothing is scheduled),
+and hands the deferred calls to the workflow, which waits durably for a
+decision (:meth:`AgentExecutionWorkflow.decide`).
 
 The agent name and toolset id are part of activity names in workflow history:
 renaming them breaks replay of running executions.
@@ -28,17 +38,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from pydantic_ai import Agent, ModelRetry, RunContext, ToolsetTool
-from pydantic_ai.capabilities import PrepareTools, ResolveModelId
+from pydantic_ai.capabilities import AbstractCapability, PrepareTools, ResolveModelId
 from pydantic_ai.durable_exec.temporal import TemporalDurability
-from pydantic_ai.exceptions import ToolFailed
-from pydantic_ai.messages import AgentStreamEvent, FunctionToolResultEvent
-from pydantic_ai.tools import ToolDefinition
+from pydantic_ai.exceptions import ApprovalRequired, ToolFailed
+from pydantic_ai.messages import AgentStreamEvent, FunctionToolResultEvent, ToolCallPart
+from pydantic_ai.tools import DeferredToolRequests, DeferredToolResults, ToolDefinition
 from pydantic_ai.toolsets import FunctionToolset
-from temporalio import activity
+from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
 from temporalio.workflow import ActivityCancellationType, ActivityConfig
 
@@ -52,6 +63,14 @@ TOOLSET_ID = "workspace"
 
 #: A dead worker's tool call is retried elsewhere after this long without a heartbeat.
 TOOL_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+#: How often (s) a running tool call heartbeats, so that a cancel reaches it at once.
+CANCEL_BEAT_S = 0.5
+
+
+async def _beat_often() -> None:
+    while True:
+        activity.heartbeat()
+        await asyncio.sleep(CANCEL_BEAT_S)
 
 
 class WorkspaceToolset(FunctionToolset[RunDeps]):
@@ -82,6 +101,7 @@ class WorkspaceToolset(FunctionToolset[RunDeps]):
         mask = runtime.current().mask
         events = ToolCallEvents(ctx.deps.execution_id, ctx.tool_call_id, name, refs)
         await events.started(tool_args)  # refused for a run that is not the execution's
+        beats = asyncio.create_task(_beat_often())
         try:
             result = mask(await super().call_tool(name, tool_args, ctx, tool), refs)
         except ModelRetry as exc:
@@ -99,8 +119,51 @@ class WorkspaceToolset(FunctionToolset[RunDeps]):
                 await events.finished(failed=True, result="cancelled with the execution")
             # else a worker shutdown or a timeout: another attempt reports the result
             raise
+        finally:
+            beats.cancel()
         await events.finished(failed=False, result=result)
         return result
+
+
+@dataclass
+class ApprovalGate(AbstractCapability[RunDeps]):
+    """Calls of the tools in ``spec.approval`` wait for a person's decision before they run.
+
+    ``before_tool_execute`` runs in the workflow, before the tool's activity is
+    scheduled: a listed tool's call is deferred (``ApprovalRequired``) unless it
+    was approved. The deferred calls of a model turn come to
+    ``handle_deferred_tool_calls``, which the workflow answers once they are
+    decided (:meth:`AgentExecutionWorkflow.decide`); the run then goes on in
+    the same ``agent.run``: an approved call runs, a denied one returns the
+    denial to the model.
+    """
+
+    @classmethod
+    def get_serialization_name(cls) -> str | None:
+        return None
+
+    async def before_tool_execute(
+        self,
+        ctx: RunContext[RunDeps],
+        *,
+        call: ToolCallPart,
+        tool_def: ToolDefinition,
+        args: Any,
+    ) -> Any:
+        if call.tool_name in ctx.deps.approval_tools and not ctx.tool_call_approved:
+            raise ApprovalRequired()
+        return args
+
+    async def handle_deferred_tool_calls(
+        self, ctx: RunContext[RunDeps], *, requests: DeferredToolRequests
+    ) -> DeferredToolResults | None:
+        if not workflow.in_workflow() or not requests.approvals:
+            return None
+        decide = getattr(workflow.instance(), "decide", None)
+        if decide is None:
+            return None
+        results: DeferredToolResults = await decide(requests)
+        return results
 
 
 class StigmerDurability(TemporalDurability[RunDeps]):
@@ -159,6 +222,7 @@ agent: Agent[RunDeps, str] = Agent(
     capabilities=[
         ResolveModelId(resolve_model),
         PrepareTools(only_spec_tools),
+        ApprovalGate(),
         StigmerDurability(
             event_stream_handler=handle_stream,
             activity_config=ActivityConfig(

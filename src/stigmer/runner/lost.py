@@ -8,10 +8,18 @@ with every heartbeat, and (an activity with a heartbeat timeout) at once. A retr
 attempt's worker is one the supervisor lost for a known cause, the attempt fails
 at once, without retrying, with that cause; retrying a tool that killed its
 runner out of memory would only kill the next one.
+
+Any other retried attempt of a tool call or a model request first publishes a
+``retry`` event (which call, which attempt, and why the last one ended, as
+Temporal recorded it), so the stream shows that the call runs again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
 from typing import Any
 
 from temporalio import activity
@@ -25,6 +33,10 @@ from temporalio.worker import (
 
 #: the key of our entry in an activity's heartbeat details
 WORKER_KEY = "stigmer_worker"
+#: How long (s) a retried attempt waits for its ``retry`` event to be taken before it goes on.
+RETRY_EVENT_PATIENCE_S = 10.0
+
+log = logging.getLogger("stigmer.runner")
 
 
 def previous_worker(details: Any) -> str | None:
@@ -67,9 +79,68 @@ class _Inbound(ActivityInboundInterceptor):
                         type="RunnerLost",
                         non_retryable=True,
                     )
+                await publish_retry(info, input.args)
             if info.heartbeat_timeout:  # at once: a worker killed within a second is known too
                 activity.heartbeat()
         return await super().execute_activity(input)
+
+
+def _call_of(activity_type: str, args: Any) -> tuple[str, str | None] | None:
+    """(tool name or ``model``, tool call id) of an agent's activity; None for others."""
+    if "__toolset__" in activity_type:
+        params = args[0] if args else None
+        ctx = getattr(params, "serialized_run_context", None)
+        call_id = ctx.get("tool_call_id") if isinstance(ctx, dict) else None
+        return str(getattr(params, "name", "tool")), call_id
+    if "__model_request" in activity_type:
+        return "model", None
+    return None
+
+
+async def _last_failure(info: activity.Info) -> str:
+    """Why the previous attempt of this activity ended, as Temporal recorded it."""
+    try:
+        client = activity.client()
+        handle = client.get_workflow_handle(info.workflow_id or "", run_id=info.workflow_run_id)
+        desc = await handle.describe(rpc_timeout=timedelta(seconds=3))
+        for pending in desc.raw_description.pending_activities:
+            if pending.activity_id != info.activity_id or not pending.HasField("last_failure"):
+                continue
+            failure = pending.last_failure
+            message = failure.message
+            if failure.HasField("encoded_attributes"):  # sealed: decode it
+                message = str(await client.data_converter.decode_failure(failure)) or message
+            worker = pending.last_worker_identity
+            return message + (f" (attempt {info.attempt - 1} ran on {worker})" if worker else "")
+    except Exception as exc:  # a note in the stream must not stop the call
+        log.debug("could not read the last failure of %s: %s", info.activity_id, exc)
+    before = previous_worker(info.heartbeat_details)
+    return f"attempt {info.attempt - 1} did not finish" + (f" (on {before})" if before else "")
+
+
+async def publish_retry(info: activity.Info, args: Any) -> None:
+    """A ``retry`` event for this attempt of a tool call or model request (best effort)."""
+    from stigmer.contract.events import RetryPayload, new_event
+    from stigmer.contract.workflow import WORKFLOW_NAME, execution_of
+    from stigmer.runner.publish import activity_event_prefix, post_events
+
+    execution_id = execution_of(info.workflow_id or "")
+    call = _call_of(info.activity_type, args)
+    if info.workflow_type != WORKFLOW_NAME or execution_id is None or call is None:
+        return
+    name, call_id = call
+    reason = await _last_failure(info)
+    payload = RetryPayload(tool_call_id=call_id, name=name, attempt=info.attempt, reason=reason)
+    event = new_event(
+        f"{activity_event_prefix(execution_id)}/retry/{info.attempt}",
+        payload,
+        run_id=info.workflow_run_id,
+    )
+    deps = args[1] if len(args) > 1 else None
+    refs = list(getattr(deps, "secret_env", {}).values())
+    log.info("execution %s: %s retried (attempt %d): %s", execution_id, name, info.attempt, reason)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(post_events(execution_id, [event], refs), RETRY_EVENT_PATIENCE_S)
 
 
 class _Outbound(ActivityOutboundInterceptor):

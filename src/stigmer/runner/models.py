@@ -50,6 +50,8 @@ class Call:
     args: dict[str, Any]
     text: str
     ok: bool
+    #: a person denied it (spec.approval): the model goes on with the denial as the result
+    denied: bool = False
 
 
 def _text(content: Any) -> str:
@@ -67,15 +69,17 @@ def _calls(messages: Sequence[ModelMessage]) -> list[Call]:
                     args[call.tool_call_id] = call.args_as_dict()
         elif isinstance(m, ModelRequest):
             for part in m.parts:
+                denied = False
                 if isinstance(part, ToolReturnPart):
                     ok = part.outcome == "success"
+                    denied = part.outcome == "denied"
                     text = _text(part.content)
                 elif isinstance(part, RetryPromptPart) and part.tool_name:
                     ok, text = False, _text(part.content)
                 else:
                     continue
                 cid = part.tool_call_id
-                out.append(Call(cid, part.tool_name or "?", args.get(cid, {}), text, ok))
+                out.append(Call(cid, part.tool_name or "?", args.get(cid, {}), text, ok, denied))
     return out
 
 
@@ -125,7 +129,7 @@ def _stop_at_failed_call(messages: list[ModelMessage], steps: list[dict[str, Any
     The error is non-retryable: the model request fails, and with it the run.
     """
     requests = [m for m in messages if isinstance(m, ModelRequest)]
-    failed = [c for c in _calls(requests[-1:]) if not c.ok]
+    failed = [c for c in _calls(requests[-1:]) if not c.ok and not c.denied]
     for call in failed:
         m = STEP_OF_CALL.match(call.tool_call_id)
         if m is None or int(m.group(1)) >= len(steps):

@@ -56,6 +56,8 @@ class RunDeps:
     api_key_env: str | None = None
     #: the agent accepts that `shell` runs as the user when the runner is a host process
     local_shell: bool = False
+    #: tools whose calls wait for a person's decision (``spec.approval.tools``)
+    approval_tools: list[str] = field(default_factory=list)
 
 
 #: Bytes read past a cap, so that a secret across the cut is masked whole.

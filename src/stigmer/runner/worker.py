@@ -144,6 +144,9 @@ async def run(cfg: RuntimeConfig) -> int:
         identity=rc.identity,
         interceptors=[LostWorkerInterceptor(rc.identity, rc.lost_workers)],
         graceful_shutdown_timeout=timedelta(seconds=rc.stop_grace),
+        # a cancel reaches an activity as the answer to a heartbeat: send them at
+        # least every second, so a cancelled tool stops at once (stigmer.runner.agent)
+        max_heartbeat_throttle_interval=timedelta(seconds=1),
     )
     heartbeat_file = Path(rc.heartbeat_file) if rc.heartbeat_file else None
     tasks = [asyncio.create_task(worker.run(), name="worker")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import timedelta
 from typing import Any
@@ -14,16 +15,26 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic_ai.durable_exec.temporal import PydanticAIWorkflow
     from pydantic_ai.messages import ModelMessage, ModelResponse, ToolCallPart
+    from pydantic_ai.tools import DeferredToolRequests, DeferredToolResults, ToolDenied
 
     from stigmer.contract.events import (
+        ApprovalDecidedPayload,
+        ApprovalRequestedPayload,
         ErrorPayload,
         MessagePayload,
         Payload,
         PhasePayload,
         UsagePayload,
+        format_timestamp,
+        jsonable,
         new_event,
     )
-    from stigmer.contract.workflow import WORKFLOW_NAME, ExecutionInput
+    from stigmer.contract.workflow import (
+        APPROVAL_SIGNAL,
+        WORKFLOW_NAME,
+        ApprovalDecision,
+        ExecutionInput,
+    )
     from stigmer.runner.activities import ping, publish_events, workspace_probe
     from stigmer.runner.agent import agent
     from stigmer.runner.tools import RunDeps
@@ -62,6 +73,7 @@ def deps_for(inp: ExecutionInput) -> RunDeps:
         base_url=spec.base_url,
         api_key_env=spec.api_key.secret if spec.api_key else None,
         local_shell=spec.local_shell,
+        approval_tools=list(spec.approval.tools) if spec.approval else [],
     )
 
 
@@ -74,6 +86,109 @@ class AgentExecutionWorkflow(PydanticAIWorkflow):
     """
 
     __pydantic_ai_agents__ = (agent,)
+
+    def __init__(self) -> None:
+        self._inp: ExecutionInput | None = None
+        #: decisions by tool call id; the first one for a call counts
+        self._decisions: dict[str, ApprovalDecision] = {}
+        #: a decision that approved every later call of the run
+        self._approve_all: ApprovalDecision | None = None
+        self._rounds = 0
+
+    @workflow.signal(name=APPROVAL_SIGNAL)
+    def approval(self, decision: ApprovalDecision) -> None:
+        """A person's decision on a call that waits (the API checked that it waits)."""
+        if decision.tool_call_id in self._decisions:
+            return
+        self._decisions[decision.tool_call_id] = decision
+        if decision.scope == "run" and decision.decision == "approve":
+            self._approve_all = decision
+
+    async def decide(self, requests: DeferredToolRequests) -> DeferredToolResults:
+        """Wait, durably, for a decision on each call of ``requests.approvals``.
+
+        Each call gets an ``approval_requested`` event and the execution goes to
+        AWAITING_APPROVAL; the wait is a condition with a timer (no activity, no
+        worker slot), so it outlives restarts of runners, the API and Temporal.
+        When the spec's ``timeout`` passes, ``on_timeout`` decides what is left.
+        Each call then gets an ``approval_decided`` event, and the run goes on:
+        RUNNING again, approved calls run, denied ones return the denial to the
+        model. A cancel while waiting ends the run (CancelledError).
+        """
+        inp = self._inp
+        assert inp is not None and inp.spec.approval is not None
+        spec = inp.spec.approval
+        self._rounds += 1
+        rnd = self._rounds
+        calls = requests.approvals
+        deadline = workflow.now() + timedelta(seconds=spec.timeout_s)
+        asked = [
+            (
+                f"approval/{c.tool_call_id}/requested",
+                ApprovalRequestedPayload(
+                    tool_call_id=c.tool_call_id,
+                    name=c.tool_name,
+                    args=jsonable(c.args_as_dict()),
+                    deadline=format_timestamp(deadline),
+                    on_timeout=spec.on_timeout,
+                ),
+            )
+            for c in calls
+        ]
+
+        def decided() -> bool:
+            return self._approve_all is not None or all(
+                c.tool_call_id in self._decisions for c in calls
+            )
+
+        waited = not decided()
+        await self._publish(
+            inp,
+            *asked,
+            *(
+                [(f"approval/{rnd}/awaiting", PhasePayload(phase="AWAITING_APPROVAL"))]
+                if waited
+                else []
+            ),
+        )
+        if waited:
+            with contextlib.suppress(TimeoutError):  # then on_timeout decides what is left
+                await workflow.wait_condition(decided, timeout=deadline - workflow.now())
+        approvals: dict[str, bool | ToolDenied] = {}
+        told: list[tuple[str, Payload]] = []
+        for c in calls:
+            d = self._decisions.get(c.tool_call_id)
+            if d is not None:
+                approve, reason, by = d.decision == "approve", d.reason, d.by
+            elif self._approve_all is not None:
+                a = self._approve_all
+                approve, by = True, a.by
+                reason = "approved for the rest of the run" + (f" ({a.reason})" if a.reason else "")
+            else:
+                approve, by = spec.on_timeout == "approve", "timeout"
+                reason = f"no decision within {spec.timeout} (on_timeout: {spec.on_timeout})"
+            if approve:
+                approvals[c.tool_call_id] = True
+            else:
+                approvals[c.tool_call_id] = ToolDenied(denial(by, reason))
+            told.append(
+                (
+                    f"approval/{c.tool_call_id}/decided",
+                    ApprovalDecidedPayload(
+                        tool_call_id=c.tool_call_id,
+                        name=c.tool_name,
+                        decision="approved" if approve else "denied",
+                        reason=reason,
+                        by=by,
+                    ),
+                )
+            )
+        await self._publish(
+            inp,
+            *told,
+            *([(f"approval/{rnd}/resumed", PhasePayload(phase="RUNNING"))] if waited else []),
+        )
+        return DeferredToolResults(approvals=approvals)  # type: ignore[arg-type]
 
     async def _publish(self, inp: ExecutionInput, *events: tuple[str, Payload]) -> None:
         """Append ``(key, payload)`` events in one local activity; ids are stable per key.
@@ -120,6 +235,7 @@ class AgentExecutionWorkflow(PydanticAIWorkflow):
 
     @workflow.run
     async def run(self, inp: ExecutionInput) -> dict[str, Any]:
+        self._inp = inp
         # The RUNNING event claims the execution for this run (its id holds the run
         # id; the server takes PENDING -> RUNNING once): a sealed input replayed
         # into another workflow run is refused here, before any tool runs.
@@ -165,6 +281,12 @@ class AgentExecutionWorkflow(PydanticAIWorkflow):
         )
         self._log(inp, "COMPLETED")
         return {"output": output, "usage": usage.model_dump()}
+
+
+def denial(by: str, reason: str | None) -> str:
+    """What the model gets as the result of a denied call."""
+    why = f": {reason.rstrip('.')}." if reason else "."
+    return f"The call was denied by {by}{why} It did not run."
 
 
 def tool_calls_made(messages: list[ModelMessage]) -> int:

@@ -54,6 +54,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
@@ -64,16 +65,26 @@ from stigmer.contract.events import ErrorPayload, PhasePayload, format_timestamp
 from stigmer.contract.ids import new_execution_id
 from stigmer.contract.phases import TERMINAL_PHASES
 from stigmer.contract.registry import parse_model, reserved_secret
-from stigmer.contract.workflow import TASK_QUEUE, WORKFLOW_NAME, ExecutionInput, workflow_id
+from stigmer.contract.workflow import (
+    APPROVAL_SIGNAL,
+    TASK_QUEUE,
+    WORKFLOW_NAME,
+    ApprovalDecision,
+    ExecutionInput,
+    workflow_id,
+)
 from stigmer.credentials import ADMIN, RUNNER
 from stigmer.errors import TemporalError
 from stigmer.server import db
-from stigmer.server.auth import ROLES, TokenRoles, requires
-from stigmer.server.schemas import Agent as AgentOut
+from stigmer.server.auth import ROLES, TokenRoles, bearer, requires
 from stigmer.server.schemas import (
+    TOOL_CALL_ID_PATTERN,
     AgentList,
     AgentPut,
     AgentPutResult,
+    ApprovalDecide,
+    ApprovalList,
+    ApprovalResult,
     CancelResult,
     CodecBody,
     Deleted,
@@ -83,11 +94,14 @@ from stigmer.server.schemas import (
     ExecutionCreate,
     ExecutionList,
     Info,
+    PendingApproval,
+    RerunCreate,
     Seqs,
     TokenCreate,
     TokenCreated,
     error_responses,
 )
+from stigmer.server.schemas import Agent as AgentOut
 from stigmer.server.store import EventRejected, ExecutionExists, Store
 from stigmer.server.temporal_link import TemporalLink
 from stigmer.server.wakeups import Wakeups
@@ -438,25 +452,33 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
                 raise HTTPException(
                     422, detail=[{"loc": ["body", "model"], "msg": str(exc)}]
                 ) from None
-        execution_id = body.id or new_execution_id()
         wf_input = ExecutionInput(
-            execution_id=execution_id,
+            execution_id=body.id or new_execution_id(),
             agent_name=body.agent,
             spec=AgentSpec.model_validate(agent["spec"]),
             message=body.message,
             env=body.env,
             model=body.model or agent["spec"].get("model") or default_model,
         )
+        return await _submit(wf_input, same_model=body.model is None)
+
+    async def _submit(wf_input: ExecutionInput, same_model: bool = False) -> Execution:
+        """Record ``wf_input`` as a PENDING execution and start its workflow.
+
+        The same submission again (its client retried with the same id) is the one
+        execution it made; another submission under that id is a 409.
+        ``same_model``: the model may differ (the first submission resolved it).
+        """
+        execution_id = wf_input.execution_id
         try:
             await off_loop(store.create_execution, wf_input)
         except ExecutionExists as exists:
-            # the same submission again (its client retried): the one execution it made
             stored = exists.stored
             same = (
-                stored.get("agent_name") == body.agent
-                and stored.get("message", "") == body.message
-                and stored.get("env", {}) == body.env
-                and (body.model is None or stored.get("model") == body.model)
+                stored.get("agent_name") == wf_input.agent_name
+                and stored.get("message", "") == wf_input.message
+                and stored.get("env", {}) == wf_input.env
+                and (same_model or stored.get("model") == wf_input.model)
             )
             if not same:
                 raise HTTPException(
@@ -468,6 +490,27 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
         if ex["phase"] == "PENDING" and not ex.get("run_id"):
             await _start(execution_id)
         return Execution(**await _execution(execution_id))
+
+    @api.post(
+        "/executions/{execution_id}/rerun",
+        status_code=201,
+        responses=error_responses(404, 409, 503),
+    )
+    async def rerun_execution(execution_id: ExecutionId, body: RerunCreate) -> Execution:
+        """A new execution with the same agent snapshot, message, env and model as this one."""
+        stored = await off_loop(store.execution_input, execution_id)
+        if stored is None:
+            raise HTTPException(404, detail=f"no execution {execution_id!r}")
+        try:
+            before = ExecutionInput.model_validate(stored)
+        except ValueError:
+            raise HTTPException(
+                409, detail=f"execution {execution_id}'s input no longer decodes: it cannot rerun"
+            ) from None
+        wf_input = before.model_copy(update={"execution_id": body.id or new_execution_id()})
+        if wf_input.execution_id == execution_id:
+            raise HTTPException(409, detail="a rerun needs a new execution id")
+        return await _submit(wf_input)
 
     async def _start(execution_id: str) -> None:
         """Start the workflow of a PENDING execution; a no-op if a run of it exists.
@@ -686,6 +729,79 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
         await _end(
             execution_id,
             [_server_event(execution_id, "cancelled", PhasePayload(phase="CANCELLED"))],
+        )
+
+    # -- approvals ------------------------------------------------------------
+
+    @api.get("/executions/{execution_id}/approvals", responses=error_responses(404))
+    async def list_approvals(execution_id: ExecutionId) -> ApprovalList:
+        """The execution's tool calls that wait for a decision."""
+        ex = await _execution(execution_id)
+        pending = (
+            []
+            if ex["phase"] in TERMINAL_PHASES
+            else await off_loop(store.pending_approvals, execution_id)
+        )
+        return ApprovalList(
+            execution_id=execution_id,
+            phase=ex["phase"],
+            pending=[PendingApproval(**p) for p in pending],
+        )
+
+    @api.post(
+        "/executions/{execution_id}/approvals/{call_id}",
+        status_code=202,
+        responses=error_responses(404, 409, 503),
+    )
+    async def decide_approval(
+        execution_id: ExecutionId,
+        call_id: Annotated[str, PathParam(pattern=TOOL_CALL_ID_PATTERN)],
+        body: ApprovalDecide,
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> ApprovalResult:
+        """Approve or deny a call that waits; 409 when nothing waits under that id.
+
+        The decision goes to the workflow as a signal (kept by Temporal even while
+        no runner is up); the first decision on a call counts, and its
+        ``approval_decided`` event says what was decided, why and by whom.
+        """
+        ex = await _execution(execution_id)
+        pending = (
+            []
+            if ex["phase"] in TERMINAL_PHASES
+            else await off_loop(store.pending_approvals, execution_id)
+        )
+        if not any(p["tool_call_id"] == call_id for p in pending):
+            waiting = ", ".join(p["tool_call_id"] for p in pending) or "none"
+            raise HTTPException(
+                409,
+                detail=f"no call {call_id!r} of execution {execution_id} waits for approval "
+                f"(phase {ex['phase']}; waiting: {waiting})",
+            )
+        by = roles.who(creds.credentials) if creds is not None else "unknown"
+        decision = ApprovalDecision(
+            tool_call_id=call_id,
+            decision=body.decision,
+            reason=body.reason,
+            by=by,
+            scope=body.scope,
+        )
+        client = await temporal.client()
+        handle = client.get_workflow_handle(ex["workflow_id"], run_id=ex.get("run_id"))
+        await handle.signal(APPROVAL_SIGNAL, decision)
+        log.info(
+            "execution %s: call %s %s by %s",
+            execution_id,
+            call_id,
+            "approved" if body.decision == "approve" else "denied",
+            by,
+        )
+        return ApprovalResult(
+            execution_id=execution_id,
+            tool_call_id=call_id,
+            decision=body.decision,
+            scope=body.scope,
+            by=by,
         )
 
     # -- events ---------------------------------------------------------------

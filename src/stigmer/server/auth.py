@@ -37,6 +37,15 @@ class TokenRoles:
                 self._known[token] = role
         return role
 
+    def who(self, token: str) -> str:
+        """Who holds ``token``, as events name them: the role, and the label it was made with.
+
+        The stack's own token files (label ``file PATH``) are named by their role only.
+        """
+        role = self.role(token) or "unknown"
+        label = self.store.token_label(token) or ""
+        return role if not label or label.startswith("file ") else f"{role}:{label}"
+
 
 def requires(roles: TokenRoles, *allowed: str) -> Callable[..., str]:
     """A FastAPI dependency: the caller's role, which must be one of ``allowed``.

@@ -154,6 +154,51 @@ class CancelResult(BaseModel):
     cancel_requested: bool
 
 
+#: What a tool call id may look like (the ids models give: ``toolu_...``, ``call_...``, ``t0``).
+TOOL_CALL_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,200}$"
+
+
+class ApprovalDecide(_Body):
+    """``{"decision": "approve"|"deny", "reason"?}``; ``scope: run`` with approve also
+    approves every later call of the run."""
+
+    decision: Literal["approve", "deny"]
+    reason: Annotated[Text | None, Field(max_length=2000)] = None
+    scope: Literal["call", "run"] = "call"
+
+
+class PendingApproval(BaseModel):
+    """A tool call that waits for a decision (its ``approval_requested`` event)."""
+
+    tool_call_id: str
+    name: str
+    args: dict[str, Any] | None = None
+    deadline: str
+    on_timeout: str
+    seq: int
+
+
+class ApprovalList(BaseModel):
+    execution_id: str
+    phase: str
+    pending: list[PendingApproval]
+
+
+class ApprovalResult(BaseModel):
+    """The decision was sent to the workflow; its ``approval_decided`` event records it."""
+
+    execution_id: str
+    tool_call_id: str
+    decision: str
+    scope: str
+    by: str
+
+
+class RerunCreate(_Body):
+    #: as in ``POST /v1/executions``: chosen by the client so a retried request is one execution
+    id: Annotated[str | None, Field(pattern=EXECUTION_ID_PATTERN)] = None
+
+
 def _event_text(events: list[NewEvent]) -> list[NewEvent]:
     for e in events:
         utf8(e.event_id)

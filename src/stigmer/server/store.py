@@ -80,7 +80,7 @@ executions = Table(
     metadata,
     Column("id", String(64), primary_key=True),
     Column("agent_name", String(63), nullable=False),
-    Column("phase", String(16), nullable=False),
+    Column("phase", String(32), nullable=False),
     Column("workflow_id", String(200), nullable=False),
     Column("run_id", String(64)),
     Column("input", JSON, nullable=False),
@@ -128,7 +128,8 @@ APPEND_ATTEMPTS = 5
 #: The phases an execution may go to from each phase (a final phase goes nowhere).
 NEXT_PHASES: dict[str, frozenset[str]] = {
     "PENDING": frozenset({"RUNNING", "FAILED", "CANCELLED"}),
-    "RUNNING": frozenset({"COMPLETED", "FAILED", "CANCELLED"}),
+    "RUNNING": frozenset({"AWAITING_APPROVAL", "COMPLETED", "FAILED", "CANCELLED"}),
+    "AWAITING_APPROVAL": frozenset({"RUNNING", "FAILED", "CANCELLED"}),
 }
 
 
@@ -295,6 +296,26 @@ class Store:
             ).first()
         return None if row is None else dict(row[0])
 
+    def pending_approvals(self, execution_id: str) -> list[dict[str, Any]]:
+        """The ``approval_requested`` payloads (with their ``seq``) that no decision answered yet."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(events.c.seq, events.c.type, events.c.payload)
+                .where(
+                    events.c.execution_id == execution_id,
+                    events.c.type.in_(("approval_requested", "approval_decided")),
+                )
+                .order_by(events.c.seq)
+            ).all()
+        asked: dict[str, dict[str, Any]] = {}
+        for seq, kind, payload in rows:
+            call = payload.get("tool_call_id")
+            if kind == "approval_requested":
+                asked[call] = {**payload, "seq": seq}
+            else:
+                asked.pop(call, None)
+        return list(asked.values())
+
     def unstarted(self, older_than_s: float, limit: int = 100) -> list[str]:
         """Ids of PENDING executions that no workflow run has claimed, oldest first."""
         cutoff = now() - timedelta(seconds=older_than_s)
@@ -383,6 +404,14 @@ class Store:
                 select(tokens.c.role).where(tokens.c.hash == token_hash(token))
             ).scalar()
         return str(role) if role is not None else None
+
+    def token_label(self, token: str) -> str | None:
+        """The label a bearer token was made with, or None if it is not one of ours."""
+        with self.engine.connect() as conn:
+            label = conn.execute(
+                select(tokens.c.label).where(tokens.c.hash == token_hash(token))
+            ).scalar()
+        return str(label) if label is not None else None
 
     def claim_run(self, execution_id: str, run_id: str) -> bool:
         """Record the workflow run the server started; False if another run claimed it first."""

@@ -18,6 +18,8 @@ spec:
   model_settings: {temperature: 0.2, max_tokens: 2000, timeout: 120}
   base_url: http://127.0.0.1:8000/v1  # optional: any OpenAI-compatible server
   test_script: [...]                  # steps the `test` model plays (see TestStep)
+  approval: {tools: [shell, write_file], timeout: 1h, on_timeout: deny}
+                                      # these tools' calls wait for a person's decision
 ```
 """
 
@@ -93,6 +95,58 @@ class TestStep(_Strict):
         return self
 
 
+DURATION = re.compile(r"^\s*(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?\s*$")
+DURATION_UNITS = (86400, 3600, 60, 1)
+#: The longest an approval may wait (a Temporal timer holds it: no worker, no slot).
+MAX_APPROVAL_TIMEOUT_S = 30 * 86400
+
+
+def duration_seconds(text: str) -> int:
+    """``1h``, ``30m``, ``90s``, ``1d``, ``1h30m`` (or a bare number of seconds) in seconds.
+
+    Raises:
+        ValueError: not a duration of that form.
+    """
+    if text.strip().isdigit():
+        return int(text)
+    m = DURATION.match(text)
+    if not m or not any(m.groups()):
+        raise ValueError(f"{text!r} is not a duration: write it as 90s, 30m, 1h, 1d or 1h30m")
+    return sum(int(g) * unit for g, unit in zip(m.groups(), DURATION_UNITS, strict=True) if g)
+
+
+class ApprovalSpec(_Strict):
+    """``approval: {tools: [shell], timeout: 1h, on_timeout: deny}``.
+
+    A call of a listed tool waits, durably, for a person to approve or deny it
+    (``stigmer execution approve|deny``, or the prompt of ``stigmer run``);
+    after ``timeout`` (default 1h) ``on_timeout`` decides it (default
+    ``deny``). A denied call never runs: the model gets the denial as the
+    tool's result and goes on.
+    """
+
+    tools: Annotated[list[str], Field(min_length=1)]
+    timeout: str = "1h"
+    on_timeout: Literal["deny", "approve"] = "deny"
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool):
+            v = f"{v}s"
+        if isinstance(v, str):
+            seconds = duration_seconds(v)
+            if not 1 <= seconds <= MAX_APPROVAL_TIMEOUT_S:
+                raise ValueError(
+                    f"timeout {v!r} is out of range: from 1s to {MAX_APPROVAL_TIMEOUT_S // 86400}d"
+                )
+        return v
+
+    @property
+    def timeout_s(self) -> int:
+        return duration_seconds(self.timeout)
+
+
 class AgentSpec(_Strict):
     description: str = ""
     instructions: Annotated[str, Field(min_length=1)]
@@ -105,6 +159,8 @@ class AgentSpec(_Strict):
     #: allow `shell` when the runner is a host process (local mode): it then runs as you
     local_shell: bool = False
     test_script: list[TestStep] | None = None
+    #: tools whose calls wait for a person's decision; none by default
+    approval: ApprovalSpec | None = None
 
     @field_validator("model")
     @classmethod
@@ -138,6 +194,13 @@ class AgentSpec(_Strict):
         for step in self.test_script or []:
             if step.tool and step.tool not in self.tools:
                 raise ValueError(f"test_script calls {step.tool!r}, which is not in `tools`")
+        if self.approval is not None:
+            missing = [t for t in self.approval.tools if t not in self.tools]
+            if missing:
+                raise ValueError(
+                    f"approval lists {', '.join(missing)}, which the agent does not have; "
+                    f"its tools are: {', '.join(self.tools) or 'none'}"
+                )
         return self
 
 
