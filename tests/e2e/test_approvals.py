@@ -319,3 +319,53 @@ def test_approvals_api_refuses_bad_input(astack: Stack, tmp_path: Path) -> None:
     assert execution(astack, ex_id)["phase"] == "AWAITING_APPROVAL"
     astack.cli("execution", "cancel", ex_id, check=True)
     wait_phase(astack, ex_id, "CANCELLED", timeout=30)
+
+
+@pytest.mark.parametrize("astack", ["local"], indirect=True)
+def test_several_waiting_calls_are_listed_and_decided_one_by_one(
+    astack: Stack, tmp_path: Path
+) -> None:
+    import asyncio
+
+    from temporalio.client import Client
+
+    from stigmer.contract.workflow import APPROVAL_SIGNAL, ApprovalDecision
+    from tests.conftest import stack_data_converter
+
+    name = f"multi-{uuid.uuid4().hex[:8]}"
+    doc = json.loads(
+        agent_yaml(
+            name,
+            ["shell"],
+            [
+                {"tool": "shell", "each": "a\nb", "args": {"command": "echo {{ item }}"}},
+                {"answer": "{{ all }}"},
+            ],
+        )
+    )
+    doc["spec"]["approval"] = {"tools": ["shell"]}
+    apply_text(astack, tmp_path, json.dumps(doc))
+    ex_id = astack.cli("run", name, "go", "--detach", check=True).stdout.strip()
+    ex = wait_phase(astack, ex_id, "AWAITING_APPROVAL")
+    both = astack.cli("execution", "approve", ex_id)
+    assert both.returncode == 13, both.stderr
+    assert "2 calls" in both.stderr and "t0_0" in both.stderr and "t0_1" in both.stderr
+
+    # a sealed decision made for another execution is ignored by this one's workflow
+    async def forge() -> None:
+        client = await Client.connect(
+            f"127.0.0.1:{astack.ports['temporal']}", data_converter=stack_data_converter(astack)
+        )
+        other = ApprovalDecision(
+            execution_id="ex-1a2b3c4d5e6f7a8b9c", tool_call_id="t0_0", decision="approve", by="x"
+        )
+        await client.get_workflow_handle(ex["workflow_id"]).signal(APPROVAL_SIGNAL, other)
+
+    asyncio.run(forge())
+    time.sleep(2)
+    assert execution(astack, ex_id)["phase"] == "AWAITING_APPROVAL"
+    assert not any(e["type"] == "approval_decided" for e in events_of(astack, ex_id))
+    astack.cli("execution", "approve", ex_id, "t0_0", check=True)
+    astack.cli("execution", "deny", ex_id, "t0_1", "--reason", "one is enough", check=True)
+    ex = wait_phase(astack, ex_id, "COMPLETED")
+    assert "a" in ex["output"] and "one is enough" in ex["output"]

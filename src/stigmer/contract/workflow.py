@@ -55,11 +55,13 @@ class ApprovalDecision(BaseModel):
     """A decision on a call that waits for approval (the :data:`APPROVAL_SIGNAL`'s argument).
 
     ``scope`` ``run`` with ``approve``: this call and every later call of the
-    run is approved without asking.
+    run is approved without asking. ``execution_id`` names the execution it was
+    made for: a sealed decision copied into another execution's workflow is ignored.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    execution_id: str
     tool_call_id: str
     decision: Literal["approve", "deny"]
     reason: str | None = None

@@ -87,8 +87,10 @@ class AgentExecutionWorkflow(PydanticAIWorkflow):
 
     __pydantic_ai_agents__ = (agent,)
 
-    def __init__(self) -> None:
-        self._inp: ExecutionInput | None = None
+    @workflow.init
+    def __init__(self, inp: ExecutionInput) -> None:
+        # the input, before any signal is handled: a decision names its execution
+        self._inp: ExecutionInput | None = inp
         #: decisions by tool call id; the first one for a call counts
         self._decisions: dict[str, ApprovalDecision] = {}
         #: a decision that approved every later call of the run
@@ -98,6 +100,13 @@ class AgentExecutionWorkflow(PydanticAIWorkflow):
     @workflow.signal(name=APPROVAL_SIGNAL)
     def approval(self, decision: ApprovalDecision) -> None:
         """A person's decision on a call that waits (the API checked that it waits)."""
+        if self._inp is None or decision.execution_id != self._inp.execution_id:
+            log.warning(
+                "execution %s: ignored a decision made for execution %s",
+                self._inp.execution_id if self._inp else "?",
+                decision.execution_id,
+            )
+            return
         if decision.tool_call_id in self._decisions:
             return
         self._decisions[decision.tool_call_id] = decision

@@ -780,6 +780,7 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
             )
         by = roles.who(creds.credentials) if creds is not None else "unknown"
         decision = ApprovalDecision(
+            execution_id=execution_id,
             tool_call_id=call_id,
             decision=body.decision,
             reason=body.reason,
