@@ -8,6 +8,11 @@ store on PostgreSQL); a module narrows the modes with
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -53,3 +58,33 @@ def docker_labels_module(docker_client: Any) -> Iterator[str]:
     yield ident
     with contextlib.suppress(Exception):
         docker_client.containers.get(f"stigmer-agent-runner-{ident}").remove(force=True)
+
+
+def execution(st: Stack, execution_id: str) -> dict[str, Any]:
+    """``stigmer execution get ID --output json``."""
+    out = st.cli("execution", "get", execution_id, "--output", "json", check=True).stdout
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+def wait_phase(st: Stack, execution_id: str, phase: str, timeout: float = 90) -> dict[str, Any]:
+    """The execution, once it is in ``phase``; fails after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    ex: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        ex = execution(st, execution_id)
+        if ex["phase"] == phase:
+            return ex
+        time.sleep(0.25)
+    raise AssertionError(f"{execution_id} did not reach {phase}: {ex}")
+
+
+def kill_runner(st: Stack) -> None:
+    """Kill the stack's runner at once: its container (docker mode) or its process."""
+    if getattr(st, "mode", "local") == "docker":
+        subprocess.run(
+            ["docker", "kill", st.env["STIGMER_RUNNER_CONTAINER"]],
+            check=True,
+            capture_output=True,
+        )
+    else:
+        os.kill(st.component("agent-runner")["pid"], signal.SIGKILL)

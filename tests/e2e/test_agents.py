@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import STIGMER, Stack, stack_data_converter
-from tests.e2e.conftest import FAKE_ANTHROPIC, FAKE_OPENAI
+from tests.e2e.conftest import FAKE_ANTHROPIC, FAKE_OPENAI, kill_runner
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -269,15 +269,7 @@ def test_runner_crash_mid_tool_completes_without_duplicates(astack: Stack, tmp_p
             break
         time.sleep(0.2)
     time.sleep(1)  # the tool runs now
-    runner = astack.component("agent-runner")
-    if astack.mode == "docker":  # type: ignore[attr-defined]
-        subprocess.run(
-            ["docker", "kill", astack.env["STIGMER_RUNNER_CONTAINER"]],
-            check=True,
-            capture_output=True,
-        )
-    else:
-        os.kill(runner["pid"], signal.SIGKILL)
+    kill_runner(astack)
     follow = astack.cli("execution", "logs", "-f", ex_id, timeout=180)
     assert follow.returncode == 0, follow.stdout + follow.stderr
     ex = json.loads(astack.cli("execution", "get", ex_id, "--output", "json", check=True).stdout)

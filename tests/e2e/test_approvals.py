@@ -12,7 +12,6 @@ import json
 import os
 import pty
 import select
-import signal
 import subprocess
 import time
 import uuid
@@ -23,6 +22,7 @@ import httpx
 import pytest
 
 from tests.conftest import STIGMER, Stack
+from tests.e2e.conftest import execution, kill_runner, wait_phase
 from tests.e2e.test_agents import agent_yaml, apply_text, events_of
 
 MODES = pytest.mark.parametrize("astack", ["local", "docker"], indirect=True)
@@ -38,22 +38,6 @@ def gated_agent(name: str, command: str, *, timeout: str = "1h", on_timeout: str
     )
     doc["spec"]["approval"] = {"tools": ["shell"], "timeout": timeout, "on_timeout": on_timeout}
     return json.dumps(doc)
-
-
-def execution(st: Stack, ex_id: str) -> dict[str, Any]:
-    out = st.cli("execution", "get", ex_id, "--output", "json", check=True).stdout
-    return json.loads(out)  # type: ignore[no-any-return]
-
-
-def wait_phase(st: Stack, ex_id: str, phase: str, timeout: float = 90) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    ex: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        ex = execution(st, ex_id)
-        if ex["phase"] == phase:
-            return ex
-        time.sleep(0.25)
-    raise AssertionError(f"{ex_id} never reached {phase}: {ex}")
 
 
 def start_gated(st: Stack, tmp_path: Path, **kw: str) -> tuple[str, Path, str]:
@@ -127,15 +111,7 @@ def test_denied_call_never_runs_and_the_model_sees_why(astack: Stack, tmp_path: 
 def test_wait_survives_a_killed_runner_and_a_restarted_stack(astack: Stack, tmp_path: Path) -> None:
     ex_id, target, _ = start_gated(astack, tmp_path)
     wait_phase(astack, ex_id, "AWAITING_APPROVAL")
-    runner = astack.component("agent-runner")
-    if astack.mode == "docker":  # type: ignore[attr-defined]
-        subprocess.run(
-            ["docker", "kill", astack.env["STIGMER_RUNNER_CONTAINER"]],
-            check=True,
-            capture_output=True,
-        )
-    else:
-        os.kill(runner["pid"], signal.SIGKILL)
+    kill_runner(astack)
     astack.cli("server", "restart", "--json", check=True, timeout=180)
     assert execution(astack, ex_id)["phase"] == "AWAITING_APPROVAL"
     assert not target.exists()
@@ -226,7 +202,10 @@ def test_run_without_a_terminal_prints_how_to_decide(astack: Stack, tmp_path: Pa
 @MODES
 def test_cancel_stops_a_running_tool_at_once(astack: Stack, tmp_path: Path) -> None:
     marker = f"{60 + int(uuid.uuid4().int % 1000) / 1000:.3f}"  # sleep 60.xyz: ours alone
-    script = [{"tool": "shell", "args": {"command": f"sleep {marker}"}}, {"answer": "never"}]
+    script: list[dict[str, Any]] = [
+        {"tool": "shell", "args": {"command": f"sleep {marker}"}},
+        {"answer": "never"},
+    ]
     name = f"sleeper-{uuid.uuid4().hex[:8]}"
     apply_text(astack, tmp_path, agent_yaml(name, ["shell"], script))
     ex_id = astack.cli("run", name, "zzz", "--detach", check=True).stdout.strip()
@@ -253,7 +232,7 @@ def test_cancel_stops_a_running_tool_at_once(astack: Stack, tmp_path: Path) -> N
 
 @MODES
 def test_a_lost_runner_shows_as_a_retry(astack: Stack, tmp_path: Path) -> None:
-    script = [
+    script: list[dict[str, Any]] = [
         {"tool": "shell", "args": {"command": "sleep 4; echo slept"}},
         {"answer": "{{ last }}"},
     ]
@@ -264,15 +243,7 @@ def test_a_lost_runner_shows_as_a_retry(astack: Stack, tmp_path: Path) -> None:
     while time.monotonic() < deadline and not started_calls(events_of(astack, ex_id)):
         time.sleep(0.2)
     time.sleep(1)
-    runner = astack.component("agent-runner")
-    if astack.mode == "docker":  # type: ignore[attr-defined]
-        subprocess.run(
-            ["docker", "kill", astack.env["STIGMER_RUNNER_CONTAINER"]],
-            check=True,
-            capture_output=True,
-        )
-    else:
-        os.kill(runner["pid"], signal.SIGKILL)
+    kill_runner(astack)
     follow = astack.cli("execution", "logs", "-f", ex_id, timeout=180)
     assert follow.returncode == 0, follow.stdout + follow.stderr
     retries = [e["payload"] for e in events_of(astack, ex_id) if e["type"] == "retry"]

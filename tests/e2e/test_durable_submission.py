@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from tests.conftest import STIGMER, Stack, new_stack, tear_down
+from tests.e2e.conftest import execution, wait_phase
 
 AGENT = "durable"
 SPEC = {
@@ -57,22 +58,6 @@ def temporal_frozen(st: Stack) -> Iterator[int]:
         yield pid
     finally:
         os.kill(pid, signal.SIGCONT)
-
-
-def execution(st: Stack, execution_id: str) -> dict[str, Any]:
-    out = st.cli("execution", "get", execution_id, "--output", "json", check=True).stdout
-    return json.loads(out)  # type: ignore[no-any-return]
-
-
-def wait_phase(st: Stack, execution_id: str, phase: str, timeout: float = 90) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    ex: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        ex = execution(st, execution_id)
-        if ex["phase"] == phase:
-            return ex
-        time.sleep(0.5)
-    raise AssertionError(f"{execution_id} did not reach {phase}: {ex}")
 
 
 def executions(st: Stack) -> list[dict[str, Any]]:

@@ -351,11 +351,7 @@ def execution_rerun(
     with Client.resolved() as client:
         ex = client.rerun(execution_id)
         if detach:
-            if as_json:
-                print_json(ex)
-            else:
-                print(ex["id"])
-                print(f"follow it: stigmer execution logs -f {ex['id']}", file=sys.stderr)
+            running.print_detached(ex, as_json)
             return
         code = running.follow(
             client,

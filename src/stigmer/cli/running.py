@@ -95,11 +95,7 @@ def run_agent(
                 file=sys.stderr,
             )
         if detach:
-            if as_json:
-                print_json(ex)
-            else:
-                print(ex["id"])
-                print(f"follow it: stigmer execution logs -f {ex['id']}", file=sys.stderr)
+            print_detached(ex, as_json)
             return 0
         return follow(
             api,
@@ -109,6 +105,15 @@ def run_agent(
             header=f"execution {ex['id']} of agent {agent}",
             ask_approvals=True,
         )
+
+
+def print_detached(ex: dict[str, Any], as_json: bool) -> None:
+    """What a detached start prints: the execution (JSON), or its id and how to follow it."""
+    if as_json:
+        print_json(ex)
+    else:
+        print(ex["id"])
+        print(f"follow it: stigmer execution logs -f {ex['id']}", file=sys.stderr)
 
 
 def follow(
