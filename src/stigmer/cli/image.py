@@ -1,4 +1,4 @@
-"""``stigmer image status|pull|build``: the agent-runner image."""
+"""``stigmer image status|pull|build|prune``: the agent-runner image."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import typer
 from stigmer.cli._output import JSON_MODE, print_json
 from stigmer.settings import Settings, resolve
 
-app = typer.Typer(help="Inspect, pull or build the agent-runner image.", no_args_is_help=True)
+app = typer.Typer(
+    help="Inspect, pull, build or prune the agent-runner image.", no_args_is_help=True
+)
 
 
 def warn(text: str) -> None:
@@ -240,3 +242,80 @@ def build(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) ->
         print_json(report.to_dict())
     else:
         print(f"Built {report.ref} ({report.size / 1e6:.0f} MB, version {report.version}).")
+
+
+def _prune_line(item: Any) -> str:
+    from stigmer.cli._output import human_size
+
+    size = f", {human_size(item.size)}" if item.kind == "image" else ""
+    return f"  {item.kind} {item.name} ({item.short_id}{size}): {item.reason}"
+
+
+@app.command()
+def prune(
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would go; remove nothing."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask (needed without a terminal)."),
+    label: list[str] = typer.Option(
+        [],
+        "--label",
+        metavar="KEY[=VALUE]",
+        help="Only consider images and containers that also carry this label (repeatable).",
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Remove the runner images and stopped runner containers that stigmer made or pulled.
+
+    Only what carries stigmer's labels: images labelled io.stigmer.source-digest
+    whose tags are all in the repository of runner_image or runner_registry (or
+    untagged: older builds), and runner containers (io.stigmer.home) that are
+    not running. Kept: the configured image (runner_image), any image a
+    container still uses, the image of every stack running on this host, and
+    the stopped container of a stack that runs. Nothing is removed by force.
+    Asks first; without a terminal it needs --yes.
+    """
+    from stigmer.cli._output import confirm, human_size
+    from stigmer.images import prune as pruning
+    from stigmer.images.engine import connect
+
+    JSON_MODE["on"] = json_out
+    labels = pruning.parse_labels(label)
+    settings = resolve()
+    client = connect()
+    try:
+        found = pruning.plan(client, settings, labels)
+        listing = "\n".join(
+            ["Would remove:" if dry_run else "To remove:"] + [_prune_line(i) for i in found.remove]
+        )
+        go = bool(found.remove) and not dry_run
+        if go:
+            what = f"image prune would remove {found.count()} ({human_size(found.size)})"
+            go = confirm(
+                f"Remove these {found.count()}?",
+                yes=yes,
+                what=what,
+                listing=listing,
+                dry_run_flag=True,
+            )
+            if not go:
+                print("Nothing was removed.", file=sys.stderr)
+        done = pruning.apply(client, found) if go else found
+    finally:
+        client.close()
+    for i in done.failed:
+        warn(f"could not remove {i.kind} {i.name} ({i.short_id}): {i.error}")
+    if json_out:
+        print_json(done.to_dict(dry_run=not go))
+        return
+    if not done.remove and not done.failed:
+        print("Nothing to remove: no stopped runner container, no unused runner image.")
+    elif not go:
+        print(listing)
+    elif done.remove:
+        print("Removed:")
+        for i in done.remove:
+            print(_prune_line(i))
+        print(f"Reclaimed up to {human_size(done.size)} (layers that kept images share stay).")
+    if done.kept:
+        print("Kept:")
+        for i in done.kept:
+            print(_prune_line(i))
