@@ -79,6 +79,8 @@ def prepare_runner(settings: Settings, *, rebuild: bool, quiet: bool) -> dict[st
     """Resolve ``auto`` and, for docker mode, make sure the image exists (pull or build).
 
     Runs before anything starts, so a missing engine or image leaves nothing behind.
+    A stale image (built from other runner sources or another uv.lock than this
+    checkout's) is offered for a rebuild on a terminal; without one, it is a warning.
     ``quiet`` silences progress output; warnings always go to stderr.
     Sets ``settings.runner_mode`` to ``docker`` or ``local``.
 
@@ -137,11 +139,46 @@ def prepare_runner(settings: Settings, *, rebuild: bool, quiet: bool) -> dict[st
                 progress.close()
             if report.source == "pulled" and not quiet:
                 print(f"Pulled {report.registry_ref} and tagged it {report.ref}.", file=sys.stderr)
+            if report.stale:
+                report = _offer_rebuild(client, settings, report, quiet)
         for w in report.warnings:  # stderr, so also under --json
             warn(w)
         return report.to_dict()
     finally:
         client.close()
+
+
+def _offer_rebuild(client: Any, settings: Settings, report: Any, quiet: bool) -> Any:
+    """A stale image at `server start`: on a terminal, ask whether to rebuild it now or go on.
+
+    Without a terminal nothing is asked: the stale warning goes to stderr with
+    the others, and the start goes on with the image.
+    """
+    from stigmer.cli._output import interactive
+    from stigmer.images.buildinfo import LABEL_DIGEST
+    from stigmer.images.resolve import build
+
+    if not interactive():
+        return report
+    import typer
+
+    print(
+        f"The runner image {report.ref} is stale: uv.lock or the runner sources of this "
+        f"checkout changed since it was built (its {LABEL_DIGEST} label is "
+        f"{report.source_digest or 'missing'}), so the runner would run older code.",
+        file=sys.stderr,
+    )
+    if typer.confirm("Rebuild it now? (no: go on with it as it is)", default=True, err=True):
+        if not quiet:
+            print(f"Building {settings.runner_image} ...", file=sys.stderr)
+        return build(client, settings, on_output=None if quiet else _build_line)
+    report.warnings = [w for w in report.warnings if not w.startswith("stale image")]
+    print(
+        f"Going on with the stale image {report.ref} (`stigmer server start --rebuild` "
+        "rebuilds it).",
+        file=sys.stderr,
+    )
+    return report
 
 
 def _build_line(text: str) -> None:
