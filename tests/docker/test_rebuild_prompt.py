@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,5 +75,40 @@ def test_stale_image_warns_without_a_terminal_and_asks_on_one(stale_stack: Stack
     assert code == 0, text
     assert "Building stigmer-stale-" in text and "stigmer is ready" in text
     report = image_report(st)
-    assert report["stale"] is False
-    assert report["source_digest"] == buildinfo.source_digest(buildinfo.checkout_root())  # type: ignore[arg-type]
+    root = buildinfo.checkout_root()
+    assert root is not None
+    assert report["stale"] is False and report["source_digest"] == buildinfo.source_digest(root)
+
+
+def test_pre_commit_hook_script_warns_of_a_stale_image_and_passes(
+    docker_client: docker.DockerClient,
+    standin_base: str,
+    docker_labels: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    root = buildinfo.checkout_root()
+    assert root is not None
+    (tmp_path / "Dockerfile").write_text(f"FROM {standin_base}\n")
+    repo = f"stigmer-hook-{docker_labels['io.stigmer.test.id']}"
+    for tag, digest in (("current", buildinfo.source_digest(root)), ("stale", "sha256:old")):
+        docker_client.images.build(
+            path=str(tmp_path),
+            tag=f"{repo}:{tag}",
+            labels={**docker_labels, buildinfo.LABEL_DIGEST: digest},
+        )
+
+    def check(image: str) -> subprocess.CompletedProcess[str]:
+        script = root / "scripts" / "check-runner-image.py"
+        return subprocess.run(
+            [sys.executable, str(script), "--image", image],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    fresh = check(f"{repo}:current")
+    assert fresh.returncode == 0 and "up to date" in fresh.stdout, fresh.stdout + fresh.stderr
+    stale = check(f"{repo}:stale")
+    assert stale.returncode == 0, stale.stderr
+    assert "warning: the runner image" in stale.stderr and "is stale" in stale.stderr
+    assert f"make build-agent-runner-image IMAGE={repo}:stale" in stale.stderr
