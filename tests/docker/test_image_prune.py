@@ -23,6 +23,7 @@ from stigmer.images import buildinfo
 from stigmer.stack.agent_runner_docker import LABEL_COMPONENT, LABEL_HOME
 from tests.conftest import STIGMER
 from tests.fixtures_docker import ID_LABEL
+from tests.pty_cli import run_on_pty
 
 
 def build(
@@ -165,6 +166,13 @@ def test_prune_removes_our_old_images_and_stopped_containers_and_keeps_the_rest(
     refused = prune()
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "--yes" in refused.stderr and f"{repo}:old" in refused.stderr
+    assert exists(docker_client, f"{repo}:old")
+    stopped.reload()
+
+    # on a terminal it asks; "no" removes nothing
+    code, text = run_on_pty(["image", "prune", *only_ours], env, [(b"[y/N]", b"n\n")], timeout=120)
+    assert code == 0, text
+    assert f"{repo}:old" in text and "Nothing was removed" in text
     assert exists(docker_client, f"{repo}:old")
     stopped.reload()
 
