@@ -93,6 +93,13 @@ class SpecError(ConfigError):
     """An agent file is not valid; nothing was stored."""
 
 
+class ConfirmationNeededError(ConfigError):
+    """A command that deletes things needs ``--yes``: there is no terminal to ask on.
+
+    Nothing was changed; the message says what would go, the fix names the flag.
+    """
+
+
 class NotFoundError(StigmerError, code=4):
     """No agent or execution has that name or id."""
 

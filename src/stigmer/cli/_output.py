@@ -58,6 +58,15 @@ def human_duration(seconds: float | None) -> str:
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
+def human_size(size: float) -> str:
+    """Bytes as the docker CLI shows them: ``248MB``, ``1.2GB`` (powers of 1000)."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000:
+            return f"{size:.0f}{unit}" if size >= 100 or unit == "B" else f"{size:.1f}{unit}"
+        size /= 1000
+    return f"{size:.1f}TB"
+
+
 def print_listing(
     key: str,
     items: list[dict[str, Any]],
@@ -104,3 +113,35 @@ def exit_141_on_broken_pipe() -> None:
 
     on_broken_pipe.stigmer = True  # type: ignore[attr-defined]
     Console.on_broken_pipe = on_broken_pipe  # type: ignore[method-assign]
+
+
+def interactive() -> bool:
+    """Whether a question can be asked: stdin and stderr are a terminal."""
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def confirm(question: str, *, yes: bool, what: str, listing: str, dry_run_flag: bool) -> bool:
+    """Whether a command that deletes things goes ahead.
+
+    ``--yes`` goes ahead; on a terminal the user is asked (``question``, default
+    no); without one it is refused, naming ``what`` it would do and the flag to
+    add, with ``listing`` as the details.
+
+    Raises:
+        ConfirmationNeededError: no ``--yes`` and no terminal; nothing was changed.
+    """
+    if yes:
+        return True
+    if not interactive():
+        from stigmer.errors import ConfirmationNeededError
+
+        raise ConfirmationNeededError(
+            f"{what}; without a terminal to ask on, it needs --yes. Nothing was changed.",
+            "Add --yes to go ahead"
+            + (" (or --dry-run to only list what it would remove)." if dry_run_flag else "."),
+            details=listing,
+        )
+    import typer
+
+    print(listing, file=sys.stderr)
+    return bool(typer.confirm(question, default=False, err=True))

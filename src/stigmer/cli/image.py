@@ -1,4 +1,4 @@
-"""``stigmer image status|pull|build``: the agent-runner image."""
+"""``stigmer image status|pull|build|prune``: the agent-runner image."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import typer
 from stigmer.cli._output import JSON_MODE, print_json
 from stigmer.settings import Settings, resolve
 
-app = typer.Typer(help="Inspect, pull or build the agent-runner image.", no_args_is_help=True)
+app = typer.Typer(
+    help="Inspect, pull, build or prune the agent-runner image.", no_args_is_help=True
+)
 
 
 def warn(text: str) -> None:
@@ -77,6 +79,8 @@ def prepare_runner(settings: Settings, *, rebuild: bool, quiet: bool) -> dict[st
     """Resolve ``auto`` and, for docker mode, make sure the image exists (pull or build).
 
     Runs before anything starts, so a missing engine or image leaves nothing behind.
+    A stale image (built from other runner sources or another uv.lock than this
+    checkout's) is offered for a rebuild on a terminal; without one, it is a warning.
     ``quiet`` silences progress output; warnings always go to stderr.
     Sets ``settings.runner_mode`` to ``docker`` or ``local``.
 
@@ -135,11 +139,46 @@ def prepare_runner(settings: Settings, *, rebuild: bool, quiet: bool) -> dict[st
                 progress.close()
             if report.source == "pulled" and not quiet:
                 print(f"Pulled {report.registry_ref} and tagged it {report.ref}.", file=sys.stderr)
+            if report.stale:
+                report = _offer_rebuild(client, settings, report, quiet)
         for w in report.warnings:  # stderr, so also under --json
             warn(w)
         return report.to_dict()
     finally:
         client.close()
+
+
+def _offer_rebuild(client: Any, settings: Settings, report: Any, quiet: bool) -> Any:
+    """A stale image at `server start`: on a terminal, ask whether to rebuild it now or go on.
+
+    Without a terminal nothing is asked: the stale warning goes to stderr with
+    the others, and the start goes on with the image.
+    """
+    from stigmer.cli._output import interactive
+    from stigmer.images.buildinfo import LABEL_DIGEST
+    from stigmer.images.resolve import build
+
+    if not interactive():
+        return report
+    import typer
+
+    print(
+        f"The runner image {report.ref} is stale: uv.lock or the runner sources of this "
+        f"checkout changed since it was built (its {LABEL_DIGEST} label is "
+        f"{report.source_digest or 'missing'}), so the runner would run older code.",
+        file=sys.stderr,
+    )
+    if typer.confirm("Rebuild it now? (no: go on with it as it is)", default=True, err=True):
+        if not quiet:
+            print(f"Building {settings.runner_image} ...", file=sys.stderr)
+        return build(client, settings, on_output=None if quiet else _build_line)
+    report.warnings = [w for w in report.warnings if not w.startswith("stale image")]
+    print(
+        f"Going on with the stale image {report.ref} (`stigmer server start --rebuild` "
+        "rebuilds it).",
+        file=sys.stderr,
+    )
+    return report
 
 
 def _build_line(text: str) -> None:
@@ -240,3 +279,80 @@ def build(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) ->
         print_json(report.to_dict())
     else:
         print(f"Built {report.ref} ({report.size / 1e6:.0f} MB, version {report.version}).")
+
+
+def _prune_line(item: Any) -> str:
+    from stigmer.cli._output import human_size
+
+    size = f", {human_size(item.size)}" if item.kind == "image" else ""
+    return f"  {item.kind} {item.name} ({item.short_id}{size}): {item.reason}"
+
+
+@app.command()
+def prune(
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would go; remove nothing."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask (needed without a terminal)."),
+    label: list[str] = typer.Option(
+        [],
+        "--label",
+        metavar="KEY[=VALUE]",
+        help="Only consider images and containers that also carry this label (repeatable).",
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Remove the runner images and stopped runner containers that stigmer made or pulled.
+
+    Only what carries stigmer's labels: images labelled io.stigmer.source-digest
+    whose tags are all in the repository of runner_image or runner_registry (or
+    untagged: older builds), and runner containers (io.stigmer.home) that are
+    not running. Kept: the configured image (runner_image), any image a
+    container still uses, the image of every stack running on this host, and
+    the stopped container of a stack that runs. Nothing is removed by force.
+    Asks first; without a terminal it needs --yes.
+    """
+    from stigmer.cli._output import confirm, human_size
+    from stigmer.images import prune as pruning
+    from stigmer.images.engine import connect
+
+    JSON_MODE["on"] = json_out
+    labels = pruning.parse_labels(label)
+    settings = resolve()
+    client = connect()
+    try:
+        found = pruning.plan(client, settings, labels)
+        listing = "\n".join(
+            ["Would remove:" if dry_run else "To remove:"] + [_prune_line(i) for i in found.remove]
+        )
+        go = bool(found.remove) and not dry_run
+        if go:
+            what = f"image prune would remove {found.count()} ({human_size(found.size)})"
+            go = confirm(
+                f"Remove these {found.count()}?",
+                yes=yes,
+                what=what,
+                listing=listing,
+                dry_run_flag=True,
+            )
+            if not go:
+                print("Nothing was removed.", file=sys.stderr)
+        done = pruning.apply(client, found) if go else found
+    finally:
+        client.close()
+    for i in done.failed:
+        warn(f"could not remove {i.kind} {i.name} ({i.short_id}): {i.error}")
+    if json_out:
+        print_json(done.to_dict(dry_run=not go))
+        return
+    if not done.remove and not done.failed:
+        print("Nothing to remove: no stopped runner container, no unused runner image.")
+    elif not go:
+        print(listing)
+    elif done.remove:
+        print("Removed:")
+        for i in done.remove:
+            print(_prune_line(i))
+        print(f"Reclaimed up to {human_size(done.size)} (layers that kept images share stay).")
+    if done.kept:
+        print("Kept:")
+        for i in done.kept:
+            print(_prune_line(i))

@@ -1,4 +1,4 @@
-"""``stigmer server start|stop|restart|status|logs``: the local stack."""
+"""``stigmer server start|stop|restart|status|logs|restore|reset``: the local stack."""
 
 from __future__ import annotations
 
@@ -498,6 +498,64 @@ def restore(
     for p in aside:
         print(f"the file it replaced is kept as {p}")
     print("Start the stack: stigmer server start")
+
+
+@app.command()
+def reset(
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask (needed without a terminal)."),
+    workspace: bool = typer.Option(
+        False, "--workspace", help="Delete the workspace too (only one inside the home)."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Stop the stack and delete its data, so that the next start begins afresh.
+
+    Deleted: the SQLite store (agents, executions, tokens made with `stigmer
+    token create`) and its backups, the managed Temporal's state, the logs and
+    the run state. Kept: config.yaml, credentials/ (the admin and runner tokens,
+    which the next start registers again, and the stack's key), and the
+    workspace unless --workspace. A PostgreSQL store and an external Temporal
+    are not touched. Asks first; without a terminal it needs --yes.
+    """
+    from stigmer.cli._output import confirm
+    from stigmer.stack import reset as resetting
+
+    JSON_MODE["on"] = json_out
+    settings = _settings()  # strict: what to delete is not guessed past a broken config
+    chosen = _last_start_flags().get("workspace")
+    if chosen and settings.sources.get("workspace") in (None, "default"):
+        settings.set("workspace", chosen, "the running stack's --workspace")
+    if not settings.home.exists():
+        if json_out:
+            print_json({"home": str(settings.home), "stopped": [], "deleted": [], "kept": []})
+        else:
+            print(f"Nothing to reset: {settings.home} does not exist.")
+        return
+    found = resetting.plan(settings, workspace)
+    if not confirm(
+        f"Reset {settings.home}?",
+        yes=yes,
+        what=f"server reset would stop the stack of {settings.home} and delete its data",
+        listing=found.listing(),
+        dry_run_flag=False,
+    ):
+        print("Nothing was changed.", file=sys.stderr)
+        raise typer.Exit(0)
+    stopped, done = resetting.reset(
+        settings,
+        workspace,
+        on_wait_lock=lambda: print("waiting for another stigmer command...", file=sys.stderr),
+    )
+    if json_out:
+        print_json({**done.to_dict(), "stopped": stopped})
+        return
+    if stopped:
+        print("stigmer stopped.")
+    for path, what in done.delete:
+        print(f"deleted {path} ({what})")
+    for kept in done.keep:
+        print(f"kept {kept}")
+    print("The home starts afresh: stigmer server start")
 
 
 def _restart(**params: Any) -> None:

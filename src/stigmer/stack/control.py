@@ -438,8 +438,15 @@ def _shutdown(
     return stopped
 
 
-def stop(settings: Settings, on_wait_lock: Callable[[], None] | None = None) -> list[str]:
+def stop(
+    settings: Settings,
+    on_wait_lock: Callable[[], None] | None = None,
+    then: Callable[[], None] | None = None,
+) -> list[str]:
     """Stop the stack in reverse order; leaves no process of ours. Idempotent.
+
+    ``then`` runs once everything is stopped, still under the stack lock, so
+    no start comes in between (``server reset`` deletes the data there).
 
     Returns what was stopped (empty when nothing ran).
     """
@@ -447,4 +454,7 @@ def stop(settings: Settings, on_wait_lock: Callable[[], None] | None = None) -> 
     if not paths.home.exists():
         return []  # nothing was ever started here; do not create the home
     with stack_lock(paths, settings.start_timeout + 60, on_wait_lock):
-        return _shutdown(paths, settings)
+        stopped = _shutdown(paths, settings)
+        if then is not None:
+            then()
+        return stopped
