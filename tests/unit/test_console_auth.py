@@ -173,3 +173,48 @@ def test_logout_needs_the_origin_and_ends_the_session(api: Any) -> None:
     assert client.post("/ui/logout", headers={"Origin": BASE}).status_code == 200
     client.cookies.set(SESSION_COOKIE, session)
     assert client.get("/ui/api/executions").status_code == 401
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    from stigmer.server import db
+    from stigmer.server.store import Store
+
+    url = (
+        f"sqlite:///{tmp_path / 's.db'}"
+        if request.param == "sqlite"
+        else str(request.getfixturevalue("pg_database").url)
+    )
+    engine = db.make_engine(url)
+    db.migrate(engine)
+    yield Store(engine)
+    engine.dispose()
+
+
+def test_codes_and_sessions_in_the_store_sqlite_and_postgres(store: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    store.add_console_code("c1", 60)
+    # many servers (threads here) using one code at once: exactly one gets in
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(lambda _i: store.use_console_code("c1"), range(8)))
+    assert outcomes.count("ok") == 1 and set(outcomes) == {"ok", "used"}
+    store.add_console_code("c2", 0.2)
+    time.sleep(0.4)
+    assert store.use_console_code("c2") == "expired"
+    assert store.use_console_code("nope") == "unknown"
+    store.add_console_session("s1", 60)
+    store.add_console_session("s2", 0.2)
+    time.sleep(0.4)
+    assert store.console_session_ok("s1") and not store.console_session_ok("s2")
+    store.end_console_session("s1")
+    assert not store.console_session_ok("s1")
+    # only hashes are kept
+    from sqlalchemy import select
+
+    from stigmer.server.store import console_codes, console_sessions
+
+    with store.engine.connect() as conn:
+        kept = [r[0] for r in conn.execute(select(console_codes.c.hash))]
+        kept += [r[0] for r in conn.execute(select(console_sessions.c.hash))]
+    assert kept and all(len(h) == 64 and h not in ("c1", "c2", "s1", "s2") for h in kept)
