@@ -59,6 +59,11 @@ def agent(name: str, tools: list[str], script: list[dict[str, Any]]) -> dict[str
     }
 
 
+def with_approval(doc: dict[str, Any], tools: list[str]) -> dict[str, Any]:
+    doc["spec"]["approval"] = {"tools": tools, "timeout": "10m", "on_timeout": "deny"}
+    return doc
+
+
 AGENTS = [
     # the example's steps, paced by a pause between them: its events arrive while one looks
     agent(
@@ -75,6 +80,14 @@ AGENTS = [
         "long-shell",
         ["shell"],
         [{"tool": "shell", "args": {"command": "sleep 300", "timeout": 600}}, {"answer": "no"}],
+    ),
+    with_approval(
+        agent(
+            "needs-approval",
+            ["shell"],
+            [{"tool": "shell", "args": {"command": "echo approved-ran"}}, {"answer": "{{ last }}"}],
+        ),
+        ["shell"],
     ),
     agent(
         "hostile-output",
@@ -269,32 +282,14 @@ def test_cancel_a_long_run_from_its_page_and_no_other_origin_can(
     r = context.request.post(url, headers={"Origin": "http://localhost:1"})
     assert r.status == 403
     assert json.loads(cstack.cli("execution", "get", ex, "-o", "json").stdout)["phase"] == "RUNNING"
-    # the events of issue 14 (approvals) and of retries, once a runner sends them: written
-    # to the store here, as the API would, and shown as they come
+    # a retry, as the runner reports one (written to the store here, as the API would)
     inject(
         cstack,
         ex,
-        [
-            ("retry", {"call": "shell", "attempt": 2, "reason": "the runner restarted"}),
-            (
-                "approval_requested",
-                {
-                    "tool_call_id": "call-9",
-                    "tool": "shell",
-                    "args": {"command": "rm -rf ***"},
-                    "deadline": "2030-01-01T00:00:00.000000Z",
-                },
-            ),
-        ],
+        [("retry", {"tool_call_id": "t0", "name": "shell", "attempt": 2, "reason": "lost"})],
     )
     page.locator('#timeline li[data-type="retry"]:has-text("attempt 2")').wait_for(timeout=WAIT_MS)
-    approval = page.locator('#timeline li[data-type="approval_requested"]')
-    approval.locator("button.approve").wait_for(timeout=WAIT_MS)
-    assert "rm -rf ***" in approval.inner_text()
-    approval.locator("input[name=reason]").fill("looks fine")
-    approval.locator("button.approve").click()
-    # the approvals endpoint is issue 14's: until it lands the page says so
-    approval.locator('.status:has-text("404")').wait_for(timeout=WAIT_MS)
+    assert "retry of shell call t0" in page.locator("#timeline").inner_text()
     shot(page, "execution-running")
     page.click("#cancel")
     page.locator('#phase:text("CANCELLED")').wait_for(timeout=WAIT_MS)
@@ -302,6 +297,28 @@ def test_cancel_a_long_run_from_its_page_and_no_other_origin_can(
     shot(page, "execution-cancelled")
     got = json.loads(cstack.cli("execution", "get", ex, "-o", "json").stdout)
     assert got["phase"] == "CANCELLED"
+
+
+def test_approve_a_waiting_call_from_its_page(cstack: Stack, context: Any) -> None:
+    page = context.new_page()
+    sign_in(cstack, page)
+    ex = run_detached(cstack, "needs-approval", "go")
+    page.goto(f"{base(cstack)}/ui/executions/{ex}")
+    approval = page.locator('#timeline li[data-type="approval_requested"]')
+    approval.locator("button.approve").first.wait_for(timeout=WAIT_MS)
+    page.locator('#phase:text("AWAITING_APPROVAL")').wait_for(timeout=WAIT_MS)
+    assert "echo approved-ran" in approval.inner_text()
+    shot(page, "execution-awaiting-approval")
+    approval.locator("input[name=reason]").fill("looks fine")
+    approval.locator("button.approve").first.click()
+    decided = page.locator('#timeline li[data-type="approval_decided"]')
+    decided.wait_for(timeout=WAIT_MS)
+    assert "approved by admin:console" in decided.inner_text()
+    assert "looks fine" in decided.inner_text()
+    page.locator('#phase:text("COMPLETED")').wait_for(timeout=WAIT_MS)
+    assert approval.locator("button").count() == 0
+    assert "approved-ran" in page.locator("#output").inner_text()
+    shot(page, "execution-approved", full_page=True)
 
 
 def test_a_tool_result_with_script_is_shown_as_text_and_nothing_runs(

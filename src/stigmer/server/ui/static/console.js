@@ -230,29 +230,34 @@
       const node = item(
         e,
         "approval",
-        el("strong", { text: `approval asked: ${p.tool || p.tool_name || p.name || "a tool call"}` }),
-        p.deadline ? el("span", { class: "muted", text: ` (until ${when(p.deadline)})` }) : null,
+        el("strong", { text: `approval asked: ${p.name || p.tool || "a tool call"}` }),
+        p.deadline
+          ? el("span", { class: "muted", text: ` (until ${when(p.deadline)}${p.on_timeout ? `, then ${p.on_timeout}` : ""})` })
+          : null,
         generic(e),
       );
       if (callId && !TERMINAL.has(phase) && !approvals.has(callId)) {
         const reason = el("input", { type: "text", name: "reason", placeholder: "reason (optional)", "aria-label": "reason" });
         const said = el("span", { class: "status", role: "status" });
-        const decide = async (decision) => {
+        const decide = async (decision, scope) => {
           said.textContent = `${decision}…`;
           const payload = { decision };
+          if (scope) payload.scope = scope;
           if (reason.value.trim()) payload.reason = reason.value.trim();
           const r = await post(`${base}/approvals/${encodeURIComponent(callId)}`, payload);
           said.textContent = r.ok
             ? `${decision} sent`
             : r.status === 404
-              ? `could not ${decision}: this server has no approvals endpoint, or no such pending call (404: ${r.detail})`
+              ? `could not ${decision}: this server has no approvals endpoint (404: ${r.detail})`
               : `could not ${decision} (${r.status}): ${r.detail}`;
         };
         const approve = el("button", { type: "button", class: "approve", text: "Approve" });
+        const approveRun = el("button", { type: "button", class: "approve approve-run", text: "Approve the rest of the run" });
         const deny = el("button", { type: "button", class: "danger deny", text: "Deny" });
         approve.addEventListener("click", () => decide("approve"));
+        approveRun.addEventListener("click", () => decide("approve", "run"));
         deny.addEventListener("click", () => decide("deny"));
-        node.querySelector(".body").append(el("div", { class: "decide" }, approve, deny, reason, said));
+        node.querySelector(".body").append(el("div", { class: "decide" }, approve, approveRun, deny, reason, said));
       }
       if (callId) approvals.set(callId, node);
     }
@@ -324,7 +329,7 @@
       },
       retry(e) {
         const p = e.payload;
-        const what = p.call || p.tool || p.tool_call_id || "a call";
+        const what = p.name ? `${p.name}${p.tool_call_id ? ` call ${p.tool_call_id}` : ""}` : p.tool_call_id || "a call";
         item(
           e,
           "retry",
