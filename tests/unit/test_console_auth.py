@@ -141,8 +141,10 @@ def test_a_change_with_the_cookie_needs_the_consoles_own_origin(api: Any) -> Non
         r = client.post("/v1/executions/ex-2/cancel", headers=headers)
         assert r.status_code == 403, (headers, r.text)
         assert store.get_execution("ex-2")["phase"] == "PENDING"
-    # (the approvals endpoint of issue 14, on the same router, gets the same rule: the
-    # console's Approve/Deny call it; until it lands they get 404 and say so)
+        r = client.post(
+            "/v1/executions/ex-2/approvals/t0", json={"decision": "approve"}, headers=headers
+        )
+        assert r.status_code == 403, (headers, r.text)
     # from its own origin: accepted (a PENDING execution without a workflow ends here)
     r = client.post("/v1/executions/ex-2/cancel", headers={"Origin": BASE})
     assert r.status_code == 202, r.text
