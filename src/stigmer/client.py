@@ -306,6 +306,11 @@ class Client:
     def create_token(self, role: str, label: str = "") -> dict[str, Any]:
         return self._object("POST", "/v1/tokens", json_body={"role": role, "label": label})
 
+    def create_login_code(self) -> dict[str, Any]:
+        """A one-time login code of the web console, and the URL that uses it."""
+        made = self._object("POST", "/v1/ui/login-codes")
+        return made | {"url": self.base + str(made.get("path", ""))}
+
     # -- agents -------------------------------------------------------------
 
     def put_agent(self, name: str, spec: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:

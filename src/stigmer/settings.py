@@ -281,6 +281,13 @@ class Settings:
         "host:port of an external Temporal (a cluster or Temporal Cloud). "
         "When set, no Temporal is started.",
     )
+    temporal_ui_url: str | None = setting(
+        None,
+        "URL of the Temporal Web UI that the console links workflows to; default the managed "
+        "Temporal's UI (an external Temporal: no link unless set).",
+        pattern=r"https?://\S+",
+        effective=lambda s: s.temporal_ui_endpoint,
+    )
     temporal_namespace: str = setting("default", "Temporal namespace for executions.")
     temporal_tls: bool = setting(False, "Use TLS to reach an external Temporal.")
     temporal_tls_ca_path: str | None = setting(
@@ -374,6 +381,11 @@ class Settings:
         "server (0: none). A PostgreSQL store is not backed up: use pg_dump.",
         minimum=0,
     )
+    ui_login_ttl: float = setting(
+        120.0,
+        "Seconds a login link of `stigmer ui` stays valid (it works once).",
+        minimum=1,
+    )
     start_timeout: float = setting(90.0, "Seconds `server start` waits for readiness.", minimum=1)
     stop_grace: float = setting(
         10.0, "Seconds a component gets to stop before it is killed.", minimum=0
@@ -417,6 +429,15 @@ class Settings:
         if ":" in host:
             host = f"[{host}]"
         return f"{scheme}://{host}:{self.server_port}"
+
+    @property
+    def temporal_ui_endpoint(self) -> str | None:
+        """The Temporal Web UI's URL: ``temporal_ui_url``, else the managed Temporal's UI."""
+        if self.temporal_ui_url:
+            return self.temporal_ui_url.rstrip("/")
+        if not self.temporal_managed:
+            return None
+        return f"http://{_connect_host(self.temporal_bind)}:{self.temporal_ui_port}"
 
     @property
     def api_endpoint(self) -> str:

@@ -19,6 +19,7 @@ from stigmer.cli import image as image_cmd
 from stigmer.cli import init as init_cmd
 from stigmer.cli import server as server_cmd
 from stigmer.cli import token as token_cmd
+from stigmer.cli import ui as ui_cmd
 from stigmer.cli._output import exit_141_on_broken_pipe
 
 exit_141_on_broken_pipe()  # help and tables are printed by Rich
@@ -51,6 +52,7 @@ app.add_typer(server_cmd.app, name="server")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(image_cmd.app, name="image")
 app.add_typer(token_cmd.app, name="token")
+app.command("ui")(ui_cmd.ui)
 
 
 def _version(value: bool) -> None:

@@ -126,6 +126,10 @@ class ServerSection(_Model):
     codec_origins: list[str] = Field(default_factory=list)
     tls_cert_pem: str | None = None
     tls_key_pem: Secret | None = None
+    #: seconds a one-time login code of the web console stays valid
+    console_login_ttl: float = 120.0
+    #: the Temporal Web UI the console links each execution's workflow to (None: no link)
+    temporal_ui_url: str | None = None
 
 
 class RunnerSection(_Model):

@@ -32,6 +32,8 @@ Endpoints (all JSON unless noted):
   appends (runner token only). Each event fits its type's schema, its id starts
   with the execution's id, and a phase only goes where it can (PENDING ->
   RUNNING -> COMPLETED, FAILED or CANCELLED); anything else is refused whole.
+* ``POST /v1/ui/login-codes``: a one-time code for the web console at ``/ui/``
+  (admin bearer token; :mod:`stigmer.server.console`).
 * ``POST /v1/codec/decode``: Temporal's remote codec endpoint, for the Temporal
   UI and ``temporal workflow show --codec-endpoint``: opens payloads sealed by
   this stack (admin token).
@@ -77,6 +79,7 @@ from stigmer.credentials import ADMIN, RUNNER
 from stigmer.errors import TemporalError
 from stigmer.server import db
 from stigmer.server.auth import ROLES, TokenRoles, bearer, requires
+from stigmer.server.console import add_console
 from stigmer.server.schemas import (
     TOOL_CALL_ID_PATTERN,
     AgentList,
@@ -366,7 +369,10 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
     # -- tokens ---------------------------------------------------------------
 
     @api.post("/tokens", status_code=201)
-    def create_token(body: TokenCreate) -> TokenCreated:
+    def create_token(
+        body: TokenCreate,
+        _role: Annotated[str, Depends(requires(roles, ADMIN, console=False))],
+    ) -> TokenCreated:
         """A new bearer token for ``role``, accepted by every API server sharing this store."""
         token = secrets.token_urlsafe(32)
         store.register_token(token, body.role, body.label or f"created {format_timestamp()}")
@@ -778,7 +784,8 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
                 detail=f"no call {call_id!r} of execution {execution_id} waits for approval "
                 f"(phase {ex['phase']}; waiting: {waiting})",
             )
-        by = roles.who(creds.credentials) if creds is not None else "unknown"
+        # without a bearer token, only the console's session gets here (stigmer.server.auth)
+        by = roles.who(creds.credentials) if creds is not None else "admin:console"
         decision = ApprovalDecision(
             execution_id=execution_id,
             tool_call_id=call_id,
@@ -936,7 +943,10 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
             raise HTTPException(422, detail=str(exc)) from None
         return CodecBody.model_validate(opened)
 
-    async def _sse(request: Request, execution_id: str, after: int) -> AsyncIterator[bytes]:
+    async def _sse(
+        request: Request, execution_id: str, after: int, named: bool = True
+    ) -> AsyncIterator[bytes]:
+        """The event stream; ``named``: each event under its type (``event: <type>``)."""
         # The flag is cleared before each read of the store and set by every append:
         # an append that lands while this stream is busy (sending, checking the
         # connection) is never missed, so no event waits for the 1 s timeout.
@@ -949,7 +959,8 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
                 batch = await off_loop(store.events_after, execution_id, last)
                 for e in batch:
                     last = e["seq"]
-                    yield f"id: {e['seq']}\nevent: {e['type']}\ndata: {json.dumps(e)}\n\n".encode()
+                    name = f"event: {e['type']}\n" if named else ""
+                    yield f"id: {e['seq']}\n{name}data: {json.dumps(e)}\n\n".encode()
                 ex = await off_loop(store.get_execution, execution_id)
                 if (
                     ex
@@ -978,4 +989,14 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
             wakeups.discard(execution_id, flag)
 
     app.include_router(api)
+    add_console(
+        app,
+        store=store,
+        roles=roles,
+        wakeups=wakeups,
+        server=server,
+        namespace=cfg.temporal.namespace,
+        off_loop=off_loop,
+        event_stream=functools.partial(_sse, named=False),
+    )
     return app

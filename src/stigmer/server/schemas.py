@@ -231,6 +231,15 @@ class TokenCreated(BaseModel):
     label: str
 
 
+class LoginCode(BaseModel):
+    """A one-time login code of the web console: ``path`` on this server signs a browser in."""
+
+    code: str
+    expires_at: str
+    #: ``/ui/login?code=...``: valid once, until ``expires_at``
+    path: str
+
+
 class Info(BaseModel):
     version: str
     database: str

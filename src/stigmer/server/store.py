@@ -16,7 +16,9 @@ the execution's id, which wakes the streams of every API server
 not the execution's, a phase change that cannot happen) stores nothing and
 raises :class:`EventRejected`.
 
-Bearer tokens are kept as their SHA-256, with a role (``admin`` or ``runner``).
+Bearer tokens are kept as their SHA-256, with a role (``admin`` or ``runner``);
+so are the web console's one-time login codes and its sessions, with their
+expiry (in the store, so every API server sharing it knows them).
 """
 
 from __future__ import annotations
@@ -118,6 +120,25 @@ blobs = Table(
     Column("sha256", String(64), primary_key=True),
     Column("data", LargeBinary, nullable=False),
     _stamp("created_at"),
+)
+
+#: The web console's one-time login codes (``stigmer ui``), by their SHA-256.
+console_codes = Table(
+    "console_codes",
+    metadata,
+    Column("hash", String(64), primary_key=True),
+    _stamp("created_at"),
+    _stamp("expires_at"),
+    Column("used_at", DateTime(timezone=True)),
+)
+
+#: The web console's sessions (what its cookie holds), by their SHA-256.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("hash", String(64), primary_key=True),
+    _stamp("created_at"),
+    _stamp("expires_at"),
 )
 
 #: PostgreSQL channel of the wake-ups: its payload is the execution id.
@@ -375,13 +396,37 @@ class Store:
             ).scalar()
         return _execution(row, last or 0)
 
-    def list_executions(self, agent: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    def list_executions(
+        self, agent: str | None = None, limit: int = 50, phase: str | None = None
+    ) -> list[dict[str, Any]]:
         q = select(executions).order_by(executions.c.id.desc()).limit(limit)
         if agent:
             q = q.where(executions.c.agent_name == agent)
+        if phase:
+            q = q.where(executions.c.phase == phase)
         with self.engine.connect() as conn:
             rows = conn.execute(q).mappings().all()
         return [_execution(r, None) for r in rows]
+
+    def execution_stats(self, ids: list[str]) -> dict[str, dict[str, int]]:
+        """Per execution: ``tool_calls`` started and the tokens of its ``usage`` events."""
+        stats = {i: {"tool_calls": 0, "input_tokens": 0, "output_tokens": 0} for i in ids}
+        if not ids:
+            return stats
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(events.c.execution_id, events.c.type, events.c.payload)
+                .where(events.c.execution_id.in_(ids))
+                .where(events.c.type.in_(("tool_call", "usage")))
+            ).all()
+        for execution_id, kind, payload in rows:
+            s = stats[execution_id]
+            if kind == "tool_call" and payload.get("status") == "started":
+                s["tool_calls"] += 1
+            elif kind == "usage":
+                s["input_tokens"] += int(payload.get("input_tokens") or 0)
+                s["output_tokens"] += int(payload.get("output_tokens") or 0)
+        return stats
 
     # -- tokens ---------------------------------------------------------------
 
@@ -425,6 +470,77 @@ class Store:
                 )
                 return True
             return bool(current == run_id)
+
+    # -- the web console's login codes and sessions ----------------------------
+
+    def add_console_code(self, code: str, ttl_s: float) -> datetime:
+        """Keep a one-time login code (its hash) for ``ttl_s`` seconds; returns its expiry.
+
+        Codes and sessions that expired are dropped at the same time.
+        """
+        at = now()
+        expires = at + timedelta(seconds=ttl_s)
+        with self.writing() as conn:
+            conn.execute(delete(console_codes).where(console_codes.c.expires_at < at))
+            conn.execute(delete(console_sessions).where(console_sessions.c.expires_at < at))
+            conn.execute(
+                insert(console_codes).values(
+                    hash=token_hash(code), created_at=at, expires_at=expires, used_at=None
+                )
+            )
+        return expires
+
+    def use_console_code(self, code: str) -> str:
+        """Use a login code once: ``ok``, else why not (``used``, ``expired``, ``unknown``).
+
+        One conditional update: of two servers (or tabs) using the same code at
+        once, only one gets ``ok``.
+        """
+        h = token_hash(code)
+        at = now()
+        with self.writing() as conn:
+            done = conn.execute(
+                update(console_codes)
+                .where(console_codes.c.hash == h)
+                .where(console_codes.c.used_at.is_(None))
+                .where(console_codes.c.expires_at > at)
+                .values(used_at=at)
+            ).rowcount
+            if done == 1:
+                return "ok"
+            row = conn.execute(
+                select(console_codes.c.used_at).where(console_codes.c.hash == h)
+            ).first()
+        if row is None:
+            return "unknown"
+        return "used" if row[0] is not None else "expired"
+
+    def add_console_session(self, session: str, ttl_s: float) -> datetime:
+        at = now()
+        expires = at + timedelta(seconds=ttl_s)
+        with self.writing() as conn:
+            conn.execute(
+                insert(console_sessions).values(
+                    hash=token_hash(session), created_at=at, expires_at=expires
+                )
+            )
+        return expires
+
+    def console_session_ok(self, session: str) -> bool:
+        """True if ``session`` is a console session that has not expired."""
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(console_sessions.c.hash)
+                .where(console_sessions.c.hash == token_hash(session))
+                .where(console_sessions.c.expires_at > now())
+            ).first()
+        return found is not None
+
+    def end_console_session(self, session: str) -> None:
+        with self.writing() as conn:
+            conn.execute(
+                delete(console_sessions).where(console_sessions.c.hash == token_hash(session))
+            )
 
     # -- blobs ----------------------------------------------------------------
 

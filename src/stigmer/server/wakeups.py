@@ -23,6 +23,9 @@ from stigmer.server.store import WAKEUP_CHANNEL
 
 log = logging.getLogger("stigmer.server")
 
+#: The key of streams woken by an append to any execution (the console's listings).
+ANY = "*"
+
 
 class Wakeups:
     def __init__(self) -> None:
@@ -44,8 +47,8 @@ class Wakeups:
                 self._waiters.pop(execution_id, None)
 
     def wake(self, execution_id: str) -> None:
-        """Wake the streams of ``execution_id`` (on the event loop)."""
-        for flag in self._waiters.get(execution_id, ()):
+        """Wake the streams of ``execution_id``, and those of :data:`ANY` (on the event loop)."""
+        for flag in (*self._waiters.get(execution_id, ()), *self._waiters.get(ANY, ())):
             flag.set()
 
     def wake_all(self) -> None:

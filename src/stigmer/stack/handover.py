@@ -251,6 +251,8 @@ def server_config(settings: Settings) -> RuntimeConfig:
             codec_origins=[f"http://{ui_host}:{ui}", f"http://localhost:{ui}"]
             if settings.temporal_managed
             else [],
+            console_login_ttl=settings.ui_login_ttl,
+            temporal_ui_url=settings.temporal_ui_endpoint,
         ),
     )
 
