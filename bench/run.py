@@ -1,7 +1,9 @@
 """The stigmer benchmark: ``make bench`` (or ``uv run python bench/run.py``).
 
-Measures, side by side in the same run, each figure of issue 6 and the floor it
-is compared with (see docs/performance.md), prints one table, and writes
+Measures, side by side in the same run, each figure of issues 6 and 17 and the
+floor or peer it is compared with (see docs/performance.md): the in-process
+agent, bare pydantic-ai on Temporal (bench/temporal_peer.py), the CLI as
+`uv tool install` puts it, prints one table, and writes
 ``bench/results/<date>.json`` and ``docs/performance.md`` (its generated part).
 
 Knobs (environment variables; defaults in brackets, smoke defaults after "/"):
@@ -22,7 +24,8 @@ Knobs (environment variables; defaults in brackets, smoke defaults after "/"):
                           user's machine (default); env: leave PYTHONDONTWRITEBYTECODE &
                           co as they are in the environment
   BENCH_ONLY              comma list of sections: image,rebuild,floors,start-docker,
-                          cli,runner-start,memory,run,throughput,run-postgres,start-local
+                          cli,runner-start,memory,run,throughput,run-postgres,start-local,
+                          installed-cli
   BENCH_IMAGE             use this runner image instead of building one (no size/rebuild)
   BENCH_MAX_LOAD          wait (up to BENCH_LOAD_WAIT_S [300]) for the 1-min load to drop below
   BENCH_RESULTS_DIR       where the JSON goes [bench/results]
@@ -90,6 +93,7 @@ SECTIONS = (
     "throughput",
     "run-postgres",
     "start-local",
+    "installed-cli",
 )
 ONLY = {s.strip() for s in os.environ.get("BENCH_ONLY", "").split(",") if s.strip()} or set(
     SECTIONS
@@ -185,6 +189,7 @@ class Bench:
         self.probe: bl.TemporalProbe | None = None
         self._stack_pids: dict[str, Any] = {}
         self._inproc: dict[str, Any] | None = None
+        self._peer: dict[str, Any] | None = None
         self.skipped: dict[str, str] = {}  # section -> why it measured nothing
         self.database: Any = None  # the PostgreSQL database of the run-postgres section
         # Bytecode: the venv may hold no .pyc files (uv does not compile them, and an
@@ -292,7 +297,7 @@ class Bench:
                 [size],
                 floor=[base],
                 floor_label=f"base image {BASE_IMAGE}",
-                target=250,
+                target=200,
                 extra={"added_mb": size - base},
             )
         )
@@ -434,8 +439,10 @@ class Bench:
             bl.stop_process(p)
             err.close()
 
-    def stack_env_for(self, mode: str) -> tuple[Path, dict[str, str], dict[str, int]]:
-        home = self.work / f"home-{mode}"
+    def stack_env_for(
+        self, mode: str, name: str | None = None
+    ) -> tuple[Path, dict[str, str], dict[str, int]]:
+        home = self.work / f"home-{name or mode}"
         server, temporal, ui = bl.free_ports(3)
         env = self.clean_env() | {
             "STIGMER_HOME": str(home),
@@ -450,19 +457,27 @@ class Bench:
         if mode == "docker":
             assert self.image
             env["STIGMER_RUNNER_IMAGE"] = self.image
-            env["STIGMER_RUNNER_CONTAINER"] = f"stigmer-bench-{self.id}-runner"
+            env["STIGMER_RUNNER_CONTAINER"] = f"stigmer-bench-{self.id}-{name or 'runner'}"
             self.cleanup.containers.append(env["STIGMER_RUNNER_CONTAINER"])
         self.cleanup.homes.append((home, env))
         return home, env, {"server": server, "temporal": temporal, "ui": ui}
 
-    def start_cycles(self, mode: str, keep_running: bool) -> None:
-        home, env, ports = self.stack_env_for(mode)
+    def start_cycles(
+        self,
+        mode: str,
+        keep_running: bool,
+        stigmer: str = bl.STIGMER,
+        key: str | None = None,
+        target: float | None = None,
+        what: str = "",
+    ) -> None:
+        home, env, ports = self.stack_env_for(mode, key)
         cycles = START_REPS + (0 if SMOKE else 1)
         starts: list[dict[str, Any]] = []
         stops: list[float] = []
         for i in range(cycles):
             t_wall = time.time()
-            took, proc = bl.run([bl.STIGMER, "server", "start", "--json"], env=env, timeout=240)
+            took, proc = bl.run([stigmer, "server", "start", "--json"], env=env, timeout=240)
             st = json.loads(proc.stdout)
             starts.append(
                 {
@@ -475,7 +490,7 @@ class Bench:
             bl.log(f"start {mode} {i + 1}/{cycles}: {took:.2f}s {starts[-1]['ready_in_s']}")
             if keep_running and i == cycles - 1:
                 break
-            stops.append(bl.run([bl.STIGMER, "server", "stop"], env=env, timeout=240)[0])
+            stops.append(bl.run([stigmer, "server", "stop"], env=env, timeout=240)[0])
         first = starts[0]
         counted = starts if SMOKE else starts[1:]
         floor = self.floors.get("temporal_alone")
@@ -483,15 +498,16 @@ class Bench:
         if mode == "docker" and "docker_run_true" in self.floors and floor is not None:
             floor += self.floors["docker_run_true"]
             floor_label += " + docker run --rm IMAGE true"
+        key = key or f"start_{mode}"
         self.add(
             Figure(
-                f"start_{mode}",
-                f"stigmer server start to ready ({mode} mode)",
+                key,
+                f"stigmer server start to ready ({mode} mode{what})",
                 "s",
                 [s["wall_s"] for s in counted],
                 floor_value=floor,
                 floor_label=floor_label if floor is not None else None,
-                target=5,
+                target=target if target is not None else (1.2 if mode == "docker" else 5),
                 note="whole CLI process, image present, home started before",
                 extra={
                     "first_start_fresh_home_s": first["wall_s"],
@@ -511,7 +527,7 @@ class Bench:
             ready_in = [s["ready_in_s"].get(name) for s in counted if s["ready_in_s"].get(name)]
             self.add(
                 Figure(
-                    f"start_{mode}_{name}",
+                    f"{key}_{name}",
                     f"  · {label} (s after the CLI started)",
                     "s",
                     vals,
@@ -602,6 +618,88 @@ class Bench:
                     note="PYTHONDONTWRITEBYTECODE=1 and no .pyc: every import compiled",
                 )
             )
+
+    def s_installed_cli(self) -> None:
+        """The CLI as a user installs it: ``uv tool install`` of a wheel of this checkout.
+
+        A fresh tool dir; measured as a user runs it: ``--version``, ``server
+        status`` and ``run`` against the bench's stack, and ``server start``
+        (docker mode, image present) of a home of its own, each beside the
+        checkout venv's CLI measured the same way in this run.
+        """
+        assert self.stack_env
+        self.prepare_agent()  # (again: an unchanged apply changes nothing)
+        root = Path(__file__).resolve().parents[1]
+        dist = self.work / "dist"
+        bl.run([UV, "build", "--wheel", "--quiet", "--out-dir", str(dist), str(root)], timeout=600)
+        wheel = next(dist.glob("stigmer-*.whl"))
+        tools = self.work / "uv-tools"
+        tool_env = self.clean_env() | {
+            "UV_TOOL_DIR": str(tools / "tools"),
+            "UV_TOOL_BIN_DIR": str(tools / "bin"),
+        }
+        took, _ = bl.run(
+            [UV, "tool", "install", "--python", sys.executable, str(wheel)],
+            env=tool_env,
+            timeout=900,
+        )
+        stigmer = str(tools / "bin" / "stigmer")
+        bl.log(f"uv tool install of {wheel.name}: {took:.1f}s")
+        self.add(
+            Figure(
+                "installed_install_s",
+                "uv tool install (wheel, fresh tool dir)",
+                "s",
+                [took],
+                info=True,
+            )
+        )
+        cmds = {
+            "version": ["--version"],
+            "status": ["server", "status"],
+        }
+        for key, args in cmds.items():
+            times: dict[str, list[float]] = {"venv": [], "installed": []}
+            for exe in (bl.STIGMER, stigmer):
+                bl.run([exe, *args], env=self.stack_env)  # warm-up: bytecode, page cache
+            for _ in range(CLI_REPS):
+                for which, exe in (("venv", bl.STIGMER), ("installed", stigmer)):
+                    times[which].append(bl.run([exe, *args], env=self.stack_env)[0] * 1000)
+            self.add(
+                Figure(
+                    f"installed_{key}",
+                    f"installed CLI: stigmer {' '.join(args)}",
+                    "ms",
+                    times["installed"],
+                    floor=times["venv"],
+                    floor_label="the checkout venv's CLI",
+                    info=True,
+                )
+            )
+        argv = ["run", AGENT, "bench", "--output", "json"]
+        runs: dict[str, list[float]] = {"venv": [], "installed": []}
+        for _ in range(max(2, RUNS // 5)):
+            for which, exe in (("venv", bl.STIGMER), ("installed", stigmer)):
+                runs[which].append(bl.run([exe, *argv], env=self.stack_env, timeout=120)[0])
+        self.add(
+            Figure(
+                "installed_run",
+                "installed CLI: stigmer run e2e p50",
+                "s",
+                runs["installed"],
+                floor=runs["venv"],
+                floor_label="the checkout venv's CLI",
+                info=True,
+            )
+        )
+        self.start_cycles(
+            "docker",
+            keep_running=False,
+            stigmer=stigmer,
+            key="start_docker_installed",
+            target=1.5,
+            what=", uv tool-installed CLI",
+        )
 
     def stack_container(self) -> Any:
         assert self.stack_env
@@ -726,7 +824,7 @@ class Bench:
                 mb("runner", "usage"),
                 floor=mb("bare", "usage"),
                 floor_label="bare temporalio worker, same image",
-                target=120,
+                target=60,
                 extra={
                     "runner_anon_mb": bl.summary(mb("runner", "anon")),
                     "runner_vmrss_mb": bl.summary(mb("runner", "vmrss")),
@@ -836,6 +934,51 @@ class Bench:
         self._inproc = inproc
         return inproc
 
+    def temporal_peer(self) -> dict[str, Any]:
+        """The same agent run durably with bare pydantic-ai on Temporal (same dev server).
+
+        Its worker and client are one process (``bench/temporal_peer.py``); the
+        dev server's CPU is read around it, while the stack is idle.
+        """
+        if self._peer is not None:
+            return self._peer
+        ws = self.work / "ws-peer"
+        (ws / "bench").mkdir(parents=True)
+        (ws / "bench" / "input.txt").write_text("hello from the benchmark\n")
+        temporal_pid = self._stack_pids.get("temporal")
+        t_cpu0 = bl.proc_cpu_s(temporal_pid) if temporal_pid else None
+        _, proc = bl.run(
+            [
+                bl.PYTHON,
+                str(Path(__file__).parent / "temporal_peer.py"),
+                json.dumps(SCRIPT),
+                "--address",
+                f"127.0.0.1:{self.stack_ports['temporal']}",
+                "--runs",
+                str(RUNS),
+                "--workspace",
+                str(ws),
+            ],
+            timeout=600,
+        )
+        t_cpu1 = bl.proc_cpu_s(temporal_pid) if temporal_pid else None
+        peer: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+        if peer.get("tool_calls") != 2:
+            raise RuntimeError(f"the Temporal peer made {peer.get('tool_calls')} tool calls, not 2")
+        runs = len(peer["runs_s"])
+        # the dev server's CPU over the peer's warm-up and runs, per timed run (an upper bound)
+        warm = runs + 4
+        peer["cpu_ms"] = {
+            "peer worker+client": peer["cpu_s"] * 1000 / runs,
+            **(
+                {"temporal": (t_cpu1 - t_cpu0) * 1000 / warm}
+                if t_cpu0 is not None and t_cpu1 is not None
+                else {}
+            ),
+        }
+        self._peer = peer
+        return peer
+
     def cpu_figures(self, key: str, label: str, cpu_ms: dict[str, float]) -> None:
         """CPU per run: all processes, then one row per process."""
         if not cpu_ms:
@@ -921,7 +1064,7 @@ class Bench:
                 "s",
                 [w - peer_s["median"] for w in walls],
                 stats={"median": run_s["median"] - peer_s["median"]},
-                target=0.300,
+                target=0.150,
             )
         )
         labels = {
@@ -943,6 +1086,56 @@ class Bench:
             ):
                 self.add(Figure(f"run_hist_{key}", label, "s", [h[key] for h in hist], info=True))
         self.cpu_figures("run_cpu_ms", "CPU per run (SQLite)", cpu_ms)
+        self.peer_figures(walls, cpu_ms)
+
+    def peer_figures(self, walls: list[float], cpu_ms: dict[str, float]) -> None:
+        """stigmer run against bare pydantic-ai on Temporal: run p50 and CPU per execution."""
+        peer = self.temporal_peer()
+        peer_walls = peer["runs_s"]
+        self.add(
+            Figure(
+                "peer_run_p50",
+                "bare pydantic-ai on Temporal, same agent, p50",
+                "s",
+                peer_walls,
+                floor=self.inprocess_peer()["runs_s"],
+                floor_label="the same agent in-process",
+                info=True,
+            )
+        )
+        ratio = bl.summary(walls)["median"] / bl.summary(peer_walls)["median"]
+        self.add(
+            Figure(
+                "run_vs_peer",
+                "stigmer run p50 / bare pydantic-ai-on-Temporal p50",
+                "x",
+                [ratio],
+                target=1.3,
+            )
+        )
+        ours = sum(cpu_ms.values())
+        theirs = sum(peer["cpu_ms"].values())
+        self.cpu_figures("peer_cpu_ms", "CPU per run of the peer", peer["cpu_ms"])
+        self.add(
+            Figure(
+                "cpu_per_run",
+                "CPU per execution, all processes",
+                "ms",
+                [ours],
+                floor_value=theirs,
+                floor_label="bare pydantic-ai on Temporal",
+                target=150,
+            )
+        )
+        self.add(
+            Figure(
+                "cpu_vs_peer",
+                "CPU per execution / the peer's",
+                "x",
+                [ours / theirs if theirs else float("nan")],
+                target=1.5,
+            )
+        )
 
     def cpu_snapshot(self) -> dict[str, float | None]:
         """CPU seconds so far of each stack process, the runner container and our CLI children."""
@@ -1150,6 +1343,7 @@ class Bench:
                 self.section("run", self.s_run, needs_stack=True)
                 self.section("throughput", self.s_throughput, needs_stack=True)
                 self.section("run-postgres", self.s_run_postgres, needs_stack=True)
+                self.section("installed-cli", self.s_installed_cli, needs_stack=True)
                 self.stop_stack()
                 self.section("start-local", self.s_start_local)
         finally:

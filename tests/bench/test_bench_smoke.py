@@ -44,11 +44,19 @@ EXPECTED = (
     "throughput_1",
     "throughput_2",
     "start_local",
+    "peer_run_p50",
+    "run_vs_peer",
+    "cpu_per_run",
+    "cpu_vs_peer",
+    "installed_version",
+    "installed_status",
+    "installed_run",
+    "start_docker_installed",
 )
 
 
 @pytest.mark.docker
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_bench_smoke(
     docker_client: object,
     standin_base: str,
@@ -69,7 +77,7 @@ def test_bench_smoke(
         env=env,
         capture_output=True,
         text=True,
-        timeout=560,
+        timeout=860,
         stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 0, proc.stdout[-5000:] + "\n" + proc.stderr[-8000:]
