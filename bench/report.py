@@ -170,6 +170,67 @@ def details(data: dict[str, Any]) -> list[str]:
     return out
 
 
+#: The processes of a cluster: what each scales with (runner hosts, or a shared service).
+SHARED = ("temporal", "stigmer-server", "postgres")
+
+
+def at_scale(data: dict[str, Any]) -> list[str]:
+    """ "At scale": per-process CPU per execution, what one core sustains, what limits N runners.
+
+    Computed from the run section's CPU per execution (PostgreSQL's, when it was
+    measured: a cluster shares a PostgreSQL store), with the formula shown.
+    """
+    figs = {f["key"]: f for f in data["figures"]}
+    prefix = "run_cpu_ms_postgres_" if "run_cpu_ms_postgres" in figs else "run_cpu_ms_"
+    per = {
+        k.removeprefix(prefix): f["median"]
+        for k, f in figs.items()
+        if k.startswith(prefix) and isinstance(f.get("median"), (int, float)) and f["median"] > 0
+    }
+    if not per:
+        return []
+    total = sum(per.values())
+    store = "PostgreSQL" if prefix.endswith("postgres_") else "SQLite"
+    lines = [
+        "",
+        "### At scale",
+        "",
+        f"CPU per execution by process (the `stigmer run` figures on {store}, this run), and the "
+        "executions per second one core of each sustains: `1000 / cpu_ms`.",
+        "",
+        "| process | CPU per execution | executions/s per core | scales with |",
+        "|---|---:|---:|---|",
+    ]
+    for name, ms in sorted(per.items(), key=lambda kv: -kv[1]):
+        scales = {
+            "temporal": "shared: the Temporal service (its own cluster)",
+            "stigmer-server": "shared: the API servers (several share one store)",
+            "postgres": "shared: the one store",
+            "agent-runner": "the runner hosts",
+            "cli": "the clients (not a cluster cost)",
+        }.get(name, "each host")
+        lines.append(f"| {name} | {ms:.0f} ms | {1000 / ms:.1f} | {scales} |")
+    lines.append(f"| all | {total:.0f} ms | {1000 / total:.1f} | |")
+    runner = per.get("agent-runner")
+    shared = {k: v for k, v in per.items() if k in SHARED}
+    if runner and shared:
+        limit, limit_ms = max(shared.items(), key=lambda kv: kv[1])
+        n_star = limit_ms and runner / limit_ms
+        lines += [
+            "",
+            "A cluster of N runner hosts with one core of runner each runs at most "
+            f"`N x 1000 / {runner:.0f}` executions/s; each shared service caps it at "
+            "`C x 1000 / cpu_ms` for its C cores. So throughput is "
+            "`min(N x 1000 / runner_ms, C_temporal x 1000 / temporal_ms, "
+            "C_api x 1000 / api_ms, C_pg x 1000 / postgres_ms)`. "
+            f"Here the first shared limit is **{limit}** at {1000 / limit_ms:.1f} executions/s "
+            f"per core: with one core of it, more than {n_star:.1f} runner cores add nothing, "
+            f"and 1,000 executions a minute need about {1000 / 60 * total / 1000:.1f} cores in all "
+            "before a model is called.",
+        ]
+    return lines
+
+
 def generated(data: dict[str, Any], results_file: Path) -> str:
     m = data["machine"]
     k = data["knobs"]
@@ -207,6 +268,7 @@ def generated(data: dict[str, Any], results_file: Path) -> str:
         "",
         markdown_table(data["figures"]),
         *details(data),
+        *at_scale(data),
     ]
     if data.get("skipped"):
         lines += ["", "Not measured in this run:", ""]

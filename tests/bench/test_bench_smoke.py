@@ -109,6 +109,7 @@ def test_bench_smoke(
     assert "runner image size" in proc.stdout and "target" in proc.stdout
     page = (tmp_path / "performance.md").read_text()
     assert "BEGIN GENERATED" in page and "| stigmer --version |" in page
+    assert "### At scale" in page and "executions/s per core" in page
 
     # nothing of this run is left in Docker
     bench_id = data["bench_id"]
