@@ -194,11 +194,31 @@ def standin_base(docker_client: docker.DockerClient) -> str:
 ROOT = Path(__file__).resolve().parents[1]
 
 
+#: A test runner image older than this (hours) is a crashed session's: removed by the next.
+STALE_TEST_IMAGE_H = 6
+
+
+def _remove_stale_test_images(client: docker.DockerClient) -> None:
+    """Runner images of test sessions that ended without removing theirs (a crash, a kill)."""
+    import time
+    from datetime import datetime
+
+    for image in client.images.list(filters={"label": f"{TEST_LABEL}=1"}):
+        created = datetime.fromisoformat(image.attrs["Created"][:19]).timestamp()
+        if time.time() - created > STALE_TEST_IMAGE_H * 3600 and any(
+            t.startswith("stigmer-agent-runner:test-") for t in image.tags
+        ):
+            with contextlib.suppress(docker.errors.APIError):
+                client.images.remove(image.id, force=False)
+
+
 @pytest.fixture(scope="session")
-def runner_image(docker_client: docker.DockerClient, standin_base: str) -> str:
-    """`make build-agent-runner-image` once per session, under a tag of this run."""
+def runner_image(docker_client: docker.DockerClient, standin_base: str) -> Iterator[str]:
+    """`make build-agent-runner-image` once per session, under a tag of this run; removed after."""
     import subprocess
     import time
+
+    _remove_stale_test_images(docker_client)
 
     tag = f"stigmer-agent-runner:test-{RUN_ID}"
     flags = f"--label {TEST_LABEL}=1 --label {RUN_LABEL}={RUN_ID}"
@@ -213,7 +233,9 @@ def runner_image(docker_client: docker.DockerClient, standin_base: str) -> str:
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     size = docker_client.images.get(tag).attrs["Size"]
     print(f"\n[runner_image] built {tag} in {time.monotonic() - t0:.1f}s, size {size / 1e6:.1f} MB")
-    return tag
+    yield tag
+    with contextlib.suppress(docker.errors.APIError):
+        docker_client.images.remove(tag, force=True)
 
 
 @contextlib.contextmanager

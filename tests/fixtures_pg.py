@@ -8,12 +8,14 @@ cluster the tests that need it are skipped; under ``CI=true`` that is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -164,11 +166,31 @@ class PgCluster:
         return db
 
 
+#: A test cluster untouched for this long (hours) is a crashed test's: dropped by the next.
+STALE_CLUSTER_H = 6
+
+
+def drop_stale_clusters() -> None:
+    """Drop the ``stg*`` clusters that crashed or killed tests left behind."""
+    import time
+
+    listing = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True)
+    for line in listing.stdout.splitlines():
+        fields = line.split()
+        if len(fields) < 6 or not fields[1].startswith("stg"):
+            continue
+        data_dir = Path(fields[5])
+        with contextlib.suppress(OSError):
+            if time.time() - data_dir.stat().st_mtime > STALE_CLUSTER_H * 3600:
+                drop_cluster(PgCluster(fields[0], fields[1], int(fields[2])))
+
+
 def create_cluster(port: int, listen: str = PG_HOST, hba: str = "") -> PgCluster:
     """A new cluster on ``port``, listening on ``listen``; ``hba`` adds a pg_hba.conf line."""
     why = pg_available()
     if why:
         unavailable(why)
+    drop_stale_clusters()
     version = subprocess.run(
         ["pg_lsclusters", "-h"], capture_output=True, text=True, check=True
     ).stdout.split()[0]
