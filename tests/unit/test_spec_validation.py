@@ -118,6 +118,13 @@ def test_duplicate_keys_are_refused_naming_both_lines() -> None:
     )
 
 
+def test_a_tag_yaml_cannot_build_safely_is_a_problem_at_its_line() -> None:
+    (p,) = problems(HEAD + "  instructions: !!python/object:os.system x\n")
+    assert p.startswith("f.yaml:6:17: could not determine a constructor"), p
+    (p,) = problems(HEAD + "  instructions: x\n  ? [a, b]\n  : c\n")
+    assert p.startswith("f.yaml:7:5: spec: a key must be plain text"), p
+
+
 def test_merge_keys_still_work() -> None:
     text = HEAD + (
         "  instructions: x\n  tools: [write_file]\n  test_script:\n"

@@ -209,6 +209,34 @@ def _server_event(execution_id: str, key: str, payload: Any) -> dict[str, Any]:
     return new_event(f"{execution_id}/server/{key}", payload)
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise HTTPException(
+                422,
+                detail=[
+                    {
+                        "loc": ["body"],
+                        "msg": f"duplicate key {key[:100]!r}: JSON keys must be unique "
+                        "(keep one of them)",
+                    }
+                ],
+            )
+        seen[key] = value
+    return seen
+
+
+async def no_duplicate_keys(request: Request) -> None:
+    """A body whose objects repeat a key is a 422, as a YAML file that does is refused.
+
+    JSON parsers keep the last value silently; what was meant is not known.
+    """
+    body = await request.body()
+    with contextlib.suppress(ValueError, RecursionError):  # not JSON: its validation answers
+        json.loads(body, object_pairs_hook=_unique_keys)
+
+
 def _secret_refs(spec: AgentSpec) -> list[str]:
     refs = [v.secret for v in spec.env.values() if isinstance(v, SecretRef)]
     return refs + ([spec.api_key.secret] if spec.api_key else [])
@@ -365,7 +393,7 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
 
     # -- agents ---------------------------------------------------------------
 
-    @api.put("/agents/{name}")
+    @api.put("/agents/{name}", dependencies=[Depends(no_duplicate_keys)])
     def put_agent(name: AgentName, body: AgentPut, dry_run: bool = False) -> AgentPutResult:
         """Create or update an agent; with ``dry_run``, validate and say what would happen.
 

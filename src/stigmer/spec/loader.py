@@ -333,7 +333,12 @@ def load_text(text: str, filename: str) -> list[LoadedAgent]:
         if dupes:
             problems += dupes
             continue
-        data = yaml.constructor.SafeConstructor().construct_document(node)
+        try:
+            data = yaml.constructor.SafeConstructor().construct_document(node)
+        except yaml.MarkedYAMLError as exc:  # a tag such as !!python/object, a bad !!int
+            mark = exc.problem_mark or exc.context_mark
+            problems.append(f"{_at(filename, mark)}: {exc.problem or exc.context}")
+            continue
         marks = _mark_tree(node, {})
         if not isinstance(data, dict):
             problems.append(f"{_at(filename, start)}: a document must be a mapping")
