@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Stack, new_stack, tear_down
+from tests.conftest import STIGMER, Stack, new_stack, tear_down
 
 GOOD = """\
 apiVersion: stigmer.ai/v1
@@ -313,3 +314,43 @@ def test_init_dir_then_apply_and_run_completes(clean: Stack, tmp_path: Path) -> 
     assert agents(clean)[0]["model"] == "test"
     summary = (clean.home / "data" / "workspace" / "reports" / "summary.md").read_text()
     assert summary.startswith("# Summary of notes/") and "durability" in summary
+
+
+def test_a_spec_at_the_limits_runs(clean: Stack, tmp_path: Path) -> None:
+    """The limits keep a spec runnable: one just under each, with the longest message, completes."""
+    from stigmer.contract.limits import MAX_SPEC_BYTES, MAX_SPEC_DEPTH
+
+    spec: dict[str, Any] = {
+        "instructions": "",
+        "model": "test",
+        "tools": ["write_file"],
+        # args at level 4 of the spec: the deepest value the limit lets through (the
+        # runner decodes it and the tool refuses the argument it does not know)
+        "test_script": [
+            {"tool": "write_file", "args": {"x": _deep(28)}, "on_error": "continue"},
+            {"tool": "write_file", "args": {"path": "deep.txt", "content": "ok"}},
+            {"answer": "done"},
+        ],
+    }
+    # less what the stored form adds (the defaults: description, env, local_shell, ...)
+    spec["instructions"] = "x" * (MAX_SPEC_BYTES - len(json.dumps(spec)) - 200)
+    doc = {"apiVersion": "stigmer.ai/v1", "kind": "Agent", "metadata": {"name": "at-limits"}}
+    f = tmp_path / "limits.yaml"
+    f.write_text(json.dumps({**doc, "spec": spec}))
+    clean.cli("apply", "-f", str(f), check=True)
+    (stored,) = agents(clean)
+    from stigmer.contract.limits import spec_bytes, spec_depth
+
+    assert MAX_SPEC_BYTES - 1024 < spec_bytes(stored["spec"]) <= MAX_SPEC_BYTES
+    assert spec_depth(stored["spec"]) == MAX_SPEC_DEPTH
+    proc = subprocess.run(  # the longest message a run takes, on stdin
+        [STIGMER, "run", "at-limits", "-", "--output", "json"],
+        input="m" * (256 * 1024),
+        env=clean.env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    assert json.loads(proc.stdout)["phase"] == "COMPLETED"
+    assert (clean.home / "data" / "workspace" / "deep.txt").read_text() == "ok"
