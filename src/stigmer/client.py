@@ -283,7 +283,7 @@ class Client:
             detail = "; ".join(
                 f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}" for d in detail
             )
-        if status in (400, 422):
+        if status in (400, 413, 422):
             raise RequestRejectedError(f"{detail}", None)
         raise ApiError(f"{method} {path} failed ({status}): {detail}", None)
 

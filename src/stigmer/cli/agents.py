@@ -12,7 +12,9 @@ from stigmer.cli import running
 from stigmer.cli._output import output_json, print_json, print_listing
 from stigmer.client import Client
 
-agent_app = typer.Typer(help="List, show and delete agents.", no_args_is_help=True)
+agent_app = typer.Typer(
+    help="List, show and delete agents; print the schema of their YAML.", no_args_is_help=True
+)
 execution_app = typer.Typer(
     help="List, inspect, follow, cancel, approve and rerun executions.", no_args_is_help=True
 )
@@ -26,17 +28,19 @@ def apply(
         False, "--dry-run", help="Say what would be created, updated or unchanged; store nothing."
     ),
     output: str = typer.Option("text", "--output", "-o", help="text or json."),
+    json_out: bool = typer.Option(False, "--json", help="The same as --output json."),
 ) -> None:
     """Create or update agents from YAML. Everything is validated before anything is stored.
 
     The files are checked here first, then by the server (which knows its own
     rules, such as reserved secret names) for every agent; only when all pass
-    is any stored.
+    is any stored. With --dry-run, each agent is compared with what the
+    server holds: created, updated or unchanged; nothing is stored.
     """
     from stigmer.errors import RequestRejectedError, SpecError
     from stigmer.spec.loader import load_paths
 
-    as_json = output_json(output)
+    as_json = output_json("json" if json_out else output)
     agents = load_paths(file)
     client = Client.resolved()
     planned, problems = [], []
@@ -64,6 +68,8 @@ def apply(
             r["status"], r["status"]
         )
         print(f"agent/{r['name']} {verb if dry_run else r['status']}")
+    if dry_run:
+        print("(dry run: nothing was stored)")
 
 
 @agent_app.command("list")
@@ -93,23 +99,29 @@ def agent_get(
     name: str = typer.Argument(
         ..., metavar="AGENT", help="The agent's name (see `stigmer agent list`)."
     ),
-    output: str = typer.Option("text", "--output", "-o", help="text or json (text prints YAML)."),
+    output: str = typer.Option("text", "--output", "-o", help="text (YAML), yaml or json."),
 ) -> None:
-    """One agent, as YAML (or JSON)."""
-    as_json = output_json(output)
+    """One agent, as YAML that `stigmer apply -f` takes back unchanged (or JSON)."""
+    as_json = output_json("text" if output == "yaml" else output)
     agent = Client.resolved().get_agent(name)
     if as_json:
         print_json(agent)
         return
-    import yaml
+    from stigmer.spec.loader import dump_agent
 
-    doc = {
-        "apiVersion": "stigmer.ai/v1",
-        "kind": "Agent",
-        "metadata": {"name": agent["name"]},
-        "spec": agent["spec"],
-    }
-    print(yaml.safe_dump(doc, sort_keys=False), end="")
+    sys.stdout.write(dump_agent(agent["name"], agent["spec"]))
+
+
+@agent_app.command("schema")
+def agent_schema() -> None:
+    """The JSON Schema of the agent YAML, for editors and validators.
+
+    Save it and point the YAML language server at it with a first line
+    `# yaml-language-server: $schema=agent.schema.json`.
+    """
+    from stigmer.spec.schema import schema_text
+
+    sys.stdout.write(schema_text())
 
 
 @agent_app.command("delete")

@@ -1,10 +1,12 @@
-"""``stigmer init``: write the examples' input files into the workspace.
+"""``stigmer init [DIR]``: write the examples' input files into the workspace, and a starter agent.
 
 The agents of ``examples/`` work on files of the workspace (``notes/`` for
 summarize-folder, ``src/`` for find-todos). A fresh home has an empty
 workspace, so ``init`` writes those sample files (package data, so an
-installed CLI has them too). A file that is already there is kept, never
-overwritten.
+installed CLI has them too). Given a DIR, it also writes a starter agent
+there (``agent.yaml``, which runs as written on those files) with the agent
+schema beside it (``agent.schema.json``) for editors. A file that is already
+there is kept, never overwritten.
 """
 
 from __future__ import annotations
@@ -46,7 +48,29 @@ def _workspace(flag: str | None) -> Path:
     return resolve(flags={"workspace": chosen}).workspace_dir
 
 
+#: What ``init DIR`` writes there.
+AGENT_FILE = "agent.yaml"
+SCHEMA_FILE = "agent.schema.json"
+
+
+def _starter(directory: Path, shown: str) -> list[tuple[Path, bytes]]:
+    """(path, content) of the starter agent and its schema, for ``directory``."""
+    from stigmer.spec.schema import schema_text
+
+    agent = resources.files("stigmer.cli").joinpath("samples", AGENT_FILE).read_text()
+    return [
+        (directory / AGENT_FILE, agent.replace("{dir}", shown).encode()),
+        (directory / SCHEMA_FILE, schema_text().encode()),
+    ]
+
+
 def init(
+    directory: str | None = typer.Argument(
+        None,
+        metavar="DIR",
+        help=f"Also write a starter agent here ({AGENT_FILE}, with {SCHEMA_FILE} for editors).",
+        show_default=False,
+    ),
     workspace: str | None = typer.Option(
         None,
         "--workspace",
@@ -57,10 +81,11 @@ def init(
     ),
     json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
 ) -> None:
-    """Write the example agents' input files (notes/, src/) into the workspace.
+    """Write the example agents' input files (notes/, src/) into the workspace; with DIR, a starter agent.
 
     Files that already exist are kept. Then: `stigmer apply -f examples/` and
-    `stigmer run summarize-folder "Summarize the notes folder"`.
+    `stigmer run summarize-folder "Summarize the notes folder"`; with DIR,
+    `stigmer apply -f DIR` and `stigmer run my-agent "Summarize the notes folder"`.
     """
     JSON_MODE["on"] = json_out
     from stigmer.settings import Paths, home_dir
@@ -78,11 +103,32 @@ def init(
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(source.read_bytes())
         written.append(rel)
+    agent: dict[str, list[str]] = {"written": [], "kept": []}
+    if directory is not None:
+        for target, content in _starter(Path(directory), directory):
+            if target.exists():
+                agent["kept"].append(str(target))
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+            agent["written"].append(str(target))
     if json_out:
-        print_json({"workspace": str(ws), "written": written, "kept": kept})
+        out: dict[str, object] = {"workspace": str(ws), "written": written, "kept": kept}
+        if directory is not None:
+            out["agent"] = {"directory": str(Path(directory).resolve()), **agent}
+        print_json(out)
         return
     for rel in written:
         print(f"wrote {rel}")
     for rel in kept:
         print(f"kept {rel} (it exists)")
     print(f"The examples' input files are in {ws}.")
+    if directory is not None:
+        for path in agent["written"]:
+            print(f"wrote {path}")
+        for path in agent["kept"]:
+            print(f"kept {path} (it exists)")
+        print(
+            f"Next: stigmer apply -f {directory} && "
+            'stigmer run my-agent "Summarize the notes folder"'
+        )

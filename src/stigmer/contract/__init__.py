@@ -14,9 +14,10 @@ module                 what it defines
 ``temporal``           ``connect_temporal()``, the one way to reach Temporal
 ``workflow``           ``ExecutionInput``, the workflow name, id and task queue
 ``events``             the execution event types, payloads and timestamps
+``limits``             the limits on an agent spec (size, depth, values)
 =====================  =====================================================
 
-``registry``, ``phases`` and ``status`` use the standard library only (the CLI
+``registry``, ``phases``, ``status`` and ``limits`` use the standard library only (the CLI
 imports them on its hot path); the others use pydantic. Nothing here imports
 Temporal, Docker or the store at module level.
 """

@@ -12,9 +12,13 @@ Endpoints (all JSON unless noted):
 
 * ``PUT /v1/agents/{name}`` body ``{"spec": {...}}``: create or update; answers
   ``{"status": created|updated|unchanged, "agent": {...}}``. The name is a slug,
-  checked as the CLI checks it.
+  checked as the CLI checks it, and the spec within the CLI's limits
+  (:mod:`stigmer.contract.limits`): over the size, 413; nested too deep, 422.
+  ``?dry_run=true`` stores nothing and says what a put would do.
 * ``GET /v1/agents``, ``GET|DELETE /v1/agents/{name}``; each agent has
-  ``model``, the model its runs use (its spec's, else ``default_model``).
+  ``model``, the model its runs use (its spec's, else ``default_model``). A
+  record whose spec cannot be shown (not stored through this API) is left out
+  of the list with a warning in the log; a GET of it is a 409.
 * ``POST /v1/executions`` body ``{"id"?, "agent", "message", "env"?, "model"?}``:
   records the execution as PENDING and starts workflow ``AgentExecutionWorkflow``
   (id ``agent-execution/<id>``, task queue ``agent_execution_runner``) with a
@@ -65,6 +69,7 @@ from stigmer.codec import BlobDriver, PayloadNotSealed, SealingCodec, decode_jso
 from stigmer.contract.config import RuntimeConfig
 from stigmer.contract.events import ErrorPayload, PhasePayload, format_timestamp, new_event
 from stigmer.contract.ids import new_execution_id
+from stigmer.contract.limits import shape_problem, size_problem
 from stigmer.contract.phases import TERMINAL_PHASES
 from stigmer.contract.registry import parse_model, reserved_secret
 from stigmer.contract.workflow import (
@@ -219,6 +224,34 @@ def _mib(n: int | None) -> str:
 def _server_event(execution_id: str, key: str, payload: Any) -> dict[str, Any]:
     """An event the server itself appends (ids are stable: a retry stores it once)."""
     return new_event(f"{execution_id}/server/{key}", payload)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise HTTPException(
+                422,
+                detail=[
+                    {
+                        "loc": ["body"],
+                        "msg": f"duplicate key {key[:100]!r}: JSON keys must be unique "
+                        "(keep one of them)",
+                    }
+                ],
+            )
+        seen[key] = value
+    return seen
+
+
+async def no_duplicate_keys(request: Request) -> None:
+    """A body whose objects repeat a key is a 422, as a YAML file that does is refused.
+
+    JSON parsers keep the last value silently; what was meant is not known.
+    """
+    body = await request.body()
+    with contextlib.suppress(ValueError, RecursionError):  # not JSON: its validation answers
+        json.loads(body, object_pairs_hook=_unique_keys)
 
 
 def _secret_refs(spec: AgentSpec) -> list[str]:
@@ -380,9 +413,16 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
 
     # -- agents ---------------------------------------------------------------
 
-    @api.put("/agents/{name}")
+    @api.put("/agents/{name}", dependencies=[Depends(no_duplicate_keys)])
     def put_agent(name: AgentName, body: AgentPut, dry_run: bool = False) -> AgentPutResult:
-        """Create or update an agent; with ``dry_run``, validate and say what would happen."""
+        """Create or update an agent; with ``dry_run``, validate and say what would happen.
+
+        The limits of :mod:`stigmer.contract.limits` are the CLI's: a spec over
+        the size limit is a 413, nested too deep (or with too many values) a 422.
+        """
+        too_big = size_problem(body.spec)
+        if too_big:
+            raise HTTPException(413, detail=too_big)
         if not SLUG.match(name):
             raise HTTPException(
                 422,
@@ -417,16 +457,48 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
         )
         return AgentPutResult(status=status, agent=AgentOut(**_with_model(agent)))
 
+    def _agent_out(agent: dict[str, Any]) -> AgentOut | None:
+        """The agent as the API shows it; None (and a warning) for a record that cannot be shown.
+
+        Every spec stored through this API fits its limits; a record written
+        otherwise (an older version, the database by hand) must not make the
+        whole listing fail.
+        """
+        try:
+            problem = shape_problem(agent.get("spec"))
+            if problem:
+                raise ValueError(problem)
+            out = AgentOut(**_with_model(agent))
+            out.model_dump_json()  # what the answer will do with it
+            return out
+        except (ValueError, TypeError, RecursionError) as exc:
+            log.warning(
+                "agent %r is stored with a spec the API cannot show (%s): "
+                "delete it (`stigmer agent delete %s`) or apply it again",
+                agent.get("name"),
+                str(exc).splitlines()[0][:300],
+                agent.get("name"),
+            )
+            return None
+
     @api.get("/agents")
     def list_agents() -> AgentList:
-        return AgentList(agents=[AgentOut(**_with_model(a)) for a in store.list_agents()])
+        """Every agent; one whose stored spec cannot be shown is left out (with a warning in the log)."""
+        return AgentList(agents=[a for a in map(_agent_out, store.list_agents()) if a is not None])
 
-    @api.get("/agents/{name}", responses=error_responses(404))
+    @api.get("/agents/{name}", responses=error_responses(404, 409))
     def get_agent(name: AgentName) -> AgentOut:
         agent = store.get_agent(name) if SLUG.match(name) else None
         if agent is None:
             raise HTTPException(404, detail=f"no agent named {name!r}")
-        return AgentOut(**_with_model(agent))
+        out = _agent_out(agent)
+        if out is None:
+            raise HTTPException(
+                409,
+                detail=f"agent {name!r} is stored with a spec that does not fit the limits "
+                "and cannot run: delete it, or apply it again",
+            )
+        return out
 
     @api.delete("/agents/{name}", responses=error_responses(404))
     def delete_agent(name: AgentName) -> Deleted:
@@ -458,10 +530,21 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
                 raise HTTPException(
                     422, detail=[{"loc": ["body", "model"], "msg": str(exc)}]
                 ) from None
+        try:
+            problem = shape_problem(agent["spec"]) or size_problem(agent["spec"])
+            if problem:
+                raise ValueError(problem)
+            spec = AgentSpec.model_validate(agent["spec"])
+        except (ValueError, RecursionError) as exc:  # a record not stored by this API
+            raise HTTPException(
+                409,
+                detail=f"agent {body.agent!r} is stored with a spec that cannot run "
+                f"({str(exc).splitlines()[0][:300]}): delete it, or apply it again",
+            ) from None
         wf_input = ExecutionInput(
             execution_id=body.id or new_execution_id(),
             agent_name=body.agent,
-            spec=AgentSpec.model_validate(agent["spec"]),
+            spec=spec,
             message=body.message,
             env=body.env,
             model=body.model or agent["spec"].get("model") or default_model,

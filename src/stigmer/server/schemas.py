@@ -7,13 +7,13 @@ each field and the reason, never the value sent (it may be a secret).
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from stigmer.contract.events import Event, NewEvent
 from stigmer.contract.ids import EXECUTION_ID_PATTERN
+from stigmer.contract.limits import shape_problem
 from stigmer.contract.phases import PHASES
 
 
@@ -59,36 +59,20 @@ class ErrorBody(BaseModel):
     detail: str | list[ErrorItem]
 
 
-#: An agent spec travels in every run's workflow input: it must stay far below Temporal's 2 MB.
-MAX_SPEC_BYTES = 512 * 1024
-MAX_SPEC_DEPTH = 32
+def spec_shape(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` unchanged if it is shallow enough to run (:mod:`stigmer.contract.limits`).
 
-
-def _depth(value: Any, level: int = 0) -> int:
-    if level > MAX_SPEC_DEPTH:
-        return level
-    if isinstance(value, dict):
-        return max([_depth(v, level + 1) for v in value.values()] or [level + 1])
-    if isinstance(value, list):
-        return max([_depth(v, level + 1) for v in value] or [level + 1])
-    return level
-
-
-def spec_limits(spec: dict[str, Any]) -> dict[str, Any]:
-    """``spec`` unchanged if it is small and shallow enough to run; else ValueError."""
-    if _depth(spec) > MAX_SPEC_DEPTH:
-        raise ValueError(f"the spec is nested more than {MAX_SPEC_DEPTH} levels deep")
-    size = len(json.dumps(spec))
-    if size > MAX_SPEC_BYTES:
-        raise ValueError(
-            f"the spec is {size} bytes as JSON; the limit is {MAX_SPEC_BYTES} (it travels in "
-            "every run's workflow input): keep big texts in workspace files"
-        )
+    Checked before anything else walks the spec; its size is the endpoint's
+    to check (an answer 413, as for a body over the API's limit).
+    """
+    problem = shape_problem(spec)
+    if problem:
+        raise ValueError(problem)
     return spec
 
 
 class AgentPut(_Body):
-    spec: Annotated[dict[str, Any], AfterValidator(utf8), AfterValidator(spec_limits)]
+    spec: Annotated[dict[str, Any], AfterValidator(spec_shape), AfterValidator(utf8)]
 
 
 class Agent(BaseModel):
@@ -261,7 +245,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """The OpenAPI ``responses`` entries for these error codes (all with :class:`ErrorBody`)."""
     what = {
         400: "the body is not JSON",
-        413: "the body is larger than the API takes",
+        413: "the body, or the agent spec in it, is larger than the API takes",
         401: "no bearer token, or one this stack does not know",
         403: "the token's role may not do this",
         404: "no such agent or execution",

@@ -28,12 +28,28 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from stigmer.contract.registry import TOOL_NAMES, parse_model
+from stigmer.spec.hints import did_you_mean
 
 SLUG = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _known_tool(name: str) -> str:
+    if name not in TOOL_NAMES:
+        raise ValueError(
+            f"unknown tool {name!r}{did_you_mean(name, TOOL_NAMES)}; "
+            f"tools are: {', '.join(TOOL_NAMES)}"
+        )
+    return name
+
+
+#: A tool's name; the schema lists them, so editors complete them.
+ToolName = Annotated[
+    str, AfterValidator(_known_tool), Field(json_schema_extra={"enum": list(TOOL_NAMES)})
+]
 
 
 class _Strict(BaseModel):
@@ -75,7 +91,7 @@ class TestStep(_Strict):
     to its next step, which sees the error text as the step's result.
     """
 
-    tool: str | None = None
+    tool: ToolName | None = None
     args: dict[str, Any] = Field(default_factory=dict)
     each: str | None = None
     answer: str | None = None
@@ -86,8 +102,6 @@ class TestStep(_Strict):
     def _one_kind(self) -> TestStep:
         if (self.tool is None) == (self.answer is None):
             raise ValueError("a test step has either `tool` (with `args`) or `answer`")
-        if self.tool is not None and self.tool not in TOOL_NAMES:
-            raise ValueError(f"unknown tool {self.tool!r}; tools are: {', '.join(TOOL_NAMES)}")
         if self.each is not None and self.tool is None:
             raise ValueError("`each` goes with `tool`")
         if self.on_error is not None and self.tool is None:
@@ -151,7 +165,7 @@ class AgentSpec(_Strict):
     description: str = ""
     instructions: Annotated[str, Field(min_length=1)]
     model: str | None = None
-    tools: list[str] = Field(default_factory=list)
+    tools: list[ToolName] = Field(default_factory=list)
     env: dict[str, str | SecretRef] = Field(default_factory=dict)
     model_settings: ModelSettingsSpec = Field(default_factory=ModelSettingsSpec)
     base_url: str | None = None
@@ -172,11 +186,6 @@ class AgentSpec(_Strict):
     @field_validator("tools")
     @classmethod
     def _tools(cls, v: list[str]) -> list[str]:
-        unknown = [t for t in v if t not in TOOL_NAMES]
-        if unknown:
-            raise ValueError(
-                f"unknown tool(s) {', '.join(unknown)}; tools are: {', '.join(TOOL_NAMES)}"
-            )
         if len(set(v)) != len(v):
             raise ValueError("a tool is listed twice")
         return v
