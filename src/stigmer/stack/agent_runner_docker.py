@@ -20,7 +20,10 @@ what differs is how it is launched:
   tmpfs ``/tmp``, pids and memory limits, no restart policy (the supervisor
   restarts it), never the Docker socket;
 * its stdout/stderr copied into ``logs/agent-runner*.log``; a crashed container
-  is kept until the next launch replaces it, so its logs stay readable.
+  is kept until the next launch replaces it, so its logs stay readable;
+* in dev mode (``server start --dev``, :mod:`stigmer.stack.dev`), the dev
+  sources' ``stigmer`` package bind-mounted read-only and first on its
+  ``PYTHONPATH``, over the image's own; the hardening is the same.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from stigmer.contract.config import CONFIG_ENV
 from stigmer.contract.status import ComponentDetails
 from stigmer.errors import ConfigError, DockerNotRunningError
 from stigmer.settings import Paths, Settings
+from stigmer.stack import dev
 from stigmer.stack.agent_runner import LOST_WORKERS, RunnerReadiness, remember_lost
 from stigmer.stack.component import ComponentUnavailable, FatalComponentError
 from stigmer.stack.handover import runner_config
@@ -226,13 +230,47 @@ class DockerRunner(RunnerReadiness):
         return self.task_queue
 
     def extra_status(self) -> ComponentDetails:
-        return {
+        out: ComponentDetails = {
             "mode": "docker",
             "task_queue": self.task_queue,
             "identity": self.identity,
             "image": self.settings.runner_image,
             "container": self.container_name,
         }
+        if self.settings.dev:
+            out["dev_source"] = str(dev.source_dir(self.settings))
+        return out
+
+    def note(self, text: str) -> None:
+        self._err.write(f"[stigmer] {text}")
+
+    def _dev_mount(self) -> tuple[list[Any], dict[str, str]]:
+        """Dev mode: the dev sources' package, read-only, first on PYTHONPATH (mounts, env).
+
+        Raises:
+            FatalComponentError: as root, the sources are not readable by the
+                container's uid (see :func:`container_user`).
+        """
+        from docker.types import Mount
+
+        if not self.settings.dev:
+            return [], {}
+        try:
+            pkg = dev.package_dir(self.settings)
+        except ConfigError as exc:
+            raise FatalComponentError(exc.message, exc.fix) from None
+        if os.getuid() == 0:
+            closed = dev.unreadable_for_others(pkg)
+            if closed is not None:
+                raise FatalComponentError(
+                    f"dev mode: the runner container cannot read {closed} (it runs as a uid "
+                    "of its own, as the stack runs as root), so it cannot run the dev sources.",
+                    f"Let others read the sources: `chmod -R o+rX {pkg}`, or run the stack "
+                    "as an ordinary user.",
+                )
+        target = f"{dev.MOUNT_IN_CONTAINER}/stigmer"
+        mount = Mount(target, str(pkg), type="bind", read_only=True)
+        return [mount], {"PYTHONPATH": dev.MOUNT_IN_CONTAINER}
 
     def _docker(self) -> Any:
         """The engine client; :class:`ComponentUnavailable` if no engine answers."""
@@ -358,6 +396,7 @@ class DockerRunner(RunnerReadiness):
             self._err.write(f"[stigmer] {note}")
         uid, gid = container_user()
         ws = self._prepare_workspace(uid, gid)
+        dev_mounts, dev_env = self._dev_mount()
         kwargs: dict[str, Any] = {}
         if self.linux:
             kwargs["network_mode"] = "host"
@@ -369,10 +408,10 @@ class DockerRunner(RunnerReadiness):
                 self._config(),
                 image=self.settings.runner_image,
                 name=self.container_name,
-                environment={CONFIG_ENV: "-"},
+                environment={CONFIG_ENV: "-", **dev_env},
                 user=f"{uid}:{gid}",
                 labels={LABEL_HOME: str(self.paths.home), LABEL_COMPONENT: self.name},
-                mounts=[Mount("/workspace", str(ws), type="bind", read_only=False)],
+                mounts=[Mount("/workspace", str(ws), type="bind", read_only=False), *dev_mounts],
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges:true"],
                 read_only=True,
@@ -464,7 +503,13 @@ class DockerRunner(RunnerReadiness):
         killed at its limit, a tool's too, and keeps it: only an end by SIGKILL
         (137) with it set is the runner itself killed out of memory.
         """
-        container.reload()
+        import docker
+
+        try:
+            container.reload()
+        except docker.errors.NotFound:  # removed by a stop meanwhile: it was not a crash
+            self._oom = False
+            return
         oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
         self._oom = oom and code == 128 + 9
         if self._oom:  # what it ran fails with this cause (stigmer.runner.lost)
