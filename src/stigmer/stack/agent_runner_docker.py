@@ -186,6 +186,38 @@ def _more_memory(limit: str) -> str:
     return f"{max(size >> 20, 1)}m"
 
 
+#: The limits rootful Podman gives a container unless told otherwise (see podman_ulimits).
+PODMAN_DEFAULT_LIMITS = {"nofile": 1048576, "nproc": 4194304}
+
+
+def podman_ulimits() -> list[Any]:
+    """The runner container's ``nofile`` and ``nproc`` limits under Podman (Docker needs none).
+
+    Rootful Podman raises both in every container (to :data:`PODMAN_DEFAULT_LIMITS`)
+    unless told otherwise, and the OCI runtime cannot raise a limit above its
+    own hard limit without CAP_SYS_RESOURCE (a root in a container, say): the
+    container would not start ("error setting rlimit type 7"). Docker hands
+    down dockerd's own limits. This hands down ours; ``nproc`` at most the
+    kernel's ``pid_max`` (Podman's own is no higher; the container's processes
+    are limited by ``runner_pids_limit`` anyway).
+    """
+    import resource
+
+    from docker.types import Ulimit
+
+    try:
+        pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    except (OSError, ValueError):
+        pid_max = PODMAN_DEFAULT_LIMITS["nproc"]
+    cap = {"nofile": PODMAN_DEFAULT_LIMITS["nofile"], "nproc": pid_max}
+    out = []
+    for name, which in (("nofile", resource.RLIMIT_NOFILE), ("nproc", resource.RLIMIT_NPROC)):
+        hard = resource.getrlimit(which)[1]
+        n = cap[name] if hard == resource.RLIM_INFINITY else min(hard, cap[name])
+        out.append(Ulimit(name=name, soft=n, hard=n))
+    return out
+
+
 #: Names of this host as a container outside Linux reaches it (Linux uses the host network).
 HOST_FROM_CONTAINER = {"127.0.0.1": "host.docker.internal", "localhost": "host.docker.internal"}
 
@@ -215,6 +247,8 @@ class DockerRunner(RunnerReadiness):
         self._engine_lost_at: float | None = None
         #: the last container ended killed at its memory limit (State.OOMKilled)
         self._oom = False
+        #: (client, whether its engine is Podman)
+        self._is_podman: tuple[Any, bool] | None = None
         self.linux = platform.system() == "Linux"
 
     @property
@@ -302,6 +336,14 @@ class DockerRunner(RunnerReadiness):
             self._engine_lost_at = time.time()
         self.client = None  # not closed: the container object still holds it
         return ComponentUnavailable(self._waiting_text(exc))
+
+    def _podman(self, client: Any) -> bool:
+        """Is the engine Podman (asked once per client)?"""
+        if self._is_podman is None or self._is_podman[0] is not client:
+            from stigmer.images.engine import is_podman
+
+            self._is_podman = (client, is_podman(client))
+        return self._is_podman[1]
 
     def _engine_answers(self) -> bool:
         try:
@@ -398,6 +440,8 @@ class DockerRunner(RunnerReadiness):
         ws = self._prepare_workspace(uid, gid)
         dev_mounts, dev_env = self._dev_mount()
         kwargs: dict[str, Any] = {}
+        if self._podman(client):
+            kwargs["ulimits"] = podman_ulimits()
         if self.linux:
             kwargs["network_mode"] = "host"
         else:
