@@ -170,3 +170,28 @@ def test_dev_runner_restarts_with_new_code_and_runs_complete(devstack: Stack) ->
     cli_file.write_text(cli_file.read_text() + "\n# touched\n")
     time.sleep(2)
     assert runner_of(st.status())["dev_restarts"] == runner["dev_restarts"]
+
+
+def test_restart_keeps_dev_and_start_names_it(tmp_path: Path) -> None:
+    src = copy_sources(tmp_path)
+    st = new_stack(tmp_path / "home", "local", STIGMER_DEV_SOURCE=str(src))
+    try:
+        assert st.start()["dev"] is None
+        # a running stack without dev mode: `start --dev` says how to get it, and changes nothing
+        refused = st.cli("server", "start", "--dev")
+        assert refused.returncode == 16, refused.stdout + refused.stderr
+        assert "stigmer server restart --dev" in refused.stderr, refused.stderr
+        assert st.status()["dev"] is None
+        restarted = st.cli("server", "restart", "--dev", "--json", check=True)
+        assert json.loads(restarted.stdout)["dev"]["source"] == str(src)
+        # `restart` keeps --dev, as every other start flag; a start without it is no change
+        again = st.cli("server", "restart", check=True)
+        assert "keeping the last start's flags: dev=True" in again.stderr, again.stderr
+        assert "Dev mode" in again.stdout and st.status()["dev"]["source"] == str(src)
+        same = st.cli("server", "start", "--json", check=True)
+        assert json.loads(same.stdout)["already_running"] is True
+        off = st.cli("server", "restart", "--no-dev", "--json", check=True)
+        assert json.loads(off.stdout)["dev"] is None
+        assert "Dev mode" not in st.cli("server", "status", check=True).stdout
+    finally:
+        tear_down(st)
