@@ -187,6 +187,10 @@ def start(
     config value that differs from what it runs with), it names each, its
     running and its new value, changes nothing and exits 16: `stigmer server
     restart` applies them. Flags the running stack got count as given again.
+
+    --dev (from a checkout): the runner runs the checkout's src/ (mounted
+    read-only in docker mode) and restarts within seconds of a change to a
+    runner source file, with no image rebuild; `server status` shows it.
     """
     params = dict(locals())  # first: locals() is the parameters only
     settings = _start_settings(params)

@@ -11,6 +11,9 @@
   a component whose engine does not answer (Docker) is ``waiting``, which is no
   crash and is not counted, and is re-derived from the engine once it is back;
   ``last_error`` is cleared once a component is ready again (``last_crash`` keeps it);
+* in dev mode (``server start --dev``, :mod:`stigmer.stack.dev`), watches the
+  runner's sources and restarts each runner through its restart path when one
+  changes: no crash, not counted against ``restart_limit``;
 * answers JSON requests on ``run/supervisor.sock`` (mode 0600, never a network
   port): ``{"op": "status"}``, ``{"op": "api"}`` (where this stack's API is) and
   ``{"op": "shutdown"}``;
