@@ -272,7 +272,7 @@ class DockerRunner(RunnerReadiness):
             "container": self.container_name,
         }
         if self.settings.dev:
-            out["dev_source"] = str(dev.source_dir(self.settings))
+            out["dev_source"] = str(self.settings.dev_source_dir)
         return out
 
     def note(self, text: str) -> None:

@@ -446,11 +446,10 @@ class Supervisor:
     def dev_status(self) -> DevInfo | None:
         if not self.settings.dev:
             return None
-        from stigmer.stack.dev import source_dir
-
         files, at = self._last_change or (None, None)
         return {
-            "source": str(source_dir(self.settings)),
+            # not checked again here: a status must answer even if the folder went away
+            "source": str(self.settings.dev_source_dir),
             "restarts": sum(u.dev_restarts for u in self.units),
             "last_change": files,
             "last_change_at": at,
