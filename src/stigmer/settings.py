@@ -346,6 +346,17 @@ class Settings:
         minimum=1,
         check=_check_replicas,
     )
+    dev: bool = setting(
+        False,
+        "Development mode (`server start --dev`, from a checkout): the runner runs the "
+        "sources of dev_source, mounted read-only in docker mode, and restarts on a change.",
+    )
+    dev_source: str | None = setting(
+        None,
+        "With dev: the src folder whose stigmer package the runner runs; default the src "
+        "of the checkout this CLI runs from.",
+        effective=lambda s: str(s.dev_source_dir) if s.dev_source_dir else None,
+    )
     workflow_sandbox: bool = setting(
         False,
         "Run agent workflows in Temporal's workflow sandbox (catches non-deterministic "
@@ -463,6 +474,20 @@ class Settings:
         """The agents' workspace: the ``workspace`` setting, else ``data/workspace``."""
         ws = self.workspace
         return Path(ws).expanduser().absolute() if ws else self.paths.workspace
+
+    @property
+    def dev_source_dir(self) -> Path | None:
+        """The src folder the runner runs in dev mode: ``dev_source``, else this checkout's.
+
+        None when neither is set (an installed package); :mod:`stigmer.stack.dev`
+        checks that it holds the runner's sources.
+        """
+        if self.dev_source:
+            return Path(self.dev_source).expanduser().absolute()
+        from stigmer._version import checkout_root
+
+        root = checkout_root()
+        return root / "src" if root is not None else None
 
     @property
     def database(self) -> str:

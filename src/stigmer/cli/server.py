@@ -110,6 +110,14 @@ INSECURE_BIND = typer.Option(
 REBUILD = typer.Option(
     False, "--rebuild", help="Rebuild the runner image from this checkout first."
 )
+DEV = typer.Option(
+    None,
+    "--dev/--no-dev",
+    help="Development mode, from a checkout: the runner runs the checkout's src/ (dev_source, "
+    "env STIGMER_DEV_SOURCE) and restarts when a runner source changes, with no image rebuild "
+    "(env STIGMER_DEV).",
+    show_default=False,
+)
 JSON_STATUS = typer.Option(False, "--json", help="Print the final status as JSON.")
 #: parameters of `server start`/`restart` that set a key of another name
 _PARAM_KEYS = {
@@ -167,6 +175,7 @@ def start(
     only: str | None = ONLY,
     insecure_bind: bool = INSECURE_BIND,
     rebuild: bool = REBUILD,
+    dev: bool | None = DEV,
     json_out: bool = JSON_STATUS,
 ) -> None:
     """Start the stack and wait until every component does real work.
@@ -178,6 +187,10 @@ def start(
     config value that differs from what it runs with), it names each, its
     running and its new value, changes nothing and exits 16: `stigmer server
     restart` applies them. Flags the running stack got count as given again.
+
+    --dev (from a checkout): the runner runs the checkout's src/ (mounted
+    read-only in docker mode) and restarts within seconds of a change to a
+    runner source file, with no image rebuild; `server status` shows it.
     """
     params = dict(locals())  # first: locals() is the parameters only
     settings = _start_settings(params)
@@ -220,7 +233,13 @@ def _flag_for(key: str, value: Any) -> str:
     import shlex
 
     name = {v: k for k, v in _PARAM_KEYS.items()}.get(key, key).replace("_", "-")
-    return f"--{name}" if isinstance(value, bool) else f"--{name} {shlex.quote(str(value))}"
+    if isinstance(value, bool):
+        return f"--{name}" if value else f"--no-{name}"
+    return f"--{name} {shlex.quote(str(value))}"
+
+
+#: boolean settings whose flag has a --no- form (`--dev/--no-dev`)
+_NEGATABLE = ("dev",)
 
 
 def _refuse_other_settings(params: dict[str, Any]) -> None:
@@ -235,7 +254,9 @@ def _refuse_other_settings(params: dict[str, Any]) -> None:
         return
     given = _start_settings(params).sources
     flags = " ".join(
-        _flag_for(k, new) for k, _old, new in diffs if given.get(k) == "flag" and new is not False
+        _flag_for(k, new)
+        for k, _old, new in diffs
+        if given.get(k) == "flag" and (new is not False or k in _NEGATABLE)
     )
     shown = "; ".join(
         f"{k}: running {json.dumps(old)}, this start {json.dumps(new)}" for k, old, new in diffs
@@ -404,6 +425,9 @@ def _summary(status: StackStatus, elapsed: float | None) -> None:
         table.add_row(
             "Runner", f"{runner.get('mode', '-')} mode, polling {runner.get('task_queue')}{started}"
         )
+    dev = status.get("dev")
+    if dev:
+        table.add_row("Dev mode", f"on: the runner runs {dev['source']}, restarted on change")
     table.add_row("Data", status.get("data_dir") or "-")
     table.add_row("Workspace", status.get("workspace") or "-")
     table.add_row("Logs", "stigmer server logs -f")
@@ -663,6 +687,17 @@ def status(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -
     endpoints = st.get("endpoints")
     if endpoints and endpoints["temporal_ui"]:
         console.print(f"Temporal UI: {endpoints['temporal_ui']}")
+    dev = st.get("dev")
+    if dev:
+        last = ""
+        if dev["last_change"] and dev["last_change_at"]:
+            ago = human_duration(max(time.time() - dev["last_change_at"], 0))
+            last = f"; last change {ago} ago: {', '.join(dev['last_change'][:3])}"
+        console.print(
+            f"Dev mode: on: the runner runs {escape(dev['source'])}, restarted on change "
+            f"({dev['restarts']} so far{escape(last)})",
+            soft_wrap=True,
+        )
     if any(c["state"] == "orphaned" for c in st["components"]):
         console.print(
             "[yellow]Processes of a supervisor that died are still running; "

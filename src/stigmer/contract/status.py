@@ -28,6 +28,10 @@ class ComponentDetails(TypedDict, total=False):
     #: agent-runner in docker mode: the image and container name
     image: str
     container: str
+    #: agent-runner in dev mode (``server start --dev``): the src folder it runs, and how
+    #: often it was restarted because a source changed (not counted as crashes)
+    dev_source: str
+    dev_restarts: int
     #: temporal: the Web UI (managed), the namespace, the database file; external or not
     ui_url: str
     namespace: str
@@ -70,6 +74,17 @@ class ComponentStatus(ComponentDetails):
     waiting_for: str | None
 
 
+class DevInfo(TypedDict):
+    """Dev mode (``server start --dev``): what the runner runs, and its restarts on change."""
+
+    source: str
+    #: restarts of the runner(s) because a source changed
+    restarts: int
+    #: the files of the last change (relative to ``source``), and when (epoch seconds)
+    last_change: list[str] | None
+    last_change_at: float | None
+
+
 class SupervisorInfo(TypedDict):
     pid: int
     started_at: float
@@ -96,6 +111,8 @@ class StackStatus(TypedDict, total=False):
     workspace: str | None
     #: which components this host runs (``server start --only``)
     only: list[str]
+    #: dev mode (``server start --dev``), else None
+    dev: DevInfo | None
     #: set by ``server start``: the runner image it resolved, how long it took
     runner_image: dict[str, Any] | None
     took_s: float
@@ -130,7 +147,7 @@ def stack_status(
     """A stack status (stopped, with every component stopped, unless ``fields`` say otherwise)."""
     comps = components if components is not None else [component_status(n) for n in COMPONENTS]
     base = {"running": False, "ready": False, "version": version, "home": home}
-    empty = dict.fromkeys(("supervisor", "endpoints", "data_dir", "workspace"))
+    empty = dict.fromkeys(("supervisor", "endpoints", "data_dir", "workspace", "dev"))
     return cast(StackStatus, {**base, "components": comps, **empty, **fields})
 
 

@@ -9,7 +9,8 @@ Endpoint resolution, first match wins:
 3. the default sockets: ``/var/run/docker.sock``, ``~/.docker/run/docker.sock``
    (Docker Desktop), ``$XDG_RUNTIME_DIR/docker.sock`` (rootless).
 
-Podman works when ``DOCKER_HOST`` points at its Docker-compatible socket.
+Podman works when ``DOCKER_HOST`` points at its Docker-compatible socket
+(:func:`is_podman` tells it apart, for what its compat API does otherwise).
 ``docker.from_env()`` alone ignores contexts, which is why this exists.
 """
 
@@ -174,3 +175,12 @@ def engine_reachable() -> bool:
         return True
     except (DockerNotRunningError, ConfigError):
         return False
+
+
+def is_podman(client: Any) -> bool:
+    """True if the engine behind ``client`` is Podman (its compat API names "Podman Engine")."""
+    try:
+        components = client.version().get("Components") or []
+    except Exception:
+        return False
+    return any("podman" in str(c.get("Name", "")).lower() for c in components)

@@ -114,7 +114,6 @@ async def run(cfg: RuntimeConfig) -> int:
 
     assert cfg.runner is not None
     rc = cfg.runner
-    log.info("stigmer agent-runner %s starting (pid %d)", __version__, os.getpid())
     runtime.configure(cfg)
     client = await connect(cfg, stop)
     if client is None:
@@ -187,6 +186,16 @@ def main(argv: list[str] | None = None) -> int:
     # one line per event published ("POST .../events 200 OK") is noise; failures still show
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    import stigmer
+
+    # first, before the slow imports; and which code runs: the installed package, or
+    # the dev sources (`server start --dev`)
+    log.info(
+        "stigmer agent-runner %s starting (pid %d), code from %s",
+        __version__,
+        os.getpid(),
+        Path(stigmer.__file__).parent,
+    )
     # before the secrets are read
     if not not_dumpable():
         log.warning("could not mark the worker non-dumpable: its tools may read its memory")

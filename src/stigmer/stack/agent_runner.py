@@ -16,8 +16,15 @@ from stigmer.contract.config import RuntimeConfig
 from stigmer.contract.registry import runner_name
 from stigmer.contract.status import ComponentDetails
 from stigmer.contract.workflow import TASK_QUEUE
+from stigmer.errors import ConfigError
 from stigmer.settings import Settings
-from stigmer.stack.component import Component, ProcessComponent, python_module_command
+from stigmer.stack.component import (
+    Component,
+    FatalComponentError,
+    ProcessComponent,
+    python_module_command,
+)
+from stigmer.stack.dev import source_dir
 from stigmer.stack.handover import runner_config
 from stigmer.stack.temporal import TemporalProbe
 
@@ -73,7 +80,28 @@ class LocalRunner(RunnerReadiness, ProcessComponent):
         return self.task_queue
 
     def extra_status(self) -> ComponentDetails:
-        return {"mode": "local", "task_queue": self.task_queue, "identity": self.identity}
+        out: ComponentDetails = {
+            "mode": "local",
+            "task_queue": self.task_queue,
+            "identity": self.identity,
+        }
+        if self.settings.dev:
+            out["dev_source"] = str(self.settings.dev_source_dir)
+        return out
+
+    def preflight(self) -> None:
+        if self.settings.dev:  # the dev sources are still there
+            try:
+                source_dir(self.settings)
+            except ConfigError as exc:
+                raise FatalComponentError(exc.message, exc.fix) from None
+
+    def environment(self, configured: bool) -> dict[str, str]:
+        """With ``dev``: the dev sources come first on ``PYTHONPATH``, before the installed package."""
+        env = super().environment(configured)
+        if self.settings.dev:
+            env["PYTHONPATH"] = str(source_dir(self.settings))
+        return env
 
     def runtime_config(self) -> RuntimeConfig:
         return runner_config(

@@ -20,7 +20,10 @@ what differs is how it is launched:
   tmpfs ``/tmp``, pids and memory limits, no restart policy (the supervisor
   restarts it), never the Docker socket;
 * its stdout/stderr copied into ``logs/agent-runner*.log``; a crashed container
-  is kept until the next launch replaces it, so its logs stay readable.
+  is kept until the next launch replaces it, so its logs stay readable;
+* in dev mode (``server start --dev``, :mod:`stigmer.stack.dev`), the dev
+  sources' ``stigmer`` package bind-mounted read-only and first on its
+  ``PYTHONPATH``, over the image's own; the hardening is the same.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from stigmer.contract.config import CONFIG_ENV
 from stigmer.contract.status import ComponentDetails
 from stigmer.errors import ConfigError, DockerNotRunningError
 from stigmer.settings import Paths, Settings
+from stigmer.stack import dev
 from stigmer.stack.agent_runner import LOST_WORKERS, RunnerReadiness, remember_lost
 from stigmer.stack.component import ComponentUnavailable, FatalComponentError
 from stigmer.stack.handover import runner_config
@@ -182,6 +186,38 @@ def _more_memory(limit: str) -> str:
     return f"{max(size >> 20, 1)}m"
 
 
+#: The limits rootful Podman gives a container unless told otherwise (see podman_ulimits).
+PODMAN_DEFAULT_LIMITS = {"nofile": 1048576, "nproc": 4194304}
+
+
+def podman_ulimits() -> list[Any]:
+    """The runner container's ``nofile`` and ``nproc`` limits under Podman (Docker needs none).
+
+    Rootful Podman raises both in every container (to :data:`PODMAN_DEFAULT_LIMITS`)
+    unless told otherwise, and the OCI runtime cannot raise a limit above its
+    own hard limit without CAP_SYS_RESOURCE (a root in a container, say): the
+    container would not start ("error setting rlimit type 7"). Docker hands
+    down dockerd's own limits. This hands down ours; ``nproc`` at most the
+    kernel's ``pid_max`` (Podman's own is no higher; the container's processes
+    are limited by ``runner_pids_limit`` anyway).
+    """
+    import resource
+
+    from docker.types import Ulimit
+
+    try:
+        pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    except (OSError, ValueError):
+        pid_max = PODMAN_DEFAULT_LIMITS["nproc"]
+    cap = {"nofile": PODMAN_DEFAULT_LIMITS["nofile"], "nproc": pid_max}
+    out = []
+    for name, which in (("nofile", resource.RLIMIT_NOFILE), ("nproc", resource.RLIMIT_NPROC)):
+        hard = resource.getrlimit(which)[1]
+        n = cap[name] if hard == resource.RLIM_INFINITY else min(hard, cap[name])
+        out.append(Ulimit(name=name, soft=n, hard=n))
+    return out
+
+
 #: Names of this host as a container outside Linux reaches it (Linux uses the host network).
 HOST_FROM_CONTAINER = {"127.0.0.1": "host.docker.internal", "localhost": "host.docker.internal"}
 
@@ -211,6 +247,8 @@ class DockerRunner(RunnerReadiness):
         self._engine_lost_at: float | None = None
         #: the last container ended killed at its memory limit (State.OOMKilled)
         self._oom = False
+        #: (client, whether its engine is Podman)
+        self._is_podman: tuple[Any, bool] | None = None
         self.linux = platform.system() == "Linux"
 
     @property
@@ -226,13 +264,47 @@ class DockerRunner(RunnerReadiness):
         return self.task_queue
 
     def extra_status(self) -> ComponentDetails:
-        return {
+        out: ComponentDetails = {
             "mode": "docker",
             "task_queue": self.task_queue,
             "identity": self.identity,
             "image": self.settings.runner_image,
             "container": self.container_name,
         }
+        if self.settings.dev:
+            out["dev_source"] = str(self.settings.dev_source_dir)
+        return out
+
+    def note(self, text: str) -> None:
+        self._err.write(f"[stigmer] {text}")
+
+    def _dev_mount(self) -> tuple[list[Any], dict[str, str]]:
+        """Dev mode: the dev sources' package, read-only, first on PYTHONPATH (mounts, env).
+
+        Raises:
+            FatalComponentError: as root, the sources are not readable by the
+                container's uid (see :func:`container_user`).
+        """
+        from docker.types import Mount
+
+        if not self.settings.dev:
+            return [], {}
+        try:
+            pkg = dev.package_dir(self.settings)
+        except ConfigError as exc:
+            raise FatalComponentError(exc.message, exc.fix) from None
+        if os.getuid() == 0:
+            closed = dev.unreadable_for_others(pkg)
+            if closed is not None:
+                raise FatalComponentError(
+                    f"dev mode: the runner container cannot read {closed} (it runs as a uid "
+                    "of its own, as the stack runs as root), so it cannot run the dev sources.",
+                    f"Let others read the sources: `chmod -R o+rX {pkg}`, or run the stack "
+                    "as an ordinary user.",
+                )
+        target = f"{dev.MOUNT_IN_CONTAINER}/stigmer"
+        mount = Mount(target, str(pkg), type="bind", read_only=True)
+        return [mount], {"PYTHONPATH": dev.MOUNT_IN_CONTAINER}
 
     def _docker(self) -> Any:
         """The engine client; :class:`ComponentUnavailable` if no engine answers."""
@@ -264,6 +336,14 @@ class DockerRunner(RunnerReadiness):
             self._engine_lost_at = time.time()
         self.client = None  # not closed: the container object still holds it
         return ComponentUnavailable(self._waiting_text(exc))
+
+    def _podman(self, client: Any) -> bool:
+        """Is the engine Podman (asked once per client)?"""
+        if self._is_podman is None or self._is_podman[0] is not client:
+            from stigmer.images.engine import is_podman
+
+            self._is_podman = (client, is_podman(client))
+        return self._is_podman[1]
 
     def _engine_answers(self) -> bool:
         try:
@@ -358,7 +438,10 @@ class DockerRunner(RunnerReadiness):
             self._err.write(f"[stigmer] {note}")
         uid, gid = container_user()
         ws = self._prepare_workspace(uid, gid)
+        dev_mounts, dev_env = self._dev_mount()
         kwargs: dict[str, Any] = {}
+        if self._podman(client):
+            kwargs["ulimits"] = podman_ulimits()
         if self.linux:
             kwargs["network_mode"] = "host"
         else:
@@ -369,10 +452,10 @@ class DockerRunner(RunnerReadiness):
                 self._config(),
                 image=self.settings.runner_image,
                 name=self.container_name,
-                environment={CONFIG_ENV: "-"},
+                environment={CONFIG_ENV: "-", **dev_env},
                 user=f"{uid}:{gid}",
                 labels={LABEL_HOME: str(self.paths.home), LABEL_COMPONENT: self.name},
-                mounts=[Mount("/workspace", str(ws), type="bind", read_only=False)],
+                mounts=[Mount("/workspace", str(ws), type="bind", read_only=False), *dev_mounts],
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges:true"],
                 read_only=True,
@@ -464,7 +547,13 @@ class DockerRunner(RunnerReadiness):
         killed at its limit, a tool's too, and keeps it: only an end by SIGKILL
         (137) with it set is the runner itself killed out of memory.
         """
-        container.reload()
+        import docker
+
+        try:
+            container.reload()
+        except docker.errors.NotFound:  # removed by a stop meanwhile: it was not a crash
+            self._oom = False
+            return
         oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
         self._oom = oom and code == 128 + 9
         if self._oom:  # what it ran fails with this cause (stigmer.runner.lost)

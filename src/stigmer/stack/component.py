@@ -112,6 +112,9 @@ class Component(ABC):
     def preflight(self) -> None:  # noqa: B027 - optional hook
         """Checks before each launch. Raises FatalComponentError to stop retrying."""
 
+    def note(self, text: str) -> None:  # noqa: B027 - optional hook
+        """Write a line of the supervisor's own (``[stigmer] text``) into the component's log."""
+
     @abstractmethod
     async def launch(self) -> None:
         """Start the component and return once it is launched (not yet ready).
@@ -255,6 +258,9 @@ class ProcessComponent(Component):
         assert self.proc is not None
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, sig)
+
+    def note(self, text: str) -> None:
+        self._err.write(f"[stigmer] {text}")
 
     async def close(self) -> None:
         self._out.close()

@@ -316,8 +316,12 @@ def check(settings: Settings) -> None:
         ConfigError: naming the setting: a TLS file, a bind beyond loopback
             without TLS, a component whose peers are not named.
     """
+    from stigmer.stack import dev
+
     here = settings.components
     temporal_target(settings)
+    if RUNNER in here:
+        dev.check(settings)  # --dev: the sources it runs are there
     if API_SERVER in here:
         cert, key = settings.server_tls_cert_path, settings.server_tls_key_path
         if bool(cert) != bool(key):

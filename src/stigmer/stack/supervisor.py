@@ -11,6 +11,9 @@
   a component whose engine does not answer (Docker) is ``waiting``, which is no
   crash and is not counted, and is re-derived from the engine once it is back;
   ``last_error`` is cleared once a component is ready again (``last_crash`` keeps it);
+* in dev mode (``server start --dev``, :mod:`stigmer.stack.dev`), watches the
+  runner's sources and restarts each runner through its restart path when one
+  changes: no crash, not counted against ``restart_limit``;
 * answers JSON requests on ``run/supervisor.sock`` (mode 0600, never a network
   port): ``{"op": "status"}``, ``{"op": "api"}`` (where this stack's API is) and
   ``{"op": "shutdown"}``;
@@ -38,6 +41,7 @@ from stigmer.contract.registry import API_SERVER, COMPONENTS, RUNNER, TEMPORAL, 
 from stigmer.contract.status import (
     ComponentStatus,
     CrashInfo,
+    DevInfo,
     StackStatus,
     all_ready,
     component_status,
@@ -85,6 +89,11 @@ class Supervised:
         self._crashes: deque[float] = deque()
         self._stopping = False
         self._wake = asyncio.Event()
+        #: dev mode: a restart was asked for (:meth:`reload`), and it is being stopped for it
+        self._reload_asked = asyncio.Event()
+        self._reloading = False
+        #: restarts asked for in dev mode (a source changed): no crash, not counted
+        self.dev_restarts = 0
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -100,6 +109,9 @@ class Supervised:
                 self.state = "starting" if self.restarts == 0 else "restarting"
                 self.ready = False
             code: int | None = None
+            # what a reload asked for until now is what this launch runs
+            self._reload_asked.clear()
+            reloaded = False
             try:
                 await self.comp.launch()
             except FatalComponentError as exc:
@@ -133,7 +145,7 @@ class Supervised:
                 lost = False
                 watcher = asyncio.create_task(self._watch_ready())
                 try:
-                    code = await self.comp.wait()
+                    code, reloaded = await self._wait_or_reload()
                 except ComponentUnavailable as exc:
                     # lost from sight: it may still do work, so readiness is still watched
                     lost = True
@@ -150,6 +162,14 @@ class Supervised:
             if self._fatal is not None:
                 self._fail(self._fatal.message, self._fatal.fix)
                 return
+            if reloaded:
+                # asked for (a source changed): no crash, no backoff, not counted
+                self.dev_restarts += 1
+                log.info("%s stopped for a dev restart (exit code %s)", self.comp.name, code)
+                self.state = "restarting"
+                self.ready = False
+                backoff = BACKOFF_START
+                continue
             ran_for = time.time() - (self.started_at or time.time())
             self._crashed(code)
             log.warning("%s exited with code %s after %.1fs", self.comp.name, code, ran_for)
@@ -180,9 +200,61 @@ class Supervised:
         self.ready = False
 
     async def _pause(self, seconds: float) -> None:
-        """Sleep ``seconds``, or less if ``stop`` wakes us."""
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        """Sleep ``seconds``, or less if ``stop`` (or a dev :meth:`reload`) wakes us."""
+        waits = [asyncio.ensure_future(e.wait()) for e in (self._wake, self._reload_asked)]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    async def _wait_or_reload(self) -> tuple[int | None, bool]:
+        """Wait until the component ends: ``(exit code, ended for a reload)``.
+
+        A :meth:`reload` while it runs stops it (``dev.RESTART_GRACE``), and its
+        end is then no crash.
+        """
+        from stigmer.stack.dev import RESTART_GRACE
+
+        ended = asyncio.ensure_future(self.comp.wait())
+        reloaded = False
+        try:
+            while True:
+                asked = asyncio.ensure_future(self._reload_asked.wait())
+                await asyncio.wait({ended, asked}, return_when=asyncio.FIRST_COMPLETED)
+                asked.cancel()
+                if ended.done():
+                    return ended.result(), reloaded
+                self._reload_asked.clear()
+                if self._stopping:
+                    continue
+                reloaded = self._reloading = True
+                await self.comp.terminate(min(RESTART_GRACE, self.settings.stop_grace))
+        except BaseException:
+            ended.cancel()
+            raise
+        finally:
+            self._reloading = False
+
+    def reload(self, reason: str) -> None:
+        """Dev mode: restart the component now through its restart path (``reason``: why).
+
+        Not a crash: it is not counted against ``restart_limit``. A component that
+        had failed (its sources were broken, say) is started again: its crash
+        count starts afresh.
+        """
+        if self._stopping:
+            return
+        if self.task is not None and self.task.done():
+            log.info("%s: %s; starting it again", self.comp.name, reason)
+            self.comp.note(f"dev mode: {reason}; starting {self.comp.name} again")
+            self._crashes.clear()
+            self._fatal = None
+            self.start()
+            return
+        log.info("%s: %s; restarting it", self.comp.name, reason)
+        self.comp.note(f"dev mode: {reason}; restarting {self.comp.name} with the new code")
+        self._reload_asked.set()
 
     def _wait(self, reason: str) -> None:
         """Waiting for what it runs on (the Docker engine): shown as such, not a crash."""
@@ -240,7 +312,7 @@ class Supervised:
                 self.ready_at = time.time()
             if ok:
                 unready_since = None
-            elif self.ready and not self._stopping:
+            elif self.ready and not self._stopping and not self._reloading:
                 unready_since = time.monotonic()
                 log.warning("%s stopped answering its readiness check", self.comp.name)
             self.ready = ok
@@ -303,7 +375,10 @@ class Supervised:
             if self.ready
             else self.comp.waiting_for(),
         )
-        return {**status, **self.comp.extra_status()}
+        extra = self.comp.extra_status()
+        if self.settings.dev and runner_replica(self.comp.name):
+            extra = {**extra, "dev_restarts": self.dev_restarts}
+        return {**status, **extra}
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:
@@ -365,6 +440,41 @@ class Supervisor:
         self.units = [Supervised(c, settings) for c in build_components(settings, secrets)]
         self._shutdown = asyncio.Event()
         self._stopped = asyncio.Event()
+        #: dev mode: the last change of the runner's sources (files, when)
+        self._last_change: tuple[list[str], float] | None = None
+
+    def dev_status(self) -> DevInfo | None:
+        if not self.settings.dev:
+            return None
+        files, at = self._last_change or (None, None)
+        return {
+            # not checked again here: a status must answer even if the folder went away
+            "source": str(self.settings.dev_source_dir),
+            "restarts": sum(u.dev_restarts for u in self.units),
+            "last_change": files,
+            "last_change_at": at,
+        }
+
+    async def _sources_changed(self, files: list[str]) -> None:
+        """Dev mode: runner sources changed; restart each runner here through its restart path."""
+        from stigmer.stack.dev import describe
+
+        self._last_change = (files, time.time())
+        what = f"{describe(files)} changed"
+        log.info("dev mode: %s", what)
+        for unit in self.units:
+            if runner_replica(unit.comp.name):
+                unit.reload(what)
+
+    async def _watch_sources(self) -> None:
+        from stigmer.stack.dev import source_dir, watch
+
+        try:
+            await watch(source_dir(self.settings), self._sources_changed, self._shutdown)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the stack goes on; only the reload is lost, and the log says why
+            log.exception("dev mode: watching the sources failed; the runner no longer reloads")
 
     def status(self) -> StackStatus:
         comps = [u.status() for u in self.units]
@@ -386,6 +496,7 @@ class Supervisor:
             },
             data_dir=str(self.paths.data),
             workspace=str(s.workspace_dir),
+            dev=self.dev_status(),
         )
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -428,8 +539,14 @@ class Supervisor:
         log.info("supervisor %s up (pid %d), home %s", __version__, os.getpid(), self.paths.home)
         for unit in self.units:
             unit.start()
+        watcher = (
+            asyncio.create_task(self._watch_sources(), name="dev-watch")
+            if self.settings.dev and any(runner_replica(u.comp.name) for u in self.units)
+            else None
+        )
         await self._shutdown.wait()
         log.info("shutting down")
+        await _cancel(watcher)
         for unit in reversed(self.units):
             await unit.stop(self.settings.stop_grace)
             log.info("%s stopped", unit.comp.name)
