@@ -139,7 +139,14 @@ def prepare_runner(settings: Settings, *, rebuild: bool, quiet: bool) -> dict[st
                 progress.close()
             if report.source == "pulled" and not quiet:
                 print(f"Pulled {report.registry_ref} and tagged it {report.ref}.", file=sys.stderr)
-            if report.stale:
+            if report.stale and settings.dev:
+                # the runner runs the checkout's sources: a stale image only matters
+                # when its dependencies (uv.lock) changed
+                warn(
+                    "dev mode: the runner runs this checkout's sources, not the image's; "
+                    "after a change of uv.lock rebuild it with `--rebuild`"
+                )
+            elif report.stale:
                 report = _offer_rebuild(client, settings, report, quiet)
         for w in report.warnings:  # stderr, so also under --json
             warn(w)
