@@ -102,7 +102,23 @@ def checkout_root() -> Path | None:
 
 
 def _installed_version() -> str | None:
-    """The version in the metadata of the installed distribution that holds this file."""
+    """The version in the metadata of the installed distribution that holds this file.
+
+    The ``stigmer-*.dist-info`` folder beside the package is read directly: a
+    scan of every distribution with ``importlib.metadata`` costs an installed
+    CLI tens of milliseconds at each start. That scan is the fallback.
+    """
+    here = Path(__file__).resolve()
+    for meta in sorted(here.parents[1].glob("stigmer-*.dist-info/METADATA")):
+        try:
+            with meta.open(encoding="utf-8") as fh:
+                for line in fh:
+                    if line.startswith("Version:"):
+                        return line.partition(":")[2].strip()
+                    if not line.strip():
+                        break  # the end of the headers
+        except OSError:
+            continue
     try:
         from importlib.metadata import distribution
 
