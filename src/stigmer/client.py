@@ -393,13 +393,16 @@ class Client:
         scope: str = "call",
     ) -> dict[str, Any]:
         """Approve or deny a call that waits (the first decision on a call counts)."""
+        from urllib.parse import quote
+
         body: dict[str, Any] = {"decision": decision, "scope": scope}
         if reason:
             body["reason"] = reason
         try:
             return self._object(
                 "POST",
-                f"/v1/executions/{execution_id}/approvals/{call_id}",
+                # every character of the id is the id's: `?` or `%65` must not change it
+                f"/v1/executions/{quote(execution_id, safe='')}/approvals/{quote(call_id, safe='')}",
                 json_body=body,
                 idempotent=True,
             )

@@ -13,10 +13,12 @@ import os
 import pty
 import select
 import subprocess
+import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -328,7 +330,7 @@ def test_several_waiting_calls_are_listed_and_decided_one_by_one(
             f"127.0.0.1:{astack.ports['temporal']}", data_converter=stack_data_converter(astack)
         )
         other = ApprovalDecision(
-            execution_id="ex-1a2b3c4d5e6f7a8b9c", tool_call_id="t0_0", decision="approve", by="x"
+            execution_id="ex-1a2b3c4d5e6f7a8b9c", call_id="t0_0", decision="approve", by="x"
         )
         await client.get_workflow_handle(ex["workflow_id"]).signal(APPROVAL_SIGNAL, other)
 
@@ -340,3 +342,182 @@ def test_several_waiting_calls_are_listed_and_decided_one_by_one(
     astack.cli("execution", "deny", ex_id, "t0_1", "--reason", "one is enough", check=True)
     ex = wait_phase(astack, ex_id, "COMPLETED")
     assert "a" in ex["output"] and "one is enough" in ex["output"]
+
+
+class ScriptedModel(BaseHTTPRequestHandler):
+    """An OpenAI-compatible server that answers each request with the next turn of ``turns``.
+
+    A turn is a list of ``(tool call id, tool, args)`` or a final text: the ids are
+    the model's to choose, as a real provider's are.
+    """
+
+    turns: ClassVar[list[Any]] = []
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        turn = ScriptedModel.turns.pop(0) if ScriptedModel.turns else "Done."
+        if isinstance(turn, str):
+            delta: dict[str, Any] = {"role": "assistant", "content": turn}
+            finish = "stop"
+        else:
+            delta = {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "index": i,
+                        "id": cid,
+                        "type": "function",
+                        "function": {"name": name, "arguments": json.dumps(args)},
+                    }
+                    for i, (cid, name, args) in enumerate(turn)
+                ],
+            }
+            finish = "tool_calls"
+        usage = {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}
+        base = {"id": "c1", "created": 1, "model": body["model"]}
+        self.send_response(200)
+        if not body.get("stream"):
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            message = {**delta, "content": delta.get("content")}
+            out = {
+                **base,
+                "object": "chat.completion",
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": usage,
+            }
+            self.wfile.write(json.dumps(out).encode())
+            return
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        chunks = [
+            {"choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
+            {"choices": [{"index": 0, "delta": {}, "finish_reason": finish}], "usage": usage},
+        ]
+        for c in chunks:
+            c = {**base, "object": "chat.completion.chunk", **c}
+            self.wfile.write(f"data: {json.dumps(c)}\n\n".encode())
+        self.wfile.write(b"data: [DONE]\n\n")
+
+
+def scripted_agent(st: Stack, tmp_path: Path, turns: list[Any]) -> tuple[str, Any]:
+    """An agent on a model that plays ``turns``, its shell gated; (agent name, the server)."""
+    ScriptedModel.turns = list(turns)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ScriptedModel)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    name = f"scripted-{uuid.uuid4().hex[:8]}"
+    doc = {
+        "apiVersion": "stigmer.ai/v1",
+        "kind": "Agent",
+        "metadata": {"name": name},
+        "spec": {
+            "instructions": "test",
+            "model": "openai:scripted",
+            "base_url": f"http://127.0.0.1:{server.server_port}/v1",
+            "tools": ["shell"],
+            "local_shell": True,
+            "approval": {"tools": ["shell"]},
+        },
+    }
+    apply_text(st, tmp_path, json.dumps(doc))
+    return name, server
+
+
+def pending_of(st: Stack, ex_id: str) -> list[dict[str, Any]]:
+    with api(st) as c:
+        return c.get(f"/v1/executions/{ex_id}/approvals").json()["pending"]  # type: ignore[no-any-return]
+
+
+def wait_pending(st: Stack, ex_id: str, n: int, timeout: float = 60) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pending = pending_of(st, ex_id)
+        if len(pending) == n:
+            return pending
+        time.sleep(0.2)
+    raise AssertionError(f"{ex_id}: {n} waiting calls expected, got {pending_of(st, ex_id)}")
+
+
+@pytest.mark.parametrize("astack", ["local"], indirect=True)
+def test_a_model_reusing_a_call_id_gets_asked_again(astack: Stack, tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:8]
+    target = astack.home / "data" / "workspace" / f"reuse-{tag}.txt"
+    turns = [
+        [("call_0", "shell", {"command": f"echo one >> {target.name}"})],
+        [("call_0", "shell", {"command": f"echo two >> {target.name}"})],
+        "finished",
+    ]
+    name, server = scripted_agent(astack, tmp_path, turns)
+    try:
+        ex_id = astack.cli("run", name, "go", "--detach", check=True).stdout.strip()
+        [first] = wait_pending(astack, ex_id, 1)
+        assert first["call_id"] == "call_0"
+        astack.cli("execution", "approve", ex_id, "call_0", check=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            pending = pending_of(astack, ex_id)
+            if pending:
+                break
+            time.sleep(0.2)
+        [second] = pending
+        # the same model id again waits for a decision of its own, under an id of the workflow's
+        assert second["tool_call_id"] == "call_0" and second["call_id"] != "call_0"
+        assert execution(astack, ex_id)["phase"] == "AWAITING_APPROVAL"
+        assert target.read_text() == "one\n"
+        again = astack.cli("execution", "approve", ex_id, "call_0")
+        assert again.returncode == 13 and "approved by admin" in again.stderr, again.stderr
+        astack.cli("execution", "deny", ex_id, second["call_id"], "--reason", "no", check=True)
+        wait_phase(astack, ex_id, "COMPLETED")
+        assert target.read_text() == "one\n"
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize("astack", ["local"], indirect=True)
+def test_odd_call_ids_cannot_steer_a_decision(astack: Stack, tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:8]
+    pwned = astack.home / "data" / "workspace" / f"pwned-{tag}"
+    turns = [
+        [
+            ("d?", "shell", {"command": "echo harmless"}),
+            ("%65", "shell", {"command": "echo harmless too"}),
+            ("d", "shell", {"command": f"touch {pwned.name}"}),
+            ("e", "shell", {"command": f"touch {pwned.name}-e"}),
+        ],
+        "finished",
+    ]
+    name, server = scripted_agent(astack, tmp_path, turns)
+    try:
+        ex_id = astack.cli("run", name, "go", "--detach", check=True).stdout.strip()
+        pending = wait_pending(astack, ex_id, 4)
+        ids = {p["tool_call_id"]: p["call_id"] for p in pending}
+        assert ids["d"] == "d" and ids["e"] == "e"
+        assert ids["d?"].startswith("approval-") and ids["%65"].startswith("approval-")
+        # the ids as the model gave them name no waiting call: nothing is decided by them
+        for odd in ("d?", "%65"):
+            r = astack.cli("execution", "approve", ex_id, odd)
+            assert r.returncode == 13, r.stdout + r.stderr
+        assert len(pending_of(astack, ex_id)) == 4
+        for odd in ("d?", "%65"):
+            astack.cli("execution", "approve", ex_id, ids[odd], check=True)
+        for bad in ("d", "e"):
+            astack.cli("execution", "deny", ex_id, bad, "--reason", "no", check=True)
+        wait_phase(astack, ex_id, "COMPLETED")
+        assert not pwned.exists() and not Path(f"{pwned}-e").exists()
+        # a decision on a call someone decided already is refused, naming what was decided
+        late = astack.cli("execution", "approve", ex_id, "d")
+        assert late.returncode == 13 and "denied by admin" in late.stderr, late.stderr
+    finally:
+        server.shutdown()
+
+
+def test_terminal_controls_are_shown_not_obeyed() -> None:
+    from stigmer.cli._output import terminal_safe
+
+    forged = "ok\x1b[1A\x1b[2K\x1b[32mapproved\x1b[0m \u202eevil\x9b"
+    shown = terminal_safe(forged)
+    assert "\x1b" not in shown and "\u202e" not in shown and "\x9b" not in shown
+    assert "\u241b[1A" in shown and "approved" in shown

@@ -145,3 +145,36 @@ def confirm(question: str, *, yes: bool, what: str, listing: str, dry_run_flag: 
 
     print(listing, file=sys.stderr)
     return bool(typer.confirm(question, default=False, err=True))
+
+
+#: Characters that move the cursor, rewrite lines or reorder text on a terminal,
+#: other than newline and tab: C0 controls, DEL, C1 controls, bidi and
+#: zero-width format characters. Shown as visible symbols instead.
+_CONTROL = {c: chr(0x2400 + c) for c in range(0x20) if c not in (0x09, 0x0A)}
+_CONTROL[0x7F] = "\u2421"
+_CONTROL.update({c: f"\\x{c:02x}" for c in range(0x80, 0xA0)})
+_CONTROL.update(
+    {
+        c: f"\\u{c:04x}"
+        for c in (
+            0x061C,
+            0x200B,
+            0x200C,
+            0x200D,
+            0x200E,
+            0x200F,
+            0xFEFF,
+            *range(0x202A, 0x202F),
+            *range(0x2066, 0x206A),
+        )
+    }
+)
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with terminal control characters shown as symbols (ESC as ␛, U+202E as \\u202e).
+
+    What a tool printed, a model wrote or a call id holds must not move the
+    cursor or rewrite the lines around it (a fake "approved" line).
+    """
+    return text.translate(_CONTROL)

@@ -279,9 +279,14 @@ def _decided(res: dict[str, Any], as_json: bool) -> None:
         return
     verb = "approval" if res["decision"] == "approve" else "denial"
     rest = " (and every later call of the run)" if res.get("scope") == "run" else ""
+    from stigmer.cli._output import terminal_safe
+
+    state = "recorded" if res.get("recorded") else "sent (recorded once a runner is up)"
     print(
-        f"{verb} of call {res['tool_call_id']}{rest} sent to execution {res['execution_id']}; "
-        f"follow it: stigmer execution logs -f {res['execution_id']}"
+        terminal_safe(
+            f"{verb} of call {res['call_id']}{rest} of execution {res['execution_id']} {state}; "
+            f"follow it: stigmer execution logs -f {res['execution_id']}"
+        )
     )
 
 

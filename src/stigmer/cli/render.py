@@ -7,9 +7,9 @@ import sys
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape as _markup_escape
 
-from stigmer.cli._output import exit_141_on_broken_pipe
+from stigmer.cli._output import exit_141_on_broken_pipe, terminal_safe
 
 PHASE_STYLE = {
     "PENDING": "dim",
@@ -19,6 +19,11 @@ PHASE_STYLE = {
     "FAILED": "bold red",
     "CANCELLED": "bold yellow",
 }
+
+
+def escape(text: str) -> str:
+    """``text`` safe to print: no Rich markup, and no terminal control (escapes, bidi)."""
+    return _markup_escape(terminal_safe(text))
 
 
 def _short(value: Any, limit: int = 160) -> str:
@@ -67,8 +72,10 @@ class Renderer:
                 ok = p.get("status") == "completed"
                 mark = "[green]✓[/]" if ok else "[red]✗[/]"
                 took = f" {p['duration_ms']} ms" if p.get("duration_ms") is not None else ""
+                call = f" [dim]({escape(p['tool_call_id'])})[/]" if p.get("tool_call_id") else ""
                 self.console.print(
-                    f"{seq}{mark} {escape(name)}{took}: [dim]{escape(_short(p.get('result', ''), 200))}[/]"
+                    f"{seq}{mark} {escape(name)}{call}{took}: "
+                    f"[dim]{escape(_short(p.get('result', ''), 200))}[/]"
                 )
         elif t == "usage":
             self.console.print(
@@ -76,17 +83,20 @@ class Renderer:
                 f"{p.get('requests', 0)} model requests, {p.get('tool_calls', 0)} tool calls[/]"
             )
         elif t == "approval_requested":
+            # the whole of what would run, never cut: a person decides on it
+            args = json.dumps(p.get("args", {}), ensure_ascii=False, indent=2)
             self.console.print(
-                f"{seq}[bold magenta]? approval[/] {escape(p.get('name', ''))}"
-                f"({escape(_short(p.get('args', {})))}) [dim]call {escape(p.get('tool_call_id', ''))}, "
-                f"until {escape(p.get('deadline', '')[:19])}Z, then {escape(p.get('on_timeout', ''))}[/]"
+                f"{seq}[bold magenta]? approval[/] {escape(p.get('name', ''))} "
+                f"[dim]call {escape(p.get('call_id', ''))}, until "
+                f"{escape(p.get('deadline', '')[:19])}Z, then {escape(p.get('on_timeout', ''))}[/]"
             )
+            self.console.print(escape(args))
         elif t == "approval_decided":
             ok = p.get("decision") == "approved"
             mark = "[green]approved[/]" if ok else "[red]denied[/]"
             why = f": {escape(_short(p['reason'], 200))}" if p.get("reason") else ""
             self.console.print(
-                f"{seq}{mark} {escape(p.get('name', ''))} [dim]call {escape(p.get('tool_call_id', ''))} "
+                f"{seq}{mark} {escape(p.get('name', ''))} [dim]call {escape(p.get('call_id', ''))} "
                 f"by {escape(p.get('by', ''))}[/]{why}"
             )
         elif t == "retry":

@@ -201,13 +201,16 @@ def _on_approval(
     client: Any, execution_id: str, p: dict[str, Any], renderer: Any, ask: bool
 ) -> None:
     """Ask the user about a call that waits (in a terminal), or say how to decide it."""
-    call_id = p.get("tool_call_id", "")
-    still = any(a["tool_call_id"] == call_id for a in client.approvals(execution_id)["pending"])
+    from stigmer.cli._output import terminal_safe
+
+    call_id = p.get("call_id", "")
+    still = any(a["call_id"] == call_id for a in client.approvals(execution_id)["pending"])
     if not still:
         return  # decided already (a stream replayed from its start)
     if not (ask and renderer is not None and sys.stdin.isatty()):
-        text = f"waiting for a decision on {p.get('name')} call {call_id}: " + decide_commands(
-            execution_id, call_id
+        text = terminal_safe(
+            f"waiting for a decision on {p.get('name')} call {call_id}: "
+            + decide_commands(execution_id, call_id)
         )
         if renderer is not None:
             renderer.note(text)
@@ -216,8 +219,8 @@ def _on_approval(
         return
     try:
         answer = input(
-            f"Run {p.get('name')} call {call_id}? "
-            "[y] approve, [n] deny, [a] approve it and the rest of this run, [l] decide later: "
+            terminal_safe(f"Run {p.get('name')} call {call_id} (its arguments are above)? ")
+            + "[y] approve, [n] deny, [a] approve it and the rest of this run, [l] decide later: "
         ).strip()
     except EOFError:
         answer = "l"
@@ -239,7 +242,7 @@ def _on_approval(
             reason,
             scope="run" if choice == "a" else "call",
         )
-    except ConflictError as exc:
+    except ConflictError as exc:  # decided meanwhile, elsewhere: the event log says how
         renderer.note(f"not decided here: {exc.message}")
 
 
@@ -267,13 +270,13 @@ def decide_pending(
             )
         if len(pending) > 1:
             lines = "\n".join(
-                f"  {a['tool_call_id']}  {a['name']}({_args_line(a.get('args'))})" for a in pending
+                f"  {a['call_id']}  {a['name']}({_args_line(a.get('args'))})" for a in pending
             )
             raise ConflictError(
                 f"{len(pending)} calls of execution {execution_id} wait for approval:\n{lines}",
                 f"Name one: stigmer execution {decision} {execution_id} CALL_ID",
             )
-        call_id = pending[0]["tool_call_id"]
+        call_id = pending[0]["call_id"]
     assert call_id is not None
     result: dict[str, Any] = client.decide(execution_id, call_id, decision, reason, scope)
     return result

@@ -114,10 +114,15 @@ class ErrorPayload(_Payload):
 class ApprovalRequestedPayload(_Payload):
     """A call of a tool the agent's ``spec.approval`` lists waits for a decision.
 
-    ``args`` are the call's arguments with every secret masked; ``deadline``
-    (a timestamp) is when ``on_timeout`` decides it.
+    ``call_id`` is the id a person decides it by (``stigmer execution approve
+    ID CALL_ID``, ``POST .../approvals/CALL_ID``): the model's ``tool_call_id``
+    when that is a plain token not used before in the run, else one the
+    workflow makes (``approval-N``). ``args`` are the call's arguments with
+    every secret masked; ``deadline`` (a timestamp) is when ``on_timeout``
+    decides it.
     """
 
+    call_id: str
     tool_call_id: str
     name: str
     args: dict[str, Any] | None = None
@@ -128,6 +133,7 @@ class ApprovalRequestedPayload(_Payload):
 class ApprovalDecidedPayload(_Payload):
     """What was decided for a call that waited: it runs (``approved``) or never does."""
 
+    call_id: str
     tool_call_id: str
     name: str
     decision: Literal["approved", "denied"]

@@ -62,7 +62,8 @@ class ApprovalDecision(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     execution_id: str
-    tool_call_id: str
+    #: the id the call waits under (``approval_requested``'s ``call_id``)
+    call_id: str
     decision: Literal["approve", "deny"]
     reason: str | None = None
     by: str

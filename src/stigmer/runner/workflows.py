@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -40,6 +40,8 @@ with workflow.unsafe.imports_passed_through():
     from stigmer.runner.tools import RunDeps
     from stigmer.spec.models import SecretRef
 
+#: A tool call id a person may decide a call by as it is (else the workflow makes one).
+TOKEN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 #: One line when an execution starts and one when it ends (the worker's log).
 log = logging.getLogger("stigmer.runner")
 
@@ -96,6 +98,9 @@ class AgentExecutionWorkflow(PydanticAIWorkflow):
         #: a decision that approved every later call of the run
         self._approve_all: ApprovalDecision | None = None
         self._rounds = 0
+        #: every id a call was asked under in this run, and the ones waiting now
+        self._call_ids: set[str] = set()
+        self._waiting: set[str] = set()
 
     @workflow.signal(name=APPROVAL_SIGNAL)
     def approval(self, decision: ApprovalDecision) -> None:
@@ -107,34 +112,56 @@ class AgentExecutionWorkflow(PydanticAIWorkflow):
                 decision.execution_id,
             )
             return
-        if decision.tool_call_id in self._decisions:
-            return
-        self._decisions[decision.tool_call_id] = decision
+        if decision.call_id in self._decisions or decision.call_id not in self._waiting:
+            return  # the first decision counts; one for a call that does not wait is dropped
+        self._decisions[decision.call_id] = decision
         if decision.scope == "run" and decision.decision == "approve":
             self._approve_all = decision
+
+    def _call_id(self, tool_call_id: str) -> str:
+        """The id a person decides a call by: the model's own when it is plain and new.
+
+        A model chooses its tool call ids, and some number them per response
+        (``call_0`` in every turn): keyed on those, a later call would take an
+        earlier call's approval. So an id that was seen before in this run, or
+        that is not a plain short token (URL-safe, at most 64 characters), is
+        replaced by ``approval-N``; either way each call waits for its own decision.
+        """
+        if TOKEN.fullmatch(tool_call_id) and tool_call_id not in self._call_ids:
+            key = tool_call_id
+        else:
+            key = f"approval-{len(self._call_ids) + 1}"
+            while key in self._call_ids:
+                key += "x"
+        self._call_ids.add(key)
+        return key
 
     async def decide(self, requests: DeferredToolRequests) -> DeferredToolResults:
         """Wait, durably, for a decision on each call of ``requests.approvals``.
 
-        Each call gets an ``approval_requested`` event and the execution goes to
+        Each call gets an ``approval_requested`` event (under the id a person
+        decides it by, :meth:`_call_id`) and the execution goes to
         AWAITING_APPROVAL; the wait is a condition with a timer (no activity, no
         worker slot), so it outlives restarts of runners, the API and Temporal.
+        Each decision is recorded (``approval_decided``) as it arrives, so the
+        API can tell whoever decides next that the call is decided already.
         When the spec's ``timeout`` passes, ``on_timeout`` decides what is left.
-        Each call then gets an ``approval_decided`` event, and the run goes on:
-        RUNNING again, approved calls run, denied ones return the denial to the
-        model. A cancel while waiting ends the run (CancelledError).
+        The run then goes on: RUNNING again, approved calls run, denied ones
+        return the denial to the model. A cancel while waiting ends the run.
         """
         inp = self._inp
         assert inp is not None and inp.spec.approval is not None
         spec = inp.spec.approval
         self._rounds += 1
         rnd = self._rounds
-        calls = requests.approvals
         deadline = workflow.now() + timedelta(seconds=spec.timeout_s)
+        keyed = [(self._call_id(c.tool_call_id), c) for c in requests.approvals]
+        self._waiting = {key for key, _ in keyed}
         asked = [
             (
-                f"approval/{c.tool_call_id}/requested",
+                f"approval/{key}/requested",
                 ApprovalRequestedPayload(
+                    call_id=key,
                     tool_call_id=c.tool_call_id,
                     name=c.tool_name,
                     args=jsonable(c.args_as_dict()),
@@ -142,61 +169,71 @@ class AgentExecutionWorkflow(PydanticAIWorkflow):
                     on_timeout=spec.on_timeout,
                 ),
             )
-            for c in calls
+            for key, c in keyed
         ]
+        approvals: dict[str, bool | ToolDenied] = {}
+        left = dict(keyed)
 
-        def decided() -> bool:
-            return self._approve_all is not None or all(
-                c.tool_call_id in self._decisions for c in calls
-            )
+        def answered() -> list[str]:
+            if self._approve_all is not None:
+                return list(left)
+            return [key for key in left if key in self._decisions]
 
-        waited = not decided()
+        def decide_now(keys: list[str], timed_out: bool) -> list[tuple[str, Payload]]:
+            told: list[tuple[str, Payload]] = []
+            for key in keys:
+                c = left.pop(key)
+                d = self._decisions.get(key)
+                if d is not None:
+                    approve, reason, by = d.decision == "approve", d.reason, d.by
+                elif self._approve_all is not None and not timed_out:
+                    a = self._approve_all
+                    approve, by = True, a.by
+                    reason = "approved for the rest of the run" + (
+                        f" ({a.reason})" if a.reason else ""
+                    )
+                else:
+                    approve, by = spec.on_timeout == "approve", "timeout"
+                    reason = f"no decision within {spec.timeout} (on_timeout: {spec.on_timeout})"
+                approvals[c.tool_call_id] = True if approve else ToolDenied(denial(by, reason))
+                told.append(
+                    (
+                        f"approval/{key}/decided",
+                        ApprovalDecidedPayload(
+                            call_id=key,
+                            tool_call_id=c.tool_call_id,
+                            name=c.tool_name,
+                            decision="approved" if approve else "denied",
+                            reason=reason,
+                            by=by,
+                        ),
+                    )
+                )
+            return told
+
+        now = decide_now(answered(), False)  # approved for the rest of the run already
+        waited = bool(left)
         await self._publish(
             inp,
             *asked,
+            *now,
             *(
                 [(f"approval/{rnd}/awaiting", PhasePayload(phase="AWAITING_APPROVAL"))]
                 if waited
                 else []
             ),
         )
-        if waited:
-            with contextlib.suppress(TimeoutError):  # then on_timeout decides what is left
-                await workflow.wait_condition(decided, timeout=deadline - workflow.now())
-        approvals: dict[str, bool | ToolDenied] = {}
-        told: list[tuple[str, Payload]] = []
-        for c in calls:
-            d = self._decisions.get(c.tool_call_id)
-            if d is not None:
-                approve, reason, by = d.decision == "approve", d.reason, d.by
-            elif self._approve_all is not None:
-                a = self._approve_all
-                approve, by = True, a.by
-                reason = "approved for the rest of the run" + (f" ({a.reason})" if a.reason else "")
-            else:
-                approve, by = spec.on_timeout == "approve", "timeout"
-                reason = f"no decision within {spec.timeout} (on_timeout: {spec.on_timeout})"
-            if approve:
-                approvals[c.tool_call_id] = True
-            else:
-                approvals[c.tool_call_id] = ToolDenied(denial(by, reason))
-            told.append(
-                (
-                    f"approval/{c.tool_call_id}/decided",
-                    ApprovalDecidedPayload(
-                        tool_call_id=c.tool_call_id,
-                        name=c.tool_name,
-                        decision="approved" if approve else "denied",
-                        reason=reason,
-                        by=by,
-                    ),
+        while left:
+            try:
+                await workflow.wait_condition(
+                    lambda: bool(answered()), timeout=deadline - workflow.now()
                 )
-            )
-        await self._publish(
-            inp,
-            *told,
-            *([(f"approval/{rnd}/resumed", PhasePayload(phase="RUNNING"))] if waited else []),
-        )
+                told = decide_now(answered(), False)
+            except TimeoutError:
+                told = decide_now(list(left), True)
+            resumed = [] if left else [(f"approval/{rnd}/resumed", PhasePayload(phase="RUNNING"))]
+            await self._publish(inp, *told, *resumed)
+        self._waiting = set()
         return DeferredToolResults(approvals=approvals)  # type: ignore[arg-type]
 
     async def _publish(self, inp: ExecutionInput, *events: tuple[str, Payload]) -> None:

@@ -50,6 +50,7 @@ import hashlib
 import json
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -121,6 +122,8 @@ log = logging.getLogger("stigmer.server")
 #: workflow ended without publishing its final phase (a crash, a termination).
 RECONCILE_AFTER = 5.0
 KEEPALIVE = 15.0
+#: How long (s) a decision on an approval waits for the workflow to record it.
+DECISION_WAIT_S = 5.0
 #: Seconds between the rounds that start PENDING executions left without a workflow.
 STARTER_EVERY = 2.0
 #: Seconds between the server's own looks at every running execution's workflow.
@@ -852,26 +855,28 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
 
         The decision goes to the workflow as a signal (kept by Temporal even while
         no runner is up); the first decision on a call counts, and its
-        ``approval_decided`` event says what was decided, why and by whom.
+        ``approval_decided`` event says what was decided, why and by whom. The
+        answer waits up to :data:`DECISION_WAIT_S` for that event: ``recorded``
+        holds it, and a call someone else decided first is a 409 that says how.
         """
         ex = await _execution(execution_id)
-        pending = (
-            []
-            if ex["phase"] in TERMINAL_PHASES
-            else await off_loop(store.pending_approvals, execution_id)
-        )
-        if not any(p["tool_call_id"] == call_id for p in pending):
-            waiting = ", ".join(p["tool_call_id"] for p in pending) or "none"
+        pending, decided = await off_loop(store.approvals, execution_id)
+        if ex["phase"] in TERMINAL_PHASES:
+            pending = []
+        if not any(p["call_id"] == call_id for p in pending):
+            waiting = ", ".join(p["call_id"] for p in pending) or "none"
+            before = decided.get(call_id)
+            how = f"; it was {before['decision']} by {before['by']}" if before is not None else ""
             raise HTTPException(
                 409,
-                detail=f"no call {call_id!r} of execution {execution_id} waits for approval "
-                f"(phase {ex['phase']}; waiting: {waiting})",
+                detail=f"no call {call_id!r} of execution {execution_id} waits for approval"
+                f"{how} (phase {ex['phase']}; waiting: {waiting})",
             )
         # without a bearer token, only the console's session gets here (stigmer.server.auth)
         by = roles.who(creds.credentials) if creds is not None else "admin:console"
         decision = ApprovalDecision(
             execution_id=execution_id,
-            tool_call_id=call_id,
+            call_id=call_id,
             decision=body.decision,
             reason=body.reason,
             by=by,
@@ -887,12 +892,25 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
             "approved" if body.decision == "approve" else "denied",
             by,
         )
+        recorded = None
+        deadline = time.monotonic() + DECISION_WAIT_S
+        while recorded is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            recorded = (await off_loop(store.approvals, execution_id))[1].get(call_id)
+        wanted = "approved" if body.decision == "approve" else "denied"
+        if recorded is not None and (recorded["decision"], recorded.get("by")) != (wanted, by):
+            raise HTTPException(
+                409,
+                detail=f"call {call_id!r} of execution {execution_id} was decided first: "
+                f"{recorded['decision']} by {recorded.get('by')}",
+            )
         return ApprovalResult(
             execution_id=execution_id,
-            tool_call_id=call_id,
+            call_id=call_id,
             decision=body.decision,
             scope=body.scope,
             by=by,
+            recorded=recorded,
         )
 
     # -- events ---------------------------------------------------------------

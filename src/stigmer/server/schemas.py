@@ -154,6 +154,8 @@ class ApprovalDecide(_Body):
 class PendingApproval(BaseModel):
     """A tool call that waits for a decision (its ``approval_requested`` event)."""
 
+    #: the id to decide it by
+    call_id: str
     tool_call_id: str
     name: str
     args: dict[str, Any] | None = None
@@ -169,13 +171,18 @@ class ApprovalList(BaseModel):
 
 
 class ApprovalResult(BaseModel):
-    """The decision was sent to the workflow; its ``approval_decided`` event records it."""
+    """The decision was sent to the workflow; its ``approval_decided`` event records it.
+
+    ``recorded`` is that event's payload once the workflow took the decision (the
+    API waits a few seconds for it); null while no runner is up to take it.
+    """
 
     execution_id: str
-    tool_call_id: str
+    call_id: str
     decision: str
     scope: str
     by: str
+    recorded: dict[str, Any] | None = None
 
 
 class RerunCreate(_Body):

@@ -317,8 +317,11 @@ class Store:
             ).first()
         return None if row is None else dict(row[0])
 
-    def pending_approvals(self, execution_id: str) -> list[dict[str, Any]]:
-        """The ``approval_requested`` payloads (with their ``seq``) that no decision answered yet."""
+    def approvals(
+        self, execution_id: str
+    ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+        """(the ``approval_requested`` payloads no decision answered yet, with their ``seq``;
+        the ``approval_decided`` payloads by ``call_id``)."""
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(events.c.seq, events.c.type, events.c.payload)
@@ -329,13 +332,19 @@ class Store:
                 .order_by(events.c.seq)
             ).all()
         asked: dict[str, dict[str, Any]] = {}
+        decided: dict[str, dict[str, Any]] = {}
         for seq, kind, payload in rows:
-            call = payload.get("tool_call_id")
+            call = payload.get("call_id")
             if kind == "approval_requested":
                 asked[call] = {**payload, "seq": seq}
             else:
                 asked.pop(call, None)
-        return list(asked.values())
+                decided[call] = payload
+        return list(asked.values()), decided
+
+    def pending_approvals(self, execution_id: str) -> list[dict[str, Any]]:
+        """The ``approval_requested`` payloads (with their ``seq``) that no decision answered yet."""
+        return self.approvals(execution_id)[0]
 
     def unstarted(self, older_than_s: float, limit: int = 100) -> list[str]:
         """Ids of PENDING executions that no workflow run has claimed, oldest first."""

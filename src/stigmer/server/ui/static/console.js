@@ -221,7 +221,7 @@
     }
 
     function callIdOf(p) {
-      return p.tool_call_id || p.call_id || p.call || null;
+      return p.call_id || p.tool_call_id || p.call || null;
     }
 
     function approvalRequested(e) {
