@@ -103,6 +103,12 @@ async def post_events(
                     type="EventsRefused",
                     non_retryable=True,
                 )
+            if resp.status_code in (400, 413, 422):  # malformed for the API: no retry helps
+                raise ApplicationError(
+                    f"the API rejected these events ({resp.status_code}): {resp.text[:300]}",
+                    type="EventsRejected",
+                    non_retryable=True,
+                )
             resp.raise_for_status()
     seqs = resp.json().get("seqs")
     return [int(n) for n in seqs] if isinstance(seqs, list) else []
