@@ -213,13 +213,24 @@ class BlobDriver(StorageDriver):
         return out
 
 
-def data_converter(keys: StackKeys, blobs: BlobDriver | None = None) -> DataConverter:
+def data_converter(
+    keys: StackKeys, blobs: BlobDriver | None = None, pydantic: bool = False
+) -> DataConverter:
     """The data converter of every stigmer Temporal client (PydanticAIPlugin keeps the codec).
 
     With ``blobs`` (the runner's and the API server's), big payloads are stored
-    outside the history (:data:`CLAIM_FROM`).
+    outside the history (:data:`CLAIM_FROM`). ``pydantic``: pydantic models as
+    JSON, as pydantic-ai's plugin encodes them (the same ``json/plain`` payloads),
+    for a client that does not load pydantic-ai (the API server: seconds of
+    imports at every start).
     """
+    extra: dict[str, Any] = {}
+    if pydantic:
+        from temporalio.contrib.pydantic import PydanticPayloadConverter
+
+        extra["payload_converter_class"] = PydanticPayloadConverter
     return DataConverter(
+        **extra,
         payload_codec=SealingCodec(keys),
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
         external_storage=None

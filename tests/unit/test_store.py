@@ -184,3 +184,20 @@ def test_cancel_before_start_is_conditional_and_a_late_run_claims_nothing(store_
     assert store.append("ex-c2", late) == []  # dropped: the execution ended
     ex = store.get_execution("ex-c2")
     assert ex is not None and ex["phase"] == "CANCELLED" and ex["run_id"] is None
+
+
+def test_the_fast_head_check_agrees_with_alembic(tmp_path: Path) -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import create_engine
+
+    from stigmer.server import db
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(db.MIGRATIONS))
+    assert db.head_revision() == ScriptDirectory.from_config(cfg).get_current_head()
+    engine = create_engine(f"sqlite:///{tmp_path / 's.db'}")
+    assert not db.at_head(engine)
+    db.migrate(engine)
+    assert db.at_head(engine)
+    db.migrate(engine)  # idempotent, and without Alembic this time

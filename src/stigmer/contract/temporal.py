@@ -126,6 +126,7 @@ async def connect_temporal(
     plugins: Sequence[Any] = (),
     timeout: float = 5.0,
     check_namespace: bool = True,
+    pydantic: bool = False,
 ) -> Any:
     """A ``temporalio.client.Client`` for ``target``; with ``check_namespace``, proven to work.
 
@@ -145,7 +146,7 @@ async def connect_temporal(
     if keys is not None:
         from stigmer.codec import data_converter
 
-        extra["data_converter"] = data_converter(keys, blobs)
+        extra["data_converter"] = data_converter(keys, blobs, pydantic=pydantic)
     try:
         client = await Client.connect(
             target.address,

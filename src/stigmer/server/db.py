@@ -91,8 +91,31 @@ def make_engine(raw_url: str) -> Engine:
     )
 
 
+def head_revision() -> str:
+    """The newest migration's revision id (they are numbered ``0001``, ``0002``, ...)."""
+    return max(p.name[:4] for p in (MIGRATIONS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
+
+
+def at_head(engine: Engine) -> bool:
+    """Whether the store's schema is at :func:`head_revision` already (one query, no Alembic)."""
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        with engine.connect() as conn:
+            found = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    except DBAPIError:
+        return False  # no schema yet (or a store Alembic will name the problem of)
+    return list(found) == [head_revision()]
+
+
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision (idempotent)."""
+    """Bring the schema to the newest revision (idempotent).
+
+    A store at the newest revision already (every start but the first after an
+    upgrade) is left alone without loading Alembic and its scripts.
+    """
+    if at_head(engine):
+        return
     from alembic import command
     from alembic.config import Config
 

@@ -52,8 +52,6 @@ class TemporalLink:
         }
 
     async def watch(self) -> None:
-        from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
-
         delay = 0.2
         while self._client is None:
             try:
@@ -62,7 +60,9 @@ class TemporalLink:
                     identity="stigmer-server",
                     keys=self.keys,
                     blobs=self.blobs,
-                    plugins=[PydanticAIPlugin()],
+                    # pydantic models as the runner's pydantic-ai plugin encodes them,
+                    # without importing pydantic-ai here (seconds at every start)
+                    pydantic=True,
                 )
             except TemporalError as exc:
                 self.error = exc
