@@ -82,6 +82,7 @@ ARG REVISION=unknown
 ARG CREATED=unknown
 ARG SOURCE=https://github.com/stigmer/stigmer
 ARG SOURCE_DIGEST=unknown
+ARG CONTRACT_DIGEST=unknown
 # The runner reports the version the image was built for (stigmer._version).
 ENV STIGMER_BUILD_VERSION="${VERSION}"
 LABEL org.opencontainers.image.title="stigmer agent-runner" \
@@ -91,4 +92,5 @@ LABEL org.opencontainers.image.title="stigmer agent-runner" \
       org.opencontainers.image.created="${CREATED}" \
       org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      io.stigmer.source-digest="${SOURCE_DIGEST}"
+      io.stigmer.source-digest="${SOURCE_DIGEST}" \
+      io.stigmer.contract-digest="${CONTRACT_DIGEST}"

@@ -112,3 +112,31 @@ def test_pre_commit_hook_script_warns_of_a_stale_image_and_passes(
     assert stale.returncode == 0, stale.stderr
     assert "warning: the runner image" in stale.stderr and "is stale" in stale.stderr
     assert f"make build-agent-runner-image IMAGE={repo}:stale" in stale.stderr
+
+
+def test_an_image_of_another_contract_is_refused_before_anything_starts(
+    stack: Stack,
+    runner_image: str,
+    docker_labels: dict[str, str],
+    docker_client: docker.DockerClient,
+    tmp_path: Path,
+) -> None:
+    """Its runner could not decode this stack's workflow input: every run would stay PENDING."""
+    tag = f"stigmer-othercontract-{docker_labels['io.stigmer.test.id']}:runner"
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "Dockerfile").write_text(f"FROM {runner_image}\n")
+    docker_client.images.build(
+        path=str(tmp_path / "ctx"),
+        tag=tag,
+        labels={**docker_labels, buildinfo.LABEL_CONTRACT: "sha256:another"},
+    )
+    try:
+        with docker_mode(stack, runner_image, docker_labels, STIGMER_RUNNER_IMAGE=tag) as st:
+            started = st.cli("server", "start")
+            assert started.returncode == 11, started.stdout + started.stderr
+            assert "another contract" in started.stderr and "--rebuild" in started.stderr
+            assert st.cli("server", "status").returncode == 5  # nothing was started
+            assert image_report(st)["incompatible"] is True
+    finally:
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            docker_client.images.remove(tag, force=True)

@@ -139,7 +139,9 @@ def prepare_runner(settings: Settings, *, rebuild: bool, quiet: bool) -> dict[st
                 progress.close()
             if report.source == "pulled" and not quiet:
                 print(f"Pulled {report.registry_ref} and tagged it {report.ref}.", file=sys.stderr)
-            if report.stale and settings.dev:
+            if report.incompatible and not settings.dev:
+                report = _incompatible(client, settings, report, quiet)
+            elif report.stale and settings.dev:
                 # the runner runs the checkout's sources: a stale image only matters
                 # when its dependencies (uv.lock) changed
                 warn(
@@ -153,6 +155,42 @@ def prepare_runner(settings: Settings, *, rebuild: bool, quiet: bool) -> dict[st
         return report.to_dict()
     finally:
         client.close()
+
+
+def _incompatible(client: Any, settings: Settings, report: Any, quiet: bool) -> Any:
+    """An image built for another contract: its runner cannot decode this stack's executions.
+
+    On a terminal, offer to rebuild it (the default); otherwise, or when the answer
+    is no, the start fails before anything runs (exit 11): every run would stay
+    PENDING while the runner fails to read its input.
+    """
+    from stigmer.cli._output import interactive
+    from stigmer.errors import ImageError
+    from stigmer.images.resolve import build
+
+    where = "this checkout" if report.stale or report.contract_digest is not None else "this CLI"
+    what = (
+        f"The runner image {report.ref} was built for another contract than {where} "
+        "(the workflow input, the events or the agent spec differ): its runner could not "
+        "run any execution of this stack."
+    )
+    if interactive():
+        import typer
+
+        print(what, file=sys.stderr)
+        if typer.confirm("Rebuild it now?", default=True, err=True):
+            if not quiet:
+                print(f"Building {settings.runner_image} ...", file=sys.stderr)
+            return build(client, settings, on_output=None if quiet else _build_line)
+    from stigmer.images.buildinfo import checkout_root
+
+    raise ImageError(
+        what,
+        "Rebuild it from this checkout: `stigmer server start --rebuild`."
+        if checkout_root() is not None
+        else f"Remove it (`docker rmi {report.ref}`) so that {report.registry_ref} is pulled, "
+        "or point runner_image at an image of this version.",
+    )
 
 
 def _offer_rebuild(client: Any, settings: Settings, report: Any, quiet: bool) -> Any:

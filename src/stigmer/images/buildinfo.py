@@ -33,6 +33,11 @@ LABEL_REVISION = "org.opencontainers.image.revision"
 LABEL_CREATED = "org.opencontainers.image.created"
 LABEL_SOURCE = "org.opencontainers.image.source"
 LABEL_DIGEST = "io.stigmer.source-digest"
+#: What the API server, the CLI and the runner must agree on (the workflow input,
+#: the events, the agent spec): a runner built from other contract sources cannot
+#: run this stack's executions.
+LABEL_CONTRACT = "io.stigmer.contract-digest"
+CONTRACT_PACKAGES = ("contract", "spec")
 SOURCE_URL = "https://github.com/stigmer/stigmer"
 
 
@@ -68,6 +73,17 @@ def source_digest(root: Path) -> str:
     for path in image_sources(root):
         h.update(str(path.relative_to(root)).encode() + b"\0")
         h.update(path.read_bytes() + b"\0")
+    return "sha256:" + h.hexdigest()
+
+
+def contract_digest() -> str:
+    """``sha256:<hex>`` over the contract modules of the running package (checkout or installed)."""
+    pkg = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for sub in CONTRACT_PACKAGES:
+        for path in sorted((pkg / sub).glob("*.py")):
+            h.update(f"{sub}/{path.name}".encode() + b"\0")
+            h.update(path.read_bytes() + b"\0")
     return "sha256:" + h.hexdigest()
 
 
@@ -108,6 +124,7 @@ def build_args(root: Path) -> dict[str, str]:
         "CREATED": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "SOURCE": source_url(),
         "SOURCE_DIGEST": source_digest(root),
+        "CONTRACT_DIGEST": contract_digest(),
     }
 
 

@@ -76,6 +76,10 @@ class ImageReport:
     source_digest: str | None
     registry_ref: str
     stale: bool = False
+    #: built from other contract sources (its workflow input or events differ): its
+    #: runner cannot run this stack's executions
+    incompatible: bool = False
+    contract_digest: str | None = None
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -137,6 +141,7 @@ def local_report(client: Any, settings: Any, source: str = "local") -> ImageRepo
         size=int(image.attrs.get("Size") or 0),
         source_digest=labels.get(buildinfo.LABEL_DIGEST),
         registry_ref=f"{settings.runner_registry}:{tag}",
+        contract_digest=labels.get(buildinfo.LABEL_CONTRACT),
     )
     if report.version != __version__:
         report.warnings.append(
@@ -154,6 +159,10 @@ def local_report(client: Any, settings: Any, source: str = "local") -> ImageRepo
                 f"than this checkout. Rebuild: `{_make_build(ref)}` or "
                 f"`stigmer server start --rebuild`."
             )
+    if report.contract_digest is not None:
+        report.incompatible = report.contract_digest != buildinfo.contract_digest()
+    else:  # built before the label existed: a stale one cannot be trusted to fit
+        report.incompatible = report.stale
     return report
 
 

@@ -754,7 +754,7 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
         fix = (
             "the runner image is probably older than this CLI: rebuild it "
             "(`make build-agent-runner-image`, or `stigmer server start --rebuild`)"
-            if "not registered" in reason
+            if "not registered" in reason or "decoding arguments" in reason
             else "see `stigmer server logs -c agent-runner`"
         )
         payload = ErrorPayload(
