@@ -64,6 +64,29 @@ def _starter(directory: Path, shown: str) -> list[tuple[Path, bytes]]:
     ]
 
 
+def _missing_parents(folder: Path, top: Path) -> list[Path]:
+    """The folders between ``top`` and ``folder`` that do not exist yet (outermost first)."""
+    out: list[Path] = []
+    while folder != top and top in folder.parents and not folder.exists():
+        out.append(folder)
+        folder = folder.parent
+    return out[::-1]
+
+
+def _owned_like_workspace(ws: Path, paths: list[Path]) -> None:
+    """Run as root, new files get the workspace's owner: the runner (a non-root uid in its
+    container) edits them. Otherwise they are the user's, as the workspace is."""
+    import os
+
+    if os.geteuid() != 0:
+        return
+    st = ws.stat()
+    if st.st_uid == 0:
+        return
+    for path in paths:
+        os.chown(path, st.st_uid, st.st_gid)
+
+
 def init(
     directory: str | None = typer.Argument(
         None,
@@ -100,8 +123,10 @@ def init(
         if target.exists():
             kept.append(rel)
             continue
+        made = _missing_parents(target.parent, ws)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(source.read_bytes())
+        _owned_like_workspace(ws, [*made, target])
         written.append(rel)
     agent: dict[str, list[str]] = {"written": [], "kept": []}
     if directory is not None:

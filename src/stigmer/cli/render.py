@@ -26,6 +26,10 @@ def escape(text: str) -> str:
     return _markup_escape(terminal_safe(text))
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def _short(value: Any, limit: int = 160) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     text = text.replace("\n", "⏎ ")
@@ -80,7 +84,7 @@ class Renderer:
         elif t == "usage":
             self.console.print(
                 f"{seq}[dim]usage: {p.get('input_tokens', 0)} in / {p.get('output_tokens', 0)} out tokens, "
-                f"{p.get('requests', 0)} model requests, {p.get('tool_calls', 0)} tool calls[/]"
+                f"{_n(p.get('requests', 0), 'model request')}, {_n(p.get('tool_calls', 0), 'tool call')}[/]"
             )
         elif t == "approval_requested":
             # the whole of what would run, never cut: a person decides on it

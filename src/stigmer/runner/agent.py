@@ -112,6 +112,14 @@ class WorkspaceToolset(FunctionToolset[RunDeps]):
             message = mask(exc.message, refs)
             await events.finished(failed=True, result=message)
             raise ToolFailed(message) from None
+        except OSError as exc:
+            # the workspace refused (permissions, a full disk, a name too long): the
+            # model sees it and may act on it; another attempt would meet the same
+            what = exc.strerror or type(exc).__name__
+            where = f": {exc.filename}" if exc.filename else ""
+            message = mask(f"{what}{where}", refs)
+            await events.finished(failed=True, result=message)
+            raise ModelRetry(message) from None
         except asyncio.CancelledError:
             details = activity.cancellation_details()
             if details is not None and details.cancel_requested:

@@ -71,6 +71,10 @@ class TokenRoles:
         return self.store.console_session_ok(session)
 
 
+def _a(word: str) -> str:
+    return ("an " if word[:1] in "aeiou" else "a ") + word
+
+
 def requires(roles: TokenRoles, *allowed: str, console: bool = True) -> Callable[..., str]:
     """A FastAPI dependency: the caller's role, which must be one of ``allowed``.
 
@@ -95,7 +99,7 @@ def requires(roles: TokenRoles, *allowed: str, console: bool = True) -> Callable
         if role not in allowed:
             raise HTTPException(
                 status_code=403,
-                detail=f"a {role} token may not do this (it needs a {' or '.join(allowed)} token)",
+                detail=f"{_a(role)} token may not do this (it needs {_a(' or '.join(allowed))} token)",
             )
         return role
 
