@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import STIGMER, Stack, stack_data_converter
 from tests.e2e.conftest import FAKE_ANTHROPIC, FAKE_OPENAI, kill_runner
 
@@ -464,3 +466,29 @@ def test_api_server_killed_mid_run(astack: Stack, tmp_path: Path) -> None:
     assert statuses == ["started", "completed"], statuses
     restarted = next(c for c in astack.status()["components"] if c["name"] == "stigmer-server")
     assert restarted["pid"] != server["pid"]
+
+
+@pytest.mark.parametrize("astack", ["docker"], indirect=True)
+def test_a_refused_write_goes_to_the_model_not_to_retries(astack: Stack, tmp_path: Path) -> None:
+    """The workspace refuses (a folder the runner's uid may not write): the model sees why."""
+    import uuid
+
+    folder = astack.home / "data" / "workspace" / f"ro-{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    os.chown(folder, 0, 0)
+    folder.chmod(0o555)
+    script = [
+        {
+            "tool": "write_file",
+            "args": {"path": f"{folder.name}/x.txt", "content": "x"},
+            "on_error": "continue",
+        },
+        {"answer": "saw: {{ last }}"},
+    ]
+    name = f"refused-{uuid.uuid4().hex[:6]}"
+    apply_text(astack, tmp_path, agent_yaml(name, ["write_file"], script))
+    code, result = run_json(astack, name, "go")
+    assert code == 0, result
+    assert "Permission denied" in result["output"], result
+    events = events_of(astack, result["id"])
+    assert not [e for e in events if e["type"] == "retry"], "a refused write was retried"
