@@ -492,3 +492,24 @@ def test_a_refused_write_goes_to_the_model_not_to_retries(astack: Stack, tmp_pat
     assert "Permission denied" in result["output"], result
     events = events_of(astack, result["id"])
     assert not [e for e in events if e["type"] == "retry"], "a refused write was retried"
+
+
+@pytest.mark.parametrize("astack", ["local"], indirect=True)
+def test_an_unset_secret_is_named_not_passed_as_nothing(astack: Stack, tmp_path: Path) -> None:
+    import uuid
+
+    doc = json.loads(
+        agent_yaml(
+            f"unset-{uuid.uuid4().hex[:6]}",
+            ["shell"],
+            [
+                {"tool": "shell", "args": {"command": "echo tok=$MYTOK"}, "on_error": "continue"},
+                {"answer": "{{ last }}"},
+            ],
+        )
+    )
+    doc["spec"]["env"] = {"MYTOK": {"secret": "NEVER_SET_TOKEN_X"}}
+    apply_text(astack, tmp_path, json.dumps(doc))
+    code, result = run_json(astack, doc["metadata"]["name"], "go")
+    assert code == 0, result
+    assert "NEVER_SET_TOKEN_X (for MYTOK)" in result["output"] and "tok=" not in result["output"]

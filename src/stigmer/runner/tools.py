@@ -181,6 +181,15 @@ async def shell(
         )
     if "\x00" in command:
         raise ModelRetry("the command contains a NUL character, which bash cannot take")
+    known = runtime.current().secrets
+    missing = sorted(
+        f"{ref} (for {name})" for name, ref in ctx.deps.secret_env.items() if ref not in known
+    )
+    if missing:
+        raise ToolFailed(
+            f"the secret(s) {', '.join(missing)} that spec.env references are not set where "
+            "the stack was started: set them in that environment, then `stigmer server restart`"
+        )
     timeout = max(1.0, min(float(timeout), MAX_SHELL_TIMEOUT))
     in_container = runtime.current().mode == "docker"
     ooms = memory.oom_kills() if in_container else None
