@@ -139,7 +139,7 @@ class ApprovalSpec(_Strict):
     tool's result and goes on.
     """
 
-    tools: Annotated[list[str], Field(min_length=1)]
+    tools: Annotated[list[ToolName], Field(min_length=1)]
     timeout: str = "1h"
     on_timeout: Literal["deny", "approve"] = "deny"
 
