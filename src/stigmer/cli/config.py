@@ -27,8 +27,12 @@ def _key(name: str) -> str:
     if key.startswith("stigmer_"):
         key = key[len("stigmer_") :]
     if key not in KEYS_BY_NAME:
+        import difflib
+
+        close = difflib.get_close_matches(key, list(KEYS_BY_NAME), n=1)
         raise ConfigError(
-            f"Unknown config key {name!r}.", f"Known keys: {', '.join(KEYS_BY_NAME)}."
+            f"Unknown config key {name!r}" + (f" (did you mean `{close[0]}`?)." if close else "."),
+            f"`stigmer config list` shows every key; known keys: {', '.join(KEYS_BY_NAME)}.",
         )
     return key
 
