@@ -9,9 +9,6 @@ real model is needed. A pseudo-terminal stands in for the person at
 from __future__ import annotations
 
 import json
-import os
-import pty
-import select
 import subprocess
 import threading
 import time
@@ -26,6 +23,7 @@ import pytest
 from tests.conftest import STIGMER, Stack
 from tests.e2e.conftest import execution, kill_runner, wait_phase
 from tests.e2e.test_agents import agent_yaml, apply_text, events_of
+from tests.pty_cli import run_on_pty
 
 MODES = pytest.mark.parametrize("astack", ["local", "docker"], indirect=True)
 
@@ -134,38 +132,13 @@ def test_timeout_decides_by_itself(astack: Stack, tmp_path: Path) -> None:
     assert "no decision within 3s" in ex["output"]
 
 
-def _pty_run(st: Stack, agent: str, answers: list[tuple[bytes, bytes]]) -> tuple[int, str]:
-    """`stigmer run AGENT go` on a pseudo-terminal; writes each answer once its prompt shows."""
-    pid, fd = pty.fork()
-    if pid == 0:  # pragma: no cover - the child
-        os.execve(STIGMER, [STIGMER, "run", agent, "go"], st.env)
-    out = b""
-    todo = list(answers)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.5)
-        if not ready:
-            continue
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-        if todo and todo[0][0] in out:
-            os.write(fd, todo.pop(0)[1])
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
-
-
 @MODES
 def test_run_asks_on_a_terminal(astack: Stack, tmp_path: Path) -> None:
     tag = uuid.uuid4().hex[:10]
     target = astack.home / "data" / "workspace" / f"pty-{tag}.txt"
     name = f"asked-{tag}"
     apply_text(astack, tmp_path, gated_agent(name, f"echo ran >> {target.name}; echo wrote"))
-    code, text = _pty_run(astack, name, [(b"[y] approve", b"y\n")])
+    code, text = run_on_pty(["run", name, "go"], astack.env, [(b"[y] approve", b"y\n")])
     assert "[y] approve" in text, text
     assert code == 0, text
     assert "COMPLETED" in text and target.read_text() == "ran\n"
