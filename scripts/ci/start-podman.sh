@@ -35,9 +35,23 @@ podman_ok() {
 command -v podman >/dev/null 2>&1 || die "no 'podman' on PATH (install Debian's podman package)"
 command -v curl >/dev/null 2>&1 || die "no 'curl' on PATH"
 
-if podman_ok; then
+# a service started from a folder that is gone since (an earlier CI clone, deleted)
+# answers, but its conmon cannot start containers ("Failed to get working directory")
+cwd_gone() {
+    local p
+    p="$(cat "$PIDFILE" 2>/dev/null || true)"
+    [ -n "$p" ] && readlink "/proc/$p/cwd" 2>/dev/null | grep -q ' (deleted)$'
+}
+
+if podman_ok && ! cwd_gone; then
     log "Podman already answers on $SOCK ($(podman --version)); nothing to do"
     exit 0
+fi
+if cwd_gone; then
+    p="$(cat "$PIDFILE")"
+    log "podman service (pid $p) runs in a deleted folder; stopping it"
+    kill "$p" 2>/dev/null || true
+    sleep 1
 fi
 [ "$(id -u)" = 0 ] || die "rootful Podman must be started as root"
 
@@ -67,8 +81,9 @@ rm -f "$SOCK"
 log "starting podman system service on unix://$SOCK (log: $PODMAN_LOG)"
 echo "=== $(date -u +%Y-%m-%dT%H:%M:%SZ) start-podman.sh starting podman system service" >>"$PODMAN_LOG"
 # setsid + nohup: detached from this shell, so the service outlives the script
-CONTAINERS_REGISTRIES_CONF="$REGISTRIES" setsid nohup \
-    podman system service --time=0 "unix://$SOCK" >>"$PODMAN_LOG" 2>&1 </dev/null &
+# from /: a working folder that outlives any checkout
+(cd / && CONTAINERS_REGISTRIES_CONF="$REGISTRIES" exec setsid nohup \
+    podman system service --time=0 "unix://$SOCK" >>"$PODMAN_LOG" 2>&1 </dev/null) &
 service_pid=$!
 echo "$service_pid" >"$PIDFILE"
 log "podman service pid $service_pid"
