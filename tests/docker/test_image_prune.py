@@ -32,7 +32,7 @@ def build(
     """A tiny image FROM ``base`` with ``labels`` (a label step only: no layer), tagged ``tag``."""
     ctx.mkdir(parents=True, exist_ok=True)
     (ctx / "Dockerfile").write_text(f"FROM {base}\n")
-    image, _ = client.images.build(path=str(ctx), tag=tag, labels=labels, rm=True)
+    image, _ = client.images.build(path=str(ctx), tag=tag, labels=labels, rm=True, forcerm=True)
     return str(image.id)
 
 

@@ -36,6 +36,8 @@ def stale_stack(
         path=str(tmp_path / "ctx"),
         tag=tag,
         labels={**docker_labels, buildinfo.LABEL_DIGEST: "sha256:stale"},
+        rm=True,
+        forcerm=True,
     )
     try:
         with docker_mode(stack, runner_image, docker_labels, STIGMER_RUNNER_IMAGE=tag) as st:
@@ -95,6 +97,8 @@ def test_pre_commit_hook_script_warns_of_a_stale_image_and_passes(
             path=str(tmp_path),
             tag=f"{repo}:{tag}",
             labels={**docker_labels, buildinfo.LABEL_DIGEST: digest},
+            rm=True,
+            forcerm=True,
         )
 
     def check(image: str) -> subprocess.CompletedProcess[str]:
@@ -129,6 +133,8 @@ def test_an_image_of_another_contract_is_refused_before_anything_starts(
         path=str(tmp_path / "ctx"),
         tag=tag,
         labels={**docker_labels, buildinfo.LABEL_CONTRACT: "sha256:another"},
+        rm=True,
+        forcerm=True,
     )
     try:
         with docker_mode(stack, runner_image, docker_labels, STIGMER_RUNNER_IMAGE=tag) as st:

@@ -547,7 +547,9 @@ def test_stale_image_reported(
         f"FROM {runner_image}\nLABEL io.stigmer.source-digest=sha256:old\n"
     )
     stale_tag = f"stigmer-agent-runner:stale-{docker_labels['io.stigmer.test.id']}"
-    docker_client.images.build(path=str(tmp_path / "ctx"), tag=stale_tag, labels=docker_labels)
+    docker_client.images.build(
+        path=str(tmp_path / "ctx"), tag=stale_tag, labels=docker_labels, rm=True, forcerm=True
+    )
     env = {**os.environ, "STIGMER_HOME": str(tmp_path / "h"), "STIGMER_RUNNER_IMAGE": stale_tag}
     out = subprocess.run(
         [STIGMER, "image", "status", "--json"], env=env, capture_output=True, text=True

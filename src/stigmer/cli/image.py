@@ -94,6 +94,7 @@ def prepare_runner(settings: Settings, *, rebuild: bool, quiet: bool) -> dict[st
         ImageError: the image is not local and could not be pulled (or built).
         ConfigError: the docker context named does not exist.
     """
+    from stigmer.contract.registry import RUNNER
     from stigmer.errors import DockerNotRunningError, ImageError
     from stigmer.images.engine import connect
     from stigmer.images.resolve import build, ensure_image
@@ -139,7 +140,8 @@ def prepare_runner(settings: Settings, *, rebuild: bool, quiet: bool) -> dict[st
                 progress.close()
             if report.source == "pulled" and not quiet:
                 print(f"Pulled {report.registry_ref} and tagged it {report.ref}.", file=sys.stderr)
-            if report.incompatible and not settings.dev:
+            # (a host without a runner, `--only temporal,stigmer-server`, runs no image)
+            if report.incompatible and not settings.dev and RUNNER in settings.components:
                 report = _incompatible(client, settings, report, quiet)
             elif report.stale and settings.dev:
                 # the runner runs the checkout's sources: a stale image only matters
