@@ -35,6 +35,8 @@ from stigmer.files import make_private, write_private
 from stigmer.settings import Paths, Settings, ensure_config_file
 from stigmer.stack.rpc import rpc
 
+#: how often `server start` asks the supervisor whether the stack is ready (s)
+READY_POLL = 0.05
 ORPHANED = "left running by a supervisor that died; `stigmer server stop` cleans up"
 
 
@@ -354,7 +356,7 @@ def _wait_ready(
                 )
             if st.get("ready"):
                 return st
-        time.sleep(0.1)
+        time.sleep(READY_POLL)
     pending = [
         c
         for c in (last or {}).get("components", [])

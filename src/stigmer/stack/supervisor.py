@@ -65,6 +65,9 @@ BACKOFF_START = 0.5  # seconds before the first restart
 BACKOFF_MAX = 30.0
 WAIT_RETRY = 1.0  # seconds between launch attempts while the engine does not answer
 HEALTHY_RESET = 60.0  # a run this long (s) resets the backoff (not the restart count)
+#: readiness is checked every STARTING_POLL s for the first STARTING_FOR s after a launch
+STARTING_POLL = 0.05
+STARTING_FOR = 10.0
 
 
 class Supervised:
@@ -332,7 +335,13 @@ class Supervised:
             if ok and self.state in ("starting", "restarting"):
                 self.state = "running"
                 self._recovered()
-            await asyncio.sleep(2.0 if ok else 0.25)
+            if ok:
+                await asyncio.sleep(2.0)
+            elif time.time() - (self.started_at or 0) < STARTING_FOR:
+                # just launched: seen ready within tens of ms (`server start` waits for it)
+                await asyncio.sleep(STARTING_POLL)
+            else:
+                await asyncio.sleep(0.25)
 
     async def stop(self, grace: float) -> None:
         self._stopping = True
@@ -623,10 +632,8 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    # Import what the event loop will need now: an import inside the loop blocks
-    # it, and log lines would then be stamped late.
-    import httpx  # noqa: F401
-    import temporalio.client  # noqa: F401
+    # What the readiness checks need (temporalio, httpx: 0.2 s) is imported by the
+    # first check, once every component is launched, not before
     from filelock import FileLock, Timeout
 
     lock = FileLock(str(paths.supervisor_lock))
@@ -645,9 +652,8 @@ def main(argv: list[str] | None = None) -> int:
         write_pid_file(
             paths.pid_file("supervisor"), ProcessIdentity.of(os.getpid(), "supervisor", paths.home)
         )
-        left = reap_leftovers(paths, settings.stop_grace)
-        if left:
-            log.warning("stopped leftovers of a previous supervisor: %s", ", ".join(left))
+        # leftovers of an earlier stack were reaped by `server start`, under the stack
+        # lock it holds until this stack is ready
         asyncio.run(Supervisor(settings, handover.secrets).run())
         return 0
     finally:
