@@ -501,6 +501,13 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def machine_busy_cpu_s() -> float:
+    """CPU seconds every CPU of the machine spent busy since boot (/proc/stat: all but idle, iowait)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 

@@ -477,11 +477,14 @@ class Bench:
         stops: list[float] = []
         for i in range(cycles):
             t_wall = time.time()
+            busy = bl.machine_busy_cpu_s()
             took, proc = bl.run([stigmer, "server", "start", "--json"], env=env, timeout=240)
+            busy = bl.machine_busy_cpu_s() - busy
             st = json.loads(proc.stdout)
             starts.append(
                 {
                     "wall_s": took,
+                    "machine_cpu_s": busy,
                     "took_s": st.get("took_s"),
                     "ready_in_s": {c["name"]: c.get("ready_in_s") for c in st["components"]},
                     "timeline": supervisor_timeline(home, t_wall),
@@ -514,6 +517,17 @@ class Bench:
                     "cycles": starts,
                     "stops_s": stops,
                 },
+            )
+        )
+        cpus = os.cpu_count() or 1
+        self.add(
+            Figure(
+                f"{key}_cpu",
+                f"  · CPU the start used, whole machine (floor on {cpus} CPUs: it / {cpus})",
+                "s",
+                [s["machine_cpu_s"] for s in counted],
+                info=True,
+                note="/proc/stat busy time during the CLI's run: every process, the engine's too",
             )
         )
         for name, label in (

@@ -142,4 +142,8 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    from stigmer.hardening import exit_now
+
     asyncio.run(main())
+    # the bridge's threads can abort the interpreter as it finalizes (temporalio/sdk-python#300)
+    exit_now(0)

@@ -23,3 +23,22 @@ def not_dumpable() -> bool:
         return bool(libc.prctl(pr_set_dumpable, 0, 0, 0, 0) == 0)
     except (OSError, AttributeError):
         return False
+
+
+def exit_now(code: int) -> None:
+    """End the process with ``code`` once its work is done, skipping interpreter teardown.
+
+    temporalio's Rust bridge keeps threads that can call into Python while the
+    interpreter finalizes; the process then aborts ("PyGILState_Release: thread
+    state ... must be current when releasing", SIGABRT) after it did its work
+    (temporalio/sdk-python#300). Output is flushed, logs closed, then ``os._exit``.
+    """
+    import contextlib
+    import logging
+    import os
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    logging.shutdown()
+    os._exit(code)

@@ -1,8 +1,7 @@
 """``python -m stigmer.runner``: run the agent-runner worker until SIGTERM."""
 
-import sys
-
+from stigmer.hardening import exit_now
 from stigmer.runner.worker import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

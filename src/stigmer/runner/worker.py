@@ -24,7 +24,7 @@ from stigmer import __version__
 from stigmer.contract.config import RuntimeConfig, load_runtime_config
 from stigmer.contract.temporal import connect_temporal
 from stigmer.errors import StigmerError, TemporalError
-from stigmer.hardening import not_dumpable
+from stigmer.hardening import exit_now, not_dumpable
 
 log = logging.getLogger("stigmer.runner")
 
@@ -209,4 +209,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

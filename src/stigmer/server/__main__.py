@@ -16,7 +16,7 @@ from typing import Any
 from stigmer.contract.config import load_runtime_config
 from stigmer.errors import StigmerError
 from stigmer.files import write_private
-from stigmer.hardening import not_dumpable
+from stigmer.hardening import exit_now, not_dumpable
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,4 +107,4 @@ def load_tls(config: Any, cert_pem: str, key_pem: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

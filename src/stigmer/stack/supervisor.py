@@ -47,7 +47,7 @@ from stigmer.contract.status import (
     component_status,
     stack_status,
 )
-from stigmer.hardening import not_dumpable
+from stigmer.hardening import exit_now, not_dumpable
 from stigmer.settings import Paths, Settings
 from stigmer.stack.component import Component, ComponentUnavailable, FatalComponentError
 from stigmer.stack.handover import Handover
@@ -662,4 +662,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())
