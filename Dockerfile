@@ -27,26 +27,44 @@ RUN apt-get update -qq \
  && rm -rf /var/lib/apt/lists/*
 # uv in a throwaway venv of the builder stage only
 RUN python3 -m venv /opt/uv && /opt/uv/bin/python -m pip install --quiet "uv==${UV_VERSION}"
-# Dependency layer: changes only when the lock file does. Bytecode is
-# precompiled for everything but the two large provider SDKs (openai,
-# anthropic; about 30 MB of .pyc, removed even if pyproject's
-# `compile-bytecode` made uv write them), which keeps the image under 250 MB;
-# those compile in memory when a run first uses them. What the runner never
-# imports goes: pydantic-ai's realtime and UI adapters, and tiktoken with its
-# regex (only pydantic-ai's realtime and embeddings import them).
-COPY pyproject.toml uv.lock ./
+# Dependency layer: changes only when the lock file (or the packing script)
+# does. What keeps it small:
+# - what the runner never imports goes: type stubs, protobuf's test data,
+#   pydantic-ai's realtime and UI adapters and its skills for coding agents,
+#   tiktoken with regex and requests (only pydantic-ai's realtime and
+#   embeddings import tiktoken; only tiktoken imports requests), temporalio's
+#   Rust sources (sdk-core: its compiled bridge is the .so), gRPC stubs
+#   (grpcio is not installed), test server and integrations with other
+#   frameworks (all of contrib but what pydantic-ai imports: pydantic,
+#   workflow_streams), and the wheels' RECORD files (only an uninstall reads
+#   them);
+# - bytecode is written only for the modules the runner imports, what a model
+#   request loads from the provider SDKs included (compiling that costs a run
+#   1 to 2 s of CPU); the rest would never be read;
+# - every pure-Python package (pydantic-ai, pydantic, openai, anthropic, ...:
+#   55 MB with that bytecode) goes, bytecode too, into one deflated zip of
+#   18 MB on sys.path, read by zipimport. Packages with a compiled extension
+#   or data files stay on disk.
+# Both are scripts/pack-site-packages.py; tests/docker/test_runner_container.py
+# fails if a module the runner imports has no bytecode.
+COPY pyproject.toml uv.lock scripts/pack-site-packages.py ./
+# (cd: WORKDIR cannot glob the site-packages folder, named by the Python version)
+# hadolint ignore=DL3003
 RUN /opt/uv/bin/uv venv --python "$(command -v python3)" /opt/venv \
  && /opt/uv/bin/uv sync --frozen --only-group runner --no-install-project \
+ && cd /opt/venv/lib/python3*/site-packages \
  && find /opt/venv -name '*.pyi' -delete \
- && rm -rf /opt/venv/lib/python3*/site-packages/google/protobuf/testdata \
- && find /opt/venv -name '*.so' -exec strip --strip-unneeded {} + \
- && find /opt/venv/lib/python3*/site-packages/openai /opt/venv/lib/python3*/site-packages/anthropic \
-        -name __pycache__ -type d -prune -exec rm -rf {} + \
- && rm -rf /opt/venv/lib/python3*/site-packages/pydantic_ai/realtime \
-        /opt/venv/lib/python3*/site-packages/pydantic_ai/ui \
-        /opt/venv/lib/python3*/site-packages/tiktoken* \
-        /opt/venv/lib/python3*/site-packages/regex* \
- && /opt/venv/bin/python -m compileall -q -j 0 -x '/site-packages/(openai|anthropic)/' /opt/venv/lib
+ && find /opt/venv -name __pycache__ -type d -prune -exec rm -rf {} + \
+ && find . -name '*.so' -exec strip --strip-unneeded {} + \
+ && rm -rf google/protobuf/testdata google-stubs pydantic_ai/realtime pydantic_ai/ui \
+        pydantic_ai/.agents tiktoken* regex* requests* urllib3* charset_normalizer* \
+        temporalio/bridge/sdk-core temporalio/bridge/src temporalio/bridge/Cargo.* \
+ && find temporalio/api -name '*_pb2_grpc.py' -delete \
+ && find temporalio/contrib -mindepth 1 -maxdepth 1 ! -name __init__.py ! -name pydantic.py \
+        ! -name workflow_streams -exec rm -rf {} + \
+ && rm -rf temporalio/testing \
+ && rm -f ./*.dist-info/RECORD \
+ && /opt/venv/bin/python /build/pack-site-packages.py "$PWD"
 
 FROM ${PYTHON_IMAGE}
 RUN useradd --uid 1000 --user-group --home-dir /home/stigmer --create-home \

@@ -2,9 +2,9 @@
 """Warn when the local runner image is stale against this checkout; never fail.
 
 Stale: the image's ``io.stigmer.source-digest`` label is not this checkout's
-source digest, the SHA-256 over uv.lock, the Dockerfile and the runner sources
-that ``make build-agent-runner-image`` stamps on the image; it is computed by
-the same function (``stigmer.images.buildinfo.source_digest``). The image is
+source digest, the SHA-256 over uv.lock, the Dockerfile (and its packing
+script) and the runner sources that ``make build-agent-runner-image`` stamps
+on the image; it is computed by the same function (``stigmer.images.buildinfo.source_digest``). The image is
 ``--image``, else the ``runner_image`` setting (``STIGMER_RUNNER_IMAGE``,
 config.yaml; default ``stigmer-agent-runner:local``).
 

@@ -25,7 +25,8 @@ from tests.conftest import STIGMER, Stack, free_port, stack_data_converter
 from tests.fixtures_docker import RUN_ID, docker_mode
 
 ROOT = Path(__file__).resolve().parents[2]
-SIZE_LIMIT = 250 * 1000 * 1000
+#: a guard against bloat; issue 17's target (200 MB) is met and reported in `make bench`
+SIZE_LIMIT = 210 * 1000 * 1000
 
 
 @pytest.fixture
@@ -83,6 +84,98 @@ def test_image_size_user_labels_volume_and_healthcheck(
         runner_image, ["python", "-m", "stigmer.runner", "--version"], remove=True
     )
     assert ver.decode().strip() == __version__
+
+
+#: run in the image as the runner runs (uid 1000, read-only root, /tmp a tmpfs):
+#: every module the runner imports has bytecode, and the provider SDKs, read from
+#: the image's zip of pure-Python packages, build their models and stream a reply
+IMAGE_IMPORTS_CHECK = r"""
+import importlib.util, json, os, sys, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import stigmer.codec, stigmer.runner.worker, stigmer.runner.workflows, stigmer.runner.activities
+import stigmer.runner.agent, stigmer.runner.models, stigmer.runner.tools, stigmer.runner.publish
+from pydantic_ai import Agent
+from pydantic_ai.models import infer_model
+from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.providers import infer_provider_class
+from pydantic_ai.providers.openai import OpenAIProvider
+
+models = {
+    name: type(infer_model(name, provider_factory=lambda p: infer_provider_class(p)(api_key="k"))).__name__
+    for name in ("openai:gpt-4o", "anthropic:claude-sonnet-4-5")
+}
+
+
+class Chat(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        reply = json.dumps({
+            "id": "c1", "object": "chat.completion", "created": 1, "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "from the zip"}}],
+        }).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Chat)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+provider = OpenAIProvider(base_url=f"http://127.0.0.1:{server.server_port}/v1", api_key="k")
+reply = Agent(OpenAIChatModel("m", provider=provider)).run_sync("hi").output
+
+try:  # a traceback through zipped code shows its source lines (as the runner logs them)
+    infer_model("openai:gpt-4o", provider_factory=lambda p: 1 / 0)
+except ZeroDivisionError:
+    import traceback
+    tb = traceback.format_exc()
+zip_frames = [line for line in tb.splitlines() if "site-packages.zip/pydantic_ai" in line]
+
+no_bytecode, zipped = [], 0
+for mod in list(sys.modules.values()):
+    path = getattr(mod, "__file__", None) or ""
+    if "site-packages/" not in path or not path.endswith((".py", ".pyc")):
+        continue
+    if ".zip/" in path:  # zipimport names a module by what it read: X.pyc, or X.py
+        zipped += 1
+        if path.endswith(".py"):
+            no_bytecode.append(path)
+    elif not os.path.exists(importlib.util.cache_from_source(path)):
+        no_bytecode.append(path)
+print(json.dumps({"models": models, "reply": reply, "no_bytecode": no_bytecode, "zipped": zipped,
+                  "zip_frames": zip_frames, "traceback": tb}))
+"""
+
+
+def test_runner_imports_have_bytecode_and_zipped_providers_work(
+    docker_client: docker.DockerClient, runner_image: str
+) -> None:
+    out = docker_client.containers.run(
+        runner_image,
+        ["python", "-c", IMAGE_IMPORTS_CHECK],
+        remove=True,
+        read_only=True,
+        tmpfs={"/tmp": "rw,nosuid,nodev,size=64m"},
+        network_mode="none",
+    )
+    got = json.loads(out.decode().strip().splitlines()[-1])
+    assert got["models"]["openai:gpt-4o"].startswith("OpenAI")
+    assert got["models"]["anthropic:claude-sonnet-4-5"] == "AnthropicModel"
+    assert got["reply"] == "from the zip"
+    assert got["zipped"] > 100  # pydantic-ai, pydantic, openai, ... come from the zip
+    assert got["zip_frames"], got["traceback"]
+    # each frame of zipped code is followed by its source line
+    lines = got["traceback"].splitlines()
+    at = lines.index(got["zip_frames"][0])
+    source = lines[at + 1].strip()
+    assert source and not source.startswith("File "), got["traceback"]
+    assert got["no_bytecode"] == [], "scripts/pack-site-packages.py misses what the runner imports"
 
 
 def test_docker_runner_is_hardened_healthy_and_restarted(
@@ -535,6 +628,7 @@ def test_stale_image_reported(
     copy = tmp_path / "checkout"
     shutil.copytree(ROOT / "src", copy / "src", ignore=shutil.ignore_patterns("__pycache__"))
     for f in buildinfo.BUILD_INPUTS:
+        (copy / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / f, copy / f)
     before = buildinfo.source_digest(copy)
     with open(copy / "uv.lock", "a") as fh:

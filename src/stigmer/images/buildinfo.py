@@ -7,7 +7,8 @@ form of docker/build-push-action's ``build-args``); ``digest`` prints the
 source digest alone; ``version`` prints the version an image built from this
 checkout carries, which is the CLI's version (see ``stigmer._version``).
 
-The source digest is a SHA-256 over the lock file, the Dockerfile and every
+The source digest is a SHA-256 over the lock file, the Dockerfile, its packing
+script (scripts/pack-site-packages.py) and every
 file of the package that goes into the image. An image whose
 ``io.stigmer.source-digest`` label differs from the checkout's digest is stale.
 """
@@ -26,7 +27,7 @@ from stigmer import __version__, _version
 #: Package folders that stay out of the runner image (mirrored in .dockerignore).
 NOT_IN_IMAGE = ("cli", "stack", "server", "images")
 #: Checkout files that shape the image besides the package sources.
-BUILD_INPUTS = ("uv.lock", "Dockerfile")
+BUILD_INPUTS = ("uv.lock", "Dockerfile", "scripts/pack-site-packages.py")
 
 LABEL_VERSION = "org.opencontainers.image.version"
 LABEL_REVISION = "org.opencontainers.image.revision"
