@@ -42,9 +42,11 @@ RUN python3 -m venv /opt/uv && /opt/uv/bin/python -m pip install --quiet "uv==${
 #   request loads from the provider SDKs included (compiling that costs a run
 #   1 to 2 s of CPU); the rest would never be read;
 # - every pure-Python package (pydantic-ai, pydantic, openai, anthropic, ...:
-#   55 MB with that bytecode) goes, bytecode too, into one deflated zip of
-#   18 MB on sys.path, read by zipimport. Packages with a compiled extension
-#   or data files stay on disk.
+#   57 MB with that bytecode) goes, bytecode too, into deflated zips (19 MB)
+#   read by zipimport: the provider SDKs into one the runner puts on sys.path
+#   when a run first uses a provider (a zip on sys.path costs memory by its
+#   file count), the rest into one a .pth file puts there. Packages with a
+#   compiled extension or data files stay on disk.
 # Both are scripts/pack-site-packages.py; tests/docker/test_runner_container.py
 # fails if a module the runner imports has no bytecode.
 COPY pyproject.toml uv.lock scripts/pack-site-packages.py ./

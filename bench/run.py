@@ -306,14 +306,10 @@ class Bench:
         ctx = self.work / "ctx"
         ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
         ctx.mkdir(parents=True)
-        for name in (
-            "Dockerfile",
-            ".dockerignore",
-            "Makefile",
-            "pyproject.toml",
-            "uv.lock",
-            "README.md",
-        ):
+        from stigmer.images.buildinfo import BUILD_INPUTS
+
+        for name in (".dockerignore", "Makefile", "pyproject.toml", "README.md", *BUILD_INPUTS):
+            (ctx / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(bl.ROOT / name, ctx / name)
         shutil.copytree(bl.ROOT / "src" / "stigmer", ctx / "src" / "stigmer", ignore=ignore)
         touched = ctx / "src" / "stigmer" / "runner" / "health.py"

@@ -96,6 +96,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import stigmer.codec, stigmer.runner.worker, stigmer.runner.workflows, stigmer.runner.activities
 import stigmer.runner.agent, stigmer.runner.models, stigmer.runner.tools, stigmer.runner.publish
 from pydantic_ai import Agent
+
+idle = sorted({m.split(".")[0] for m in sys.modules} & {"openai", "anthropic"})
+stigmer.runner.models.provider_sdks()  # what resolving a provider's model does first
 from pydantic_ai.models import infer_model
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers import infer_provider_class
@@ -148,7 +151,7 @@ for mod in list(sys.modules.values()):
             no_bytecode.append(path)
     elif not os.path.exists(importlib.util.cache_from_source(path)):
         no_bytecode.append(path)
-print(json.dumps({"models": models, "reply": reply, "no_bytecode": no_bytecode, "zipped": zipped,
+print(json.dumps({"idle": idle, "models": models, "reply": reply, "no_bytecode": no_bytecode, "zipped": zipped,
                   "zip_frames": zip_frames, "traceback": tb}))
 """
 
@@ -165,6 +168,7 @@ def test_runner_imports_have_bytecode_and_zipped_providers_work(
         network_mode="none",
     )
     got = json.loads(out.decode().strip().splitlines()[-1])
+    assert got["idle"] == []  # the provider SDKs load when a run first uses one
     assert got["models"]["openai:gpt-4o"].startswith("OpenAI")
     assert got["models"]["anthropic:claude-sonnet-4-5"] == "AnthropicModel"
     assert got["reply"] == "from the zip"

@@ -19,6 +19,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic_ai.messages import (
@@ -228,12 +229,34 @@ def script_model(script: list[dict[str, Any]] | None) -> FunctionModel:
     return FunctionModel(play, stream_function=stream, model_name="test")
 
 
+#: the runner image's zip of the provider SDKs (openai, anthropic), beside its
+#: site-packages (scripts/pack-site-packages.py writes it)
+PROVIDER_SDKS_ZIP = "provider-sdks.zip"
+
+
+def provider_sdks() -> None:
+    """Put the image's zip of provider SDKs on ``sys.path``, once; elsewhere nothing.
+
+    It is not on ``sys.path`` from the start: zipimport keeps the file list of
+    every zip there (10,000 files here), and ``importlib.metadata`` lists them
+    again, which would cost a runner that never calls a provider some 10 MB.
+    Outside the image (a local runner, a test) the SDKs are installed as usual.
+    """
+    import sys
+    import sysconfig
+
+    path = str(Path(sysconfig.get_paths()["purelib"]) / PROVIDER_SDKS_ZIP)
+    if path not in sys.path and Path(path).is_file():
+        sys.path.append(path)
+
+
 def resolve_model(ctx: Any, model_id: str) -> Model | None:
     """``ResolveModelId`` hook: build the run's model from ``model_id`` and ``ctx.deps``."""
     deps: RunDeps = ctx.deps
     if model_id == "test":
         return script_model(deps.test_script)
     rt = runtime.current()
+    provider_sdks()
     if deps.base_url:
         from pydantic_ai.models.openai import OpenAIChatModel
         from pydantic_ai.providers.openai import OpenAIProvider
