@@ -88,7 +88,7 @@ def test_image_size_user_labels_volume_and_healthcheck(
 
 #: run in the image as the runner runs (uid 1000, read-only root, /tmp a tmpfs):
 #: every module the runner imports has bytecode, and the provider SDKs, read from
-#: the image's zip of pure-Python packages, build their models and stream a reply
+#: the image's zip of them, build their models and answer a request
 IMAGE_IMPORTS_CHECK = r"""
 import importlib.util, json, os, sys, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

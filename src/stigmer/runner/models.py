@@ -15,6 +15,7 @@ an OpenAI-compatible ``base_url``) need no registration:
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -234,6 +235,7 @@ def script_model(script: list[dict[str, Any]] | None) -> FunctionModel:
 PROVIDER_SDKS_ZIP = "provider-sdks.zip"
 
 
+@functools.cache
 def provider_sdks() -> None:
     """Put the image's zip of provider SDKs on ``sys.path``, once; elsewhere nothing.
 
@@ -246,7 +248,7 @@ def provider_sdks() -> None:
     import sysconfig
 
     path = str(Path(sysconfig.get_paths()["purelib"]) / PROVIDER_SDKS_ZIP)
-    if path not in sys.path and Path(path).is_file():
+    if Path(path).is_file():
         sys.path.append(path)
 
 
