@@ -413,6 +413,8 @@ class Bench:
             "json",
             "--log-level",
             "warn",
+            "--sqlite-pragma",
+            "journal_mode=wal",
         ]
         import subprocess
 

@@ -144,6 +144,7 @@ def test_managed_temporal_listens_on_loopback_with_low_latency_settings(tmp_path
         "system.enableActivityEagerExecution=true",
         "history.transferProcessorMaxPollRPS=1000",
     }
+    assert argv[argv.index("--sqlite-pragma") + 1] == "journal_mode=wal"
 
 
 def test_stack_key_rotation_keeps_the_old_keys(tmp_path: Path) -> None:
