@@ -42,6 +42,7 @@ from temporalio.converter import (
     DefaultFailureConverterWithEncodedAttributes,
     ExternalStorage,
     PayloadCodec,
+    PayloadConverter,
     SerializationContext,
     StorageDriver,
     StorageDriverClaim,
@@ -214,7 +215,10 @@ class BlobDriver(StorageDriver):
 
 
 def data_converter(
-    keys: StackKeys, blobs: BlobDriver | None = None, pydantic: bool = False
+    keys: StackKeys,
+    blobs: BlobDriver | None = None,
+    pydantic: bool = False,
+    payload_converter: type[PayloadConverter] | None = None,
 ) -> DataConverter:
     """The data converter of every stigmer Temporal client (PydanticAIPlugin keeps the codec).
 
@@ -222,10 +226,13 @@ def data_converter(
     outside the history (:data:`CLAIM_FROM`). ``pydantic``: pydantic models as
     JSON, as pydantic-ai's plugin encodes them (the same ``json/plain`` payloads),
     for a client that does not load pydantic-ai (the API server: seconds of
-    imports at every start).
+    imports at every start). ``payload_converter``: that class instead (the
+    runner's: pydantic-ai's own, once loaded, :mod:`stigmer.runner.loader`).
     """
     extra: dict[str, Any] = {}
-    if pydantic:
+    if payload_converter is not None:
+        extra["payload_converter_class"] = payload_converter
+    elif pydantic:
         from temporalio.contrib.pydantic import PydanticPayloadConverter
 
         extra["payload_converter_class"] = PydanticPayloadConverter

@@ -96,13 +96,13 @@ def replay_in_sandbox(st: Stack, workflow_id: str) -> None:
     from temporalio.worker import Replayer
     from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-    from stigmer.runner.workflows import AgentExecutionWorkflow
+    from stigmer.runner.workflows import name_agent
 
     async def replay() -> None:
         client = await Client.connect(f"127.0.0.1:{st.ports['temporal']}")
         history = await client.get_workflow_handle(workflow_id).fetch_history()
         replayer = Replayer(
-            workflows=[AgentExecutionWorkflow],
+            workflows=[name_agent()],  # the class, with its agent named for the plugin
             plugins=[PydanticAIPlugin()],
             data_converter=stack_data_converter(st),
             workflow_runner=SandboxedWorkflowRunner(

@@ -127,6 +127,7 @@ async def connect_temporal(
     timeout: float = 5.0,
     check_namespace: bool = True,
     pydantic: bool = False,
+    payload_converter: Any = None,
 ) -> Any:
     """A ``temporalio.client.Client`` for ``target``; with ``check_namespace``, proven to work.
 
@@ -146,7 +147,9 @@ async def connect_temporal(
     if keys is not None:
         from stigmer.codec import data_converter
 
-        extra["data_converter"] = data_converter(keys, blobs, pydantic=pydantic)
+        extra["data_converter"] = data_converter(
+            keys, blobs, pydantic=pydantic, payload_converter=payload_converter
+        )
     try:
         client = await Client.connect(
             target.address,

@@ -122,11 +122,20 @@ async def publish_retry(info: activity.Info, args: Any) -> None:
     """A ``retry`` event for this attempt of a tool call or model request (best effort)."""
     from stigmer.contract.events import RetryPayload, new_event
     from stigmer.contract.workflow import WORKFLOW_NAME, execution_of
+    from stigmer.runner.loader import agent_activity_args, raw_args
     from stigmer.runner.publish import activity_event_prefix, post_events
 
     execution_id = execution_of(info.workflow_id or "")
+    if info.workflow_type != WORKFLOW_NAME or execution_id is None:
+        return
+    raw = raw_args(args)
+    if raw is not None:  # an agent activity, called through the loader's dynamic activity
+        try:
+            _, args = await agent_activity_args(raw)
+        except Exception:
+            return  # the activity itself reports it
     call = _call_of(info.activity_type, args)
-    if info.workflow_type != WORKFLOW_NAME or execution_id is None or call is None:
+    if call is None:
         return
     name, call_id = call
     reason = await _last_failure(info)

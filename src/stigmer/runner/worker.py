@@ -34,12 +34,15 @@ HEARTBEAT_INTERVAL = 5.0
 async def connect(cfg: RuntimeConfig, stop: asyncio.Event) -> Any:
     """Connect to Temporal, retrying with exponential backoff (0.2 s up to 5 s) until stopped.
 
+    Payloads are converted by pydantic-ai's converter once the agent's code
+    has loaded (:class:`~stigmer.runner.loader.AgentPayloadConverter`): the
+    client does not wait for it.
+
     Raises:
         TemporalError: a permanent failure (TLS, authentication, the namespace).
     """
-    from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
-
     from stigmer.codec import BlobDriver
+    from stigmer.runner.loader import AgentPayloadConverter
     from stigmer.runner.publish import get_blob, put_blob
 
     assert cfg.runner is not None
@@ -54,7 +57,7 @@ async def connect(cfg: RuntimeConfig, stop: asyncio.Event) -> Any:
                 identity=cfg.runner.identity,
                 keys=cfg.stack_keys,
                 blobs=BlobDriver(put_blob, get_blob),
-                plugins=[PydanticAIPlugin()],
+                payload_converter=AgentPayloadConverter,
                 timeout=3,
                 check_namespace=False,
             )
@@ -94,12 +97,31 @@ async def heartbeat(client: Any, path: Path) -> None:
         await asyncio.sleep(HEARTBEAT_INTERVAL)
 
 
+async def watch_load(stop: asyncio.Event) -> None:
+    """Log when the agent's code has loaded; stop the worker if it cannot load."""
+    from stigmer.runner.loader import loader
+
+    try:
+        code = await loader.wait_async()
+    except Exception as exc:
+        log.error(
+            "the agent's code failed to load (%s: %s): this runner cannot run agents; "
+            "the image or the install is broken (rebuild it: `stigmer server start --rebuild`)",
+            type(exc).__name__,
+            exc,
+        )
+        stop.set()
+        raise
+    log.info("agent code loaded in %.2fs (%d activities)", code.took_s, len(code.activities))
+
+
 async def run(cfg: RuntimeConfig) -> int:
-    from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+    from temporalio.worker import Worker
     from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
     from stigmer.runner import runtime
     from stigmer.runner.activities import ping, publish_events, workspace_probe
+    from stigmer.runner.loader import LoadedWorkflowRunner, agent_activity, loader
     from stigmer.runner.lost import LostWorkerInterceptor
     from stigmer.runner.workflows import (
         AgentExecutionWorkflow,
@@ -115,6 +137,9 @@ async def run(cfg: RuntimeConfig) -> int:
     assert cfg.runner is not None
     rc = cfg.runner
     runtime.configure(cfg)
+    # pydantic-ai and the agent load meanwhile, at the lowest CPU priority
+    # (stigmer.runner.loader): the worker polls without waiting for them
+    loader.start()
     client = await connect(cfg, stop)
     if client is None:
         log.info("stopped before connecting")
@@ -125,32 +150,41 @@ async def run(cfg: RuntimeConfig) -> int:
     # supports both runners; tests run the agents with the sandbox on in local
     # mode and replay docker-mode histories in it, so a non-deterministic call
     # in workflow code still fails a test. STIGMER_WORKFLOW_SANDBOX=1 turns it on.
-    runner: Any
+    # With the sandbox, pydantic-ai's plugin configures it and registers the
+    # agent's activities: the worker is built once the agent has loaded.
+    options: dict[str, Any] = {}
     if rc.sandbox:
+        from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
+
+        await loader.wait_async()
         # stigmer._version may look at the checkout on import (a development run);
         # the host's module is used as is inside the workflow sandbox.
-        runner = SandboxedWorkflowRunner(
+        options["workflow_runner"] = SandboxedWorkflowRunner(
             restrictions=SandboxRestrictions.default.with_passthrough_modules("stigmer._version")
         )
+        options["plugins"] = [PydanticAIPlugin()]
+        activities: list[Any] = [publish_events, ping, workspace_probe]
     else:
-        runner = UnsandboxedWorkflowRunner()
+        options["workflow_runner"] = LoadedWorkflowRunner()
+        activities = [publish_events, ping, workspace_probe, agent_activity]
     worker = Worker(
         client,
-        workflow_runner=runner,
         task_queue=rc.task_queue,
         workflows=[AgentExecutionWorkflow, PingWorkflow, WorkspaceProbeWorkflow],
-        activities=[publish_events, ping, workspace_probe],
+        activities=activities,
         identity=rc.identity,
         interceptors=[LostWorkerInterceptor(rc.identity, rc.lost_workers)],
         graceful_shutdown_timeout=timedelta(seconds=rc.stop_grace),
         # a cancel reaches an activity as the answer to a heartbeat: send them at
         # least every second, so a cancelled tool stops at once (stigmer.runner.agent)
         max_heartbeat_throttle_interval=timedelta(seconds=1),
+        **options,
     )
     heartbeat_file = Path(rc.heartbeat_file) if rc.heartbeat_file else None
     tasks = [asyncio.create_task(worker.run(), name="worker")]
     if heartbeat_file:
         tasks.append(asyncio.create_task(heartbeat(client, heartbeat_file), name="heartbeat"))
+    loading = asyncio.create_task(watch_load(stop), name="load")
     stopper = asyncio.create_task(stop.wait(), name="stop")
     log.info(
         "Polling task queue %s (workflow sandbox %s)",
@@ -159,7 +193,10 @@ async def run(cfg: RuntimeConfig) -> int:
     )
     done, _ = await asyncio.wait([tasks[0], stopper], return_when=asyncio.FIRST_COMPLETED)
     code = 0
-    if stopper in done:
+    if loading.done() and loading.exception() is not None:
+        await worker.shutdown()
+        code = 1
+    elif stopper in done:
         log.info("SIGTERM received: shutting down (in-flight activities get %.0fs)", rc.stop_grace)
         await worker.shutdown()
     else:
@@ -167,7 +204,7 @@ async def run(cfg: RuntimeConfig) -> int:
         if exc is not None:
             log.error("worker stopped with an error: %s", exc)
             code = 1
-    for t in [*tasks[1:], stopper]:
+    for t in [*tasks[1:], loading, stopper]:
         t.cancel()
     if heartbeat_file:
         heartbeat_file.unlink(missing_ok=True)

@@ -1,4 +1,11 @@
-"""Deterministic workflow code only: no I/O, no side effects at import time."""
+"""Deterministic workflow code only: no I/O, no side effects at import time.
+
+This module imports temporalio and stigmer's contract, not pydantic-ai: the
+worker registers these workflows and polls before the agent's code has loaded
+(:mod:`stigmer.runner.loader`). What needs pydantic-ai imports it inside the
+method that uses it, passed through the workflow sandbox when there is one;
+by then it is loaded (a workflow instance is created only once it is).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +13,13 @@ import asyncio
 import logging
 import re
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic_ai.durable_exec.temporal import PydanticAIWorkflow
-    from pydantic_ai.messages import ModelMessage, ModelResponse, ToolCallPart
-    from pydantic_ai.tools import DeferredToolRequests, DeferredToolResults, ToolDenied
-
     from stigmer.contract.events import (
         ApprovalDecidedPayload,
         ApprovalRequestedPayload,
@@ -36,9 +39,13 @@ with workflow.unsafe.imports_passed_through():
         ExecutionInput,
     )
     from stigmer.runner.activities import ping, publish_events, workspace_probe
-    from stigmer.runner.agent import agent
-    from stigmer.runner.tools import RunDeps
     from stigmer.spec.models import SecretRef
+
+if TYPE_CHECKING:
+    from pydantic_ai.messages import ModelMessage
+    from pydantic_ai.tools import DeferredToolRequests, DeferredToolResults
+
+    from stigmer.runner.tools import RunDeps
 
 #: A tool call id a person may decide a call by as it is (else the workflow makes one).
 TOKEN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -51,8 +58,16 @@ PUBLISH_OPTS: dict[str, Any] = {
 }
 
 
+def secret_refs(inp: ExecutionInput) -> list[str]:
+    """The names of the secrets the run's ``spec.env`` refers to (their values are masked)."""
+    return sorted({v.secret for v in inp.spec.env.values() if isinstance(v, SecretRef)})
+
+
 def deps_for(inp: ExecutionInput) -> RunDeps:
     """The run's deps from the spec snapshot: no secret values, only the names they live under."""
+    with workflow.unsafe.imports_passed_through():
+        from stigmer.runner.tools import RunDeps
+
     spec = inp.spec
     env: dict[str, str] = {}
     secret_env: dict[str, str] = {}
@@ -79,15 +94,25 @@ def deps_for(inp: ExecutionInput) -> RunDeps:
     )
 
 
+def the_agent() -> Any:
+    """The one durable agent (:mod:`stigmer.runner.agent`): pydantic-ai, loaded by now."""
+    with workflow.unsafe.imports_passed_through():
+        from stigmer.runner.agent import agent
+    return agent
+
+
 @workflow.defn(name=WORKFLOW_NAME)
-class AgentExecutionWorkflow(PydanticAIWorkflow):
+class AgentExecutionWorkflow:
     """Run one agent execution; phases and results go to the event log.
 
     Ends COMPLETED (returns ``{"output", "usage"}``), FAILED (the workflow fails
     with the error), or CANCELLED (the workflow is cancelled).
     """
 
-    __pydantic_ai_agents__ = (agent,)
+    #: the agents pydantic-ai's plugin registers activities for: set by :func:`name_agent`
+    #: once the agent is loaded (temporalio's ``workflow.defn`` reads every class
+    #: attribute, so it cannot be one that imports the agent)
+    __pydantic_ai_agents__: tuple[Any, ...] = ()
 
     @workflow.init
     def __init__(self, inp: ExecutionInput) -> None:
@@ -149,6 +174,9 @@ class AgentExecutionWorkflow(PydanticAIWorkflow):
         The run then goes on: RUNNING again, approved calls run, denied ones
         return the denial to the model. A cancel while waiting ends the run.
         """
+        with workflow.unsafe.imports_passed_through():
+            from pydantic_ai.tools import DeferredToolResults, ToolDenied
+
         inp = self._inp
         assert inp is not None and inp.spec.approval is not None
         spec = inp.spec.approval
@@ -249,7 +277,7 @@ class AgentExecutionWorkflow(PydanticAIWorkflow):
             args=[
                 inp.execution_id,
                 [new_event(f"{inp.execution_id}/wf/{key}", p, at, run) for key, p in events],
-                sorted(deps_for(inp).secret_env.values()),
+                secret_refs(inp),
             ],
             **PUBLISH_OPTS,
         )
@@ -293,11 +321,11 @@ class AgentExecutionWorkflow(PydanticAIWorkflow):
         self._log(inp, "RUNNING")
         settings = inp.spec.model_settings.model_dump(exclude_none=True)
         try:
-            result = await agent.run(
+            result = await the_agent().run(
                 inp.message,
                 deps=deps_for(inp),
                 model=inp.model,
-                model_settings=settings or None,  # type: ignore[arg-type]
+                model_settings=settings or None,
             )
         except asyncio.CancelledError:
             await self._publish(inp, ("cancelled", PhasePayload(phase="CANCELLED")))
@@ -340,6 +368,9 @@ def tool_calls_made(messages: list[ModelMessage]) -> int:
 
     pydantic-ai's own ``usage.tool_calls`` counts only the calls that succeeded.
     """
+    with workflow.unsafe.imports_passed_through():
+        from pydantic_ai.messages import ModelResponse, ToolCallPart
+
     return sum(
         isinstance(part, ToolCallPart)
         for m in messages
@@ -361,6 +392,12 @@ def _describe(exc: BaseException) -> str:
     if len(last) == 2 and last[1] in last[0]:  # "X: msg" wrapping "msg"
         last = last[:1]
     return ": ".join(last) if last else type(exc).__name__
+
+
+def name_agent() -> type[AgentExecutionWorkflow]:
+    """The workflow class, with its agent named for pydantic-ai's plugin (imports the agent)."""
+    AgentExecutionWorkflow.__pydantic_ai_agents__ = (the_agent(),)
+    return AgentExecutionWorkflow
 
 
 @workflow.defn(name="StigmerPing")

@@ -1,0 +1,64 @@
+"""The runner polls before pydantic-ai is imported; the agent's code loads in the background."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from stigmer.runner.loader import AgentLoader, load_agent_code
+
+
+def test_the_worker_imports_no_pydantic_ai_before_it_polls() -> None:
+    # everything the worker needs to connect, build its Worker and poll
+    code = (
+        "import sys\n"
+        "import stigmer.runner.worker, stigmer.runner.workflows, stigmer.runner.loader\n"
+        "import stigmer.runner.lost, stigmer.runner.activities, stigmer.codec\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic_ai', 'openai', 'anthropic'))\n"
+        "assert not heavy, heavy\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+
+
+def test_the_loaded_code_is_what_the_plugin_registers() -> None:
+    code = load_agent_code()
+    names = set(code.activities)
+    assert "agent__stigmer_agent__model_request" in names
+    assert any("__toolset__workspace__" in n for n in names), names
+    for defn in code.activities.values():
+        assert defn.is_async, defn.name
+    assert code.failure_types  # pydantic-ai's AgentRunError and the like fail the workflow
+
+
+def test_a_load_that_fails_is_raised_to_every_waiter() -> None:
+    def broken() -> object:
+        raise ImportError("no module named pydantic_ai")
+
+    loader = AgentLoader(broken)  # type: ignore[arg-type]
+    loader.start()
+    with pytest.raises(ImportError, match="pydantic_ai"):
+        loader.wait(timeout=10)
+    assert loader.done
+
+
+def test_the_load_runs_once_in_a_low_priority_thread() -> None:
+    calls: list[tuple[str, int]] = []
+
+    def load() -> object:
+        import os
+
+        calls.append((threading.current_thread().name, os.getpriority(os.PRIO_PROCESS, 0)))
+        return "code"
+
+    loader = AgentLoader(load)  # type: ignore[arg-type]
+    loader.start()
+    loader.start()
+    assert loader.wait(timeout=10) == "code"
+    assert loader.wait(timeout=10) == "code"
+    assert len(calls) == 1
+    name, nice = calls[0]
+    assert name == "agent-loader" and nice >= 10
