@@ -59,6 +59,8 @@ class Client:
 
     def __init__(self, settings: Settings, timeout: float = 30.0) -> None:
         self.settings = settings
+        #: the execution as it ended, from the end of the last :meth:`stream`
+        self.ended: dict[str, Any] | None = None
         vouched = not settings.api_url
         self._vouched = vouched
         self._answered = False
@@ -435,6 +437,8 @@ class Client:
         (the API server restarted: a cut stream can also end like a complete
         one), so no event is missed or repeated. The stream is over when a
         final-phase event arrived, or when it ends and the execution has ended.
+        The execution as it ended, which the server sends after the final
+        event, is then :attr:`ended` (None from a server that does not).
 
         Raises:
             StackNotRunningError: the API stayed unreachable for ``retries`` attempts.
@@ -442,6 +446,8 @@ class Client:
         """
         last = after
         failures = 0
+        final = False
+        self.ended = None
         path = f"/v1/executions/{execution_id}/events"
         while True:
             conn: http.client.HTTPConnection | None = None
@@ -457,20 +463,30 @@ class Client:
                 if conn.sock is not None:
                     conn.sock.settimeout(None)  # an execution may run for hours
                 data: list[str] = []
+                kind = ""
                 for raw in resp:
                     line = raw.decode("utf-8").rstrip("\r\n")
-                    if line.startswith("data:"):
+                    if line.startswith("event:"):
+                        kind = line[6:].strip()
+                    elif line.startswith("data:"):
                         data.append(line[5:].strip())
                     elif line == "" and data:
                         event = _json.loads("\n".join(data))
                         data = []
-                        if event["seq"] <= last:
+                        if kind == "execution":  # the execution as it ended: the stream's end
+                            if isinstance(event, dict) and event.get("id") == execution_id:
+                                self.ended = event
+                            return
+                        kind = ""
+                        if final or event["seq"] <= last:
                             continue
                         last = event["seq"]
                         failures = 0
                         yield event
-                        if _is_final(event):
-                            return
+                        # the server sends the ended execution next, then closes the stream
+                        final = _is_final(event)
+                if final:
+                    return
                 conn.close()
                 conn = None
                 # ended without a final phase: over only if the execution has ended
@@ -484,6 +500,8 @@ class Client:
                 StackNotRunningError,
                 ApiUnavailableError,
             ) as exc:
+                if final:  # cut after the final event: the follower has it all
+                    return
                 untrusted = self._untrusted(exc)
                 if untrusted is not None:
                     raise untrusted from None

@@ -80,11 +80,16 @@ class SealingCodec(PayloadCodec, WithSerializationContext):
     workflow (the API's codec endpoint, decoding a failure for display).
     """
 
-    def __init__(self, keys: StackKeys, workflow_id: str | None = None) -> None:
+    def __init__(
+        self,
+        keys: StackKeys,
+        workflow_id: str | None = None,
+        _ciphers: dict[str, AESGCM] | None = None,
+    ) -> None:
         self.keys = keys
         self.workflow_id = workflow_id
         self.active = keys.active
-        self._ciphers = {
+        self._ciphers = _ciphers or {
             kid: AESGCM(base64.b64decode(key.get_secret_value())) for kid, key in keys.keys.items()
         }
 
@@ -92,7 +97,10 @@ class SealingCodec(PayloadCodec, WithSerializationContext):
         wid = None
         if isinstance(context, WorkflowSerializationContext | ActivitySerializationContext):
             wid = context.workflow_id
-        return self if wid == self.workflow_id else SealingCodec(self.keys, wid)
+        if wid == self.workflow_id:
+            return self
+        # a copy for every workflow task and activity: the ciphers are shared, not rebuilt
+        return SealingCodec(self.keys, wid, self._ciphers)
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         return [self.seal(p) for p in payloads]

@@ -167,7 +167,13 @@ def follow(
             if renderer:
                 renderer.note("cancel requested; waiting for the execution to stop...")
             signal.signal(signal.SIGINT, signal.default_int_handler)
-    final = client.get_execution(execution_id)
+    # the stream ends with the execution as it ended (else: ask for it)
+    ended = getattr(client, "ended", None)
+    final = (
+        ended
+        if isinstance(ended, dict) and ended.get("phase") in EXIT_BY_PHASE
+        else client.get_execution(execution_id)
+    )
     if as_json:
         print_json(
             {

@@ -15,8 +15,10 @@ activity retries: events are not lost.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterable, Iterable
 from typing import Any
 
@@ -36,8 +38,33 @@ from stigmer.runner import runtime
 
 #: How long (s) a publish keeps retrying an API that does not answer before it raises.
 PUBLISH_PATIENCE_S = 300.0
+#: A tool call that ends within this long (s) publishes ``started`` with its result,
+#: in one request (once its run is known to be the execution's: :func:`claimed`).
+QUICK_CALL_S = 0.25
+#: How many (execution, workflow run) claims a worker remembers.
+CLAIMS_KEPT = 4096
 
 _client: httpx.AsyncClient | None = None
+#: (execution id, workflow run id): the API took events of that run for that execution
+_claims: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+
+def claimed(execution_id: str, run_id: str | None) -> bool:
+    """Whether the API took events of ``run_id`` for the execution: the run is the execution's.
+
+    The API takes an execution's events only from the workflow run that claimed
+    it (its first events, RUNNING), and no run ever takes over that claim: once
+    taken from this worker, a later event of the same run needs no proof first.
+    """
+    return run_id is not None and (execution_id, run_id) in _claims
+
+
+def _remember_claims(execution_id: str, events: list[dict[str, Any]]) -> None:
+    for run_id in {e["run_id"] for e in events if isinstance(e.get("run_id"), str)}:
+        _claims.pop((execution_id, run_id), None)
+        _claims[(execution_id, run_id)] = None
+    while len(_claims) > CLAIMS_KEPT:
+        _claims.popitem(last=False)
 
 
 def activity_run_id() -> str | None:
@@ -111,7 +138,10 @@ async def post_events(
                 )
             resp.raise_for_status()
     seqs = resp.json().get("seqs")
-    return [int(n) for n in seqs] if isinstance(seqs, list) else []
+    stored = [int(n) for n in seqs] if isinstance(seqs, list) else []
+    if stored:
+        _remember_claims(execution_id, events)
+    return stored
 
 
 def _patiently() -> AsyncRetrying:
@@ -217,13 +247,18 @@ def tool_result_events(
 class ToolCallEvents:
     """Events of one tool call, published from inside its tool activity.
 
-    ``started`` is sent before the tool runs and must be accepted first: the
-    server takes events of an execution only from its own workflow run, so a
-    call replayed from another run (someone who copied sealed payloads into a
-    workflow of their own) is refused there, and the tool never runs.
-    ``finished`` sends the result and the tool message. Event ids are
-    ``<execution id>/<workflow run id>/<activity id>/<n>``: a retried attempt
-    sends the same ids and the server drops the repeats.
+    The server takes events of an execution only from its own workflow run, so
+    a call replayed from another run (someone who copied sealed payloads into a
+    workflow of their own) is refused there, and must never run. So unless
+    this worker has already seen the server take events of this run for this
+    execution (:func:`claimed`: the run's RUNNING event, sent from the same
+    worker), ``started`` is sent before the tool runs and must be accepted
+    first. Once it has, the tool runs at once and ``started`` goes out with the
+    result when the call ends within :data:`QUICK_CALL_S` (one request), or
+    then on its own. ``finished`` sends the result and the tool message. Event
+    ids are ``<execution id>/<workflow run id>/<activity id>/<n>``: a retried
+    attempt, or an event sent twice, has the same id and the server drops the
+    repeat.
     """
 
     def __init__(
@@ -235,13 +270,25 @@ class ToolCallEvents:
         self.refs = list(refs)
         self._prefix = activity_event_prefix(execution_id)
         self._run = activity_run_id()
+        #: ``started``, until it is known to be stored
+        self._started: dict[str, Any] | None = None
+        self._send_started: asyncio.Task[None] | None = None
 
     async def started(self, args: dict[str, Any]) -> None:
-        """Send ``started``; raises (non-retryable) if the server refuses this run's events."""
+        """Send ``started`` (or have it sent: see the class doc).
+
+        Raises (non-retryable) if the server refuses this run's events.
+        """
         payload = ToolCallPayload(
             tool_call_id=self.tool_call_id, name=self.name, status="started", args=jsonable(args)
         )
         event = new_event(f"{self._prefix}/0", payload, run_id=self._run)
+        if claimed(self.execution_id, self._run):
+            self._started = event
+            self._send_started = asyncio.create_task(self._started_later(event))
+            # a call cut short (a worker shutdown) leaves it to run on: its outcome is not awaited
+            self._send_started.add_done_callback(lambda t: t.cancelled() or t.exception())
+            return
         if not await post_events(self.execution_id, [event], self.refs):
             # the store took no seq: the execution ended (cancelled) before this tool
             raise ApplicationError(
@@ -250,8 +297,16 @@ class ToolCallEvents:
                 non_retryable=True,
             )
 
+    async def _started_later(self, event: dict[str, Any]) -> None:
+        await asyncio.sleep(QUICK_CALL_S)
+        await post_events(self.execution_id, [event], self.refs)
+        self._started = None
+
     async def finished(self, *, failed: bool, result: Any) -> None:
-        """Send the result. Raises what ``post_events`` raises."""
+        """Send the result, with ``started`` if it is not known to be stored.
+
+        Raises what ``post_events`` raises.
+        """
         payloads = tool_result_events(
             self.tool_call_id, self.name, failed=failed, text=clip(_content(result))
         )
@@ -259,6 +314,13 @@ class ToolCallEvents:
         events = [
             new_event(f"{self._prefix}/{i}", p, run_id=self._run) for i, p in enumerate(payloads, 1)
         ]
+        if self._send_started is not None:
+            task, self._send_started = self._send_started, None
+            task.cancel()
+            await asyncio.wait([task])
+            if self._started is not None:
+                # not known to be stored: it goes first (a repeat is dropped)
+                events.insert(0, self._started)
         await post_events(self.execution_id, events, self.refs)
 
 

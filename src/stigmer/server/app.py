@@ -1047,27 +1047,36 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
     async def _sse(
         request: Request, execution_id: str, after: int, named: bool = True
     ) -> AsyncIterator[bytes]:
-        """The event stream; ``named``: each event under its type (``event: <type>``)."""
+        """The event stream; ``named``: each event under its type (``event: <type>``).
+
+        A named stream ends with the execution as it ended (``event: execution``,
+        what ``GET /v1/executions/{id}`` answers), so a follower needs no request
+        after the stream.
+        """
         # The flag is cleared before each read of the store and set by every append:
         # an append that lands while this stream is busy (sending, checking the
         # connection) is never missed, so no event waits for the 1 s timeout.
         flag = wakeups.add(execution_id)
         last = after
         quiet = 0.0
+        limit = 1000
         try:
             while True:
                 flag.clear()
-                batch = await off_loop(store.events_after, execution_id, last)
+                # one store call per wake-up: the execution, then the events after `last`
+                ex, batch = await off_loop(store.stream_batch, execution_id, last, limit)
                 for e in batch:
                     last = e["seq"]
                     name = f"event: {e['type']}\n" if named else ""
                     yield f"id: {e['seq']}\n{name}data: {json.dumps(e)}\n\n".encode()
-                ex = await off_loop(store.get_execution, execution_id)
-                if (
-                    ex
-                    and ex["phase"] in TERMINAL_PHASES
-                    and not await off_loop(store.events_after, execution_id, last)
-                ):
+                if ex is None:
+                    return
+                if ex["phase"] in TERMINAL_PHASES:
+                    if len(batch) == limit:
+                        continue  # more events to send before the end
+                    if named:
+                        done = Execution(**ex).model_dump_json()
+                        yield f"event: execution\ndata: {done}\n\n".encode()
                     return
                 if await request.is_disconnected():
                     return

@@ -717,27 +717,28 @@ class Store:
         self, execution_id: str, after: int = 0, limit: int = 1000
     ) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
-            rows = (
-                conn.execute(
-                    select(events)
-                    .where(events.c.execution_id == execution_id, events.c.seq > after)
-                    .order_by(events.c.seq)
-                    .limit(limit)
-                )
+            return _events_after(conn, execution_id, after, limit)
+
+    def stream_batch(
+        self, execution_id: str, after: int, limit: int = 1000
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """What a stream sends next: the execution, then its events after ``after``.
+
+        One connection, the execution read first: when it has ended, the events
+        read after it include its last one (an ended execution takes no more).
+        The execution's ``last_seq`` is that of the last event returned (or
+        ``after``), so it is right whenever the batch reaches the end.
+        """
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(select(executions).where(executions.c.id == execution_id))
                 .mappings()
-                .all()
+                .first()
             )
-        return [
-            {
-                "execution_id": r["execution_id"],
-                "seq": r["seq"],
-                "event_id": r["event_id"],
-                "type": r["type"],
-                "payload": r["payload"],
-                "at": iso(r["created_at"]),
-            }
-            for r in rows
-        ]
+            if row is None:
+                return None, []
+            batch = _events_after(conn, execution_id, after, limit)
+        return _execution(row, batch[-1]["seq"] if batch else after), batch
 
 
 def _agent(row: Any) -> dict[str, Any]:
@@ -749,6 +750,30 @@ def _agent(row: Any) -> dict[str, Any]:
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
     }
+
+
+def _events_after(conn: Any, execution_id: str, after: int, limit: int) -> list[dict[str, Any]]:
+    rows = (
+        conn.execute(
+            select(events)
+            .where(events.c.execution_id == execution_id, events.c.seq > after)
+            .order_by(events.c.seq)
+            .limit(limit)
+        )
+        .mappings()
+        .all()
+    )
+    return [
+        {
+            "execution_id": r["execution_id"],
+            "seq": r["seq"],
+            "event_id": r["event_id"],
+            "type": r["type"],
+            "payload": r["payload"],
+            "at": iso(r["created_at"]),
+        }
+        for r in rows
+    ]
 
 
 def _execution(row: Any, last_seq: int | None) -> dict[str, Any]:
