@@ -358,6 +358,61 @@ def test_resumable_stream_has_no_gap_or_repeat(astack: Stack, tmp_path: Path) ->
     assert got[-1]["payload"].get("phase") == "COMPLETED"
 
 
+def test_the_stream_ends_with_the_ended_execution_and_calls_in_order(
+    astack: Stack, tmp_path: Path
+) -> None:
+    """A named stream's last message is the execution as it ended (what GET answers).
+
+    A quick tool call of a run the worker knows publishes started with its result:
+    every call still shows started, then completed, then its tool message.
+    """
+    import httpx
+
+    script = [
+        {"tool": "shell", "args": {"command": "echo quick"}},
+        {"tool": "shell", "args": {"command": "sleep 0.6; echo slow"}},
+        {"answer": "done"},
+    ]
+    apply_text(astack, tmp_path, agent_yaml("ends-with-it", ["shell"], script))
+    ex_id = astack.cli("run", "ends-with-it", "go", "--detach", check=True).stdout.strip()
+    token = (astack.home / "credentials" / "api-token").read_text().strip()
+    url = f"http://127.0.0.1:{astack.ports['server']}/v1/executions/{ex_id}/events"
+    messages: list[tuple[str, dict[str, Any]]] = []
+    with httpx.stream(
+        "GET",
+        url,
+        headers={"Authorization": f"Bearer {token}", "Accept": "text/event-stream"},
+        timeout=120,
+    ) as resp:
+        kind = ""
+        for line in resp.iter_lines():
+            if line.startswith("event:"):
+                kind = line[6:].strip()
+            elif line.startswith("data:"):
+                messages.append((kind, json.loads(line[5:])))
+    kind, ended = messages[-1]
+    assert kind == "execution", messages[-1]
+    got = httpx.get(
+        f"http://127.0.0.1:{astack.ports['server']}/v1/executions/{ex_id}",
+        headers={"Authorization": f"Bearer {token}"},
+    ).json()
+    assert ended == got and ended["phase"] == "COMPLETED", (ended, got)
+    events = [m for k, m in messages[:-1]]
+    assert ended["last_seq"] == events[-1]["seq"]
+    assert_clean_log(events)
+    calls = [e["payload"] for e in events if e["type"] == "tool_call"]
+    assert [(c["tool_call_id"], c["status"]) for c in calls] == [
+        (calls[0]["tool_call_id"], "started"),
+        (calls[0]["tool_call_id"], "completed"),
+        (calls[2]["tool_call_id"], "started"),
+        (calls[2]["tool_call_id"], "completed"),
+    ], calls
+    # the CLI's JSON is the same execution, without asking for it after the stream
+    code, out = run_json(astack, "ends-with-it", "again")
+    assert code == 0 and out["phase"] == "COMPLETED" and out["output"] == "done"
+    assert out["last_seq"] == events_of(astack, out["id"])[-1]["seq"]
+
+
 def test_twenty_concurrent_runs_complete(astack: Stack, tmp_path: Path) -> None:
     script = [{"tool": "shell", "args": {"command": "echo hi"}}, {"answer": "ok {{ message }}"}]
     apply_text(astack, tmp_path, agent_yaml("quick", ["shell"], script))
