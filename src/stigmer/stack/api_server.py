@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
+from urllib.parse import urlsplit
 
 from stigmer.contract.config import RuntimeConfig
 from stigmer.contract.status import ComponentDetails
@@ -30,7 +33,6 @@ class ApiServer(ProcessComponent):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self._http: Any = None
         self._answering = True
         self._why: str | None = None
 
@@ -75,20 +77,13 @@ class ApiServer(ProcessComponent):
         return python_module_command("stigmer.server")
 
     async def ready(self) -> bool:
-        await import_off_loop("httpx")
-        import httpx
-
-        if self._http is None:
-            # its own child: checked with api_tls_ca_path when given, else only reached
-            verify: Any = False
-            if self.settings.api_tls_ca_path:
-                import ssl
-
-                verify = ssl.create_default_context(cafile=self.settings.api_tls_ca_path)
-            self._http = httpx.AsyncClient(timeout=2.0, verify=verify)
+        # the standard library's client, in a thread: httpx (the supervisor's only
+        # other use for it) costs a quarter of a second of CPU to import, at every start
+        await import_off_loop("http.client", "ssl")
         try:
-            resp = await self._http.get(f"{self.endpoint}/healthz")
-            health = resp.json()
+            status, health = await asyncio.to_thread(
+                get_health, self.endpoint, self.settings.api_tls_ca_path
+            )
         except Exception as exc:
             self._answering = False
             self._why = f"its /healthz does not answer ({type(exc).__name__})"
@@ -104,9 +99,37 @@ class ApiServer(ProcessComponent):
             raise FatalComponentError(
                 f"the API server cannot use Temporal: {problem.get('message')}", problem.get("fix")
             )
-        return bool(resp.status_code == 200 and health.get("status") == "ok")
+        return bool(status == 200 and health.get("status") == "ok")
 
-    async def close(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-        await super().close()
+
+def get_health(
+    endpoint: str, ca_path: str | None, timeout: float = 2.0
+) -> tuple[int, dict[str, Any]]:
+    """``GET {endpoint}/healthz``: its status and JSON body.
+
+    The supervisor's own child is checked with ``api_tls_ca_path`` when given,
+    else only reached (TLS without verification).
+    """
+    import http.client
+    import ssl
+
+    url = urlsplit(endpoint)
+    host = url.hostname or "127.0.0.1"
+    conn: http.client.HTTPConnection
+    if url.scheme == "https":
+        if ca_path:
+            ctx = ssl.create_default_context(cafile=ca_path)
+        else:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        conn = http.client.HTTPSConnection(host, url.port or 443, timeout=timeout, context=ctx)
+    else:
+        conn = http.client.HTTPConnection(host, url.port or 80, timeout=timeout)
+    try:
+        conn.request("GET", "/healthz")
+        resp = conn.getresponse()
+        body = json.loads(resp.read() or b"{}")
+        return resp.status, body if isinstance(body, dict) else {}
+    finally:
+        conn.close()

@@ -514,7 +514,7 @@ class Supervisor:
 
         modules = list(PROBE_MODULES)
         if any(u.comp.name == API_SERVER for u in self.units):
-            modules.append("httpx")
+            modules += ["http.client", "ssl"]
         with contextlib.suppress(Exception):
             await import_off_loop(*modules)
 
