@@ -116,7 +116,8 @@ def prepare_runner(settings: Settings, *, rebuild: bool, quiet: bool) -> dict[st
         from stigmer.stack.agent_runner_docker import ContainerConflictError, claim_container_name
 
         try:
-            claim_container_name(client, settings)
+            if RUNNER in settings.components:  # a host without a runner starts no container
+                claim_container_name(client, settings)
         except ContainerConflictError as exc:
             raise StackStartError(exc.message, exc.fix) from None
         if rebuild:
