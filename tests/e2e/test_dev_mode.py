@@ -172,6 +172,46 @@ def test_dev_runner_restarts_with_new_code_and_runs_complete(devstack: Stack) ->
     assert runner_of(st.status())["dev_restarts"] == runner["dev_restarts"]
 
 
+def test_agent_code_that_does_not_load_fails_the_runner_at_once(devstack: Stack) -> None:
+    """The runner polls before its agent code loads; code that cannot load fails it, with where.
+
+    It is not restarted in a loop: a start still under way fails with the cause,
+    a stack already up shows the runner failed with it. Fixed, it runs agents.
+    """
+    st = devstack
+    src: Path = st.src  # type: ignore[attr-defined]
+    tools = src / "stigmer" / "runner" / "tools.py"
+    good = tools.read_text()
+    tools.write_text(good + "\nraise RuntimeError('broken on purpose')\n")
+    proc = st.cli("server", "start", "--dev", "--json", timeout=120)
+    if proc.returncode != 0:  # it failed before the rest of the stack was up: the start says so
+        failure = json.loads(proc.stdout)
+        error, fix = failure["message"], failure["fix"] or ""
+        assert proc.returncode == 9 and error.startswith("agent-runner failed"), proc.stdout
+        assert not st.our_processes(), "a failed start leaves nothing running"
+    else:  # the stack was up first: the runner shows failed, with the cause, not restarted
+        runner = runner_of(st.wait_for(lambda s: runner_of(s)["state"] == "failed", 60))
+        error, fix = runner["last_error"] or "", runner["fix"] or ""
+        assert runner["restarts"] == 0, "a runner that cannot load is not restarted in a loop"
+        status = st.cli("server", "status")
+        assert status.returncode == 12 and "broken on purpose" in status.stdout + status.stderr
+    assert "agent code does not load" in error and "broken on purpose" in error, error
+    assert "tools.py:" in error, error
+    assert "starts again when you save" in fix, fix
+    # fixed: it starts again (by the dev reload, or a new start) and runs agents
+    tools.write_text(good)
+    if proc.returncode != 0:
+        st.start("--dev")
+    st.wait_for(lambda s: s.get("ready", False), timeout=60, what="the fixed runner")
+    apply_text(
+        st,
+        st.home.parent,
+        agent_yaml("dev-fixed", ["list_files"], [{"tool": "list_files", "args": {}}]),
+    )
+    out = st.cli("run", "dev-fixed", "list", "--output", "json", timeout=120)
+    assert out.returncode == 0 and json.loads(out.stdout)["phase"] == "COMPLETED", out.stdout
+
+
 def test_restart_keeps_dev_and_start_names_it(tmp_path: Path) -> None:
     src = copy_sources(tmp_path)
     st = new_stack(tmp_path / "home", "local", STIGMER_DEV_SOURCE=str(src))

@@ -1,4 +1,7 @@
-"""A quick tool call of a run the worker knows publishes started with its result, in one request."""
+"""A quick read-only call of a run the worker knows publishes started with its result, in one request.
+
+Every other call is on record (its started event stored) before it runs.
+"""
 
 from __future__ import annotations
 
@@ -27,11 +30,11 @@ def posts(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     return sent
 
 
-def call(run: str, seconds: float) -> None:
+def call(run: str, seconds: float, tool: str = "read_file") -> None:
     async def go() -> None:
-        ev = publish.ToolCallEvents("ex-1", "t0", "shell")
+        ev = publish.ToolCallEvents("ex-1", "t0", tool)
         ev._run = run
-        await ev.started({"command": "x"})
+        await ev.started({"path": "x"})
         await asyncio.sleep(seconds)
         await ev.finished(failed=False, result="ok")
 
@@ -59,4 +62,13 @@ def test_another_run_of_the_same_execution_is_not_known(posts: list[list[str]]) 
     publish._remember_claims("ex-1", [{"run_id": "run-a"}])
     assert not publish.claimed("ex-1", "run-b") and not publish.claimed("ex-2", "run-a")
     call("run-b", 0)
+    assert posts == [["started"], ["completed", "message"]]
+
+
+@pytest.mark.parametrize("tool", ["shell", "write_file", "edit_file"])
+def test_a_call_that_changes_something_is_on_record_before_it_runs(
+    posts: list[list[str]], tool: str
+) -> None:
+    publish._remember_claims("ex-1", [{"run_id": "run-a"}])
+    call("run-a", 0, tool)
     assert posts == [["started"], ["completed", "message"]]

@@ -16,6 +16,13 @@ API_SERVER = "stigmer-server"
 TEMPORAL = "temporal"
 
 
+#: The runner's exit status when its agent code does not import (a broken image, install
+#: or, with ``--dev``, source): starting it again cannot help, so the supervisor marks
+#: it failed at once, with the line the runner wrote on stderr after :data:`RUNNER_BROKEN_MARK`.
+RUNNER_EXIT_BROKEN = 78
+RUNNER_BROKEN_MARK = "stigmer-runner: the agent's code does not load: "
+
+
 def runner_name(replica: int) -> str:
     """The component name of a host's ``replica``-th runner: agent-runner, agent-runner-2, ..."""
     return RUNNER if replica == 1 else f"{RUNNER}-{replica}"
@@ -110,13 +117,16 @@ class Tool:
     help: str
     #: runs programs: in local mode it has the invoking user's full power
     runs_commands: bool = False
+    #: changes nothing: a call may run before its ``started`` event is stored
+    #: (stigmer.runner.publish); any other call is on record before it runs
+    read_only: bool = False
 
 
 TOOLS: dict[str, Tool] = {
     t.name: t
     for t in (
-        Tool("list_files", "list the files of a workspace folder"),
-        Tool("read_file", "read a text file of the workspace"),
+        Tool("list_files", "list the files of a workspace folder", read_only=True),
+        Tool("read_file", "read a text file of the workspace", read_only=True),
         Tool("write_file", "create or overwrite a workspace file"),
         Tool("edit_file", "replace one exact text in a workspace file"),
         Tool("shell", "run a bash command in the workspace", runs_commands=True),

@@ -5,16 +5,18 @@ the runner's start-up: about 1.2 s of imports on the machine of
 ``docs/performance.md``, against about 0.5 s for temporalio. So the worker does
 not wait for them: it connects and polls its task queue with what temporalio
 alone needs (the workflow classes of :mod:`stigmer.runner.workflows` import
-pydantic-ai only inside their methods), while a thread of its own, at the
-lowest CPU priority, imports the agent (:meth:`AgentLoader.start`). A stack
-that is starting keeps its CPU for the components still on their way, and the
-runner is ready, and counted as such, once Temporal sees it poll.
+pydantic-ai only inside their methods), while a thread of its own imports the
+agent (:meth:`AgentLoader.start`). The runner is ready, and counted as such,
+once Temporal sees it poll. A load that fails ends the worker with
+``RUNNER_EXIT_BROKEN`` (:func:`stigmer.runner.worker.watch_load`): the
+supervisor marks the runner failed, with the cause, instead of restarting it.
 
 Nothing runs before the code it needs is there:
 
 * a new workflow instance is created only once the agent is loaded
-  (:class:`LoadedWorkflowRunner`); the wait is outside the workflow's
-  deadlock detection, and happens at most once per process;
+  (:class:`LoadedWorkflowRunner`); the wait blocks the worker's event loop for
+  at most what is left of the load, once per process, outside the workflow's
+  deadlock detection;
 * every activity pydantic-ai registers for the agent (a model request, a tool
   call) goes through :func:`agent_activity`, a dynamic activity that waits for
   the agent, then calls pydantic-ai's own activity function with its arguments
@@ -32,11 +34,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import dataclasses
 import inspect
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -55,9 +55,6 @@ from temporalio.worker import (
 )
 
 log = logging.getLogger("stigmer.runner")
-
-#: The loader thread's nice value: it yields the CPU to everything else that wants it.
-LOADER_NICE = 19
 
 
 @dataclass(frozen=True)
@@ -121,20 +118,20 @@ class AgentLoader:
         self._lock = threading.Lock()
         self._started = False
 
-    def start(self, nice: int = LOADER_NICE) -> None:
-        """Start loading (once) in a daemon thread at ``nice`` (0: normal priority)."""
+    def start(self) -> None:
+        """Start loading (once) in a daemon thread.
+
+        At the worker's own priority: a lower one (a nice value) cannot be
+        raised again without privileges, and on a busy host a first run would
+        wait for the load as long as the host stays busy.
+        """
         with self._lock:
             if self._started:
                 return
             self._started = True
-        threading.Thread(target=self._run, args=(nice,), name="agent-loader", daemon=True).start()
+        threading.Thread(target=self._run, name="agent-loader", daemon=True).start()
 
-    def _run(self, nice: int) -> None:
-        if nice and hasattr(os, "setpriority"):
-            # this thread only (a Linux thread is a task of its own); raising one's own
-            # nice value needs no privilege
-            with contextlib.suppress(OSError):
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    def _run(self) -> None:
         if not self._future.set_running_or_notify_cancel():
             return
         try:
@@ -150,12 +147,12 @@ class AgentLoader:
 
     def wait(self, timeout: float | None = None) -> AgentCode:
         """The loaded code, blocking until it is there (starting the load if nobody did)."""
-        self.start(nice=0)
+        self.start()
         return self._future.result(timeout)
 
     async def wait_async(self) -> AgentCode:
         """The loaded code, without blocking the event loop."""
-        self.start(nice=0)
+        self.start()
         if self._future.done():
             return self._future.result()
         return await asyncio.wrap_future(self._future)

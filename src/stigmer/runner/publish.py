@@ -34,6 +34,7 @@ from stigmer.contract.events import (
     jsonable,
     new_event,
 )
+from stigmer.contract.registry import TOOLS
 from stigmer.runner import runtime
 
 #: How long (s) a publish keeps retrying an API that does not answer before it raises.
@@ -249,16 +250,18 @@ class ToolCallEvents:
 
     The server takes events of an execution only from its own workflow run, so
     a call replayed from another run (someone who copied sealed payloads into a
-    workflow of their own) is refused there, and must never run. So unless
-    this worker has already seen the server take events of this run for this
-    execution (:func:`claimed`: the run's RUNNING event, sent from the same
-    worker), ``started`` is sent before the tool runs and must be accepted
-    first. Once it has, the tool runs at once and ``started`` goes out with the
-    result when the call ends within :data:`QUICK_CALL_S` (one request), or
-    then on its own. ``finished`` sends the result and the tool message. Event
-    ids are ``<execution id>/<workflow run id>/<activity id>/<n>``: a retried
-    attempt, or an event sent twice, has the same id and the server drops the
-    repeat.
+    workflow of their own) is refused there, and must never run. So
+    ``started`` is sent before the tool runs and must be accepted first: every
+    call that can change something is on record, with its arguments, before it
+    runs, whatever happens to the worker next. One exception: a read-only tool
+    (``Tool.read_only``: it changes nothing, and what it reads reaches nobody
+    unless its result is published) of a run this worker has already seen the
+    server take events of, for this execution (:func:`claimed`: the run is the
+    execution's) runs at once, and its ``started`` goes out with the result
+    when the call ends within :data:`QUICK_CALL_S` (one request), or then on
+    its own. ``finished`` sends the result and the tool message. Event ids are
+    ``<execution id>/<workflow run id>/<activity id>/<n>``: a retried attempt,
+    or an event sent twice, has the same id and the server drops the repeat.
     """
 
     def __init__(
@@ -283,7 +286,8 @@ class ToolCallEvents:
             tool_call_id=self.tool_call_id, name=self.name, status="started", args=jsonable(args)
         )
         event = new_event(f"{self._prefix}/0", payload, run_id=self._run)
-        if claimed(self.execution_id, self._run):
+        tool = TOOLS.get(self.name)
+        if tool is not None and tool.read_only and claimed(self.execution_id, self._run):
             self._started = event
             self._send_started = asyncio.create_task(self._started_later(event))
             # a call cut short (a worker shutdown) leaves it to run on: its outcome is not awaited

@@ -22,6 +22,7 @@ from typing import Any
 
 from stigmer import __version__
 from stigmer.contract.config import RuntimeConfig, load_runtime_config
+from stigmer.contract.registry import RUNNER_BROKEN_MARK, RUNNER_EXIT_BROKEN
 from stigmer.contract.temporal import connect_temporal
 from stigmer.errors import StigmerError, TemporalError
 from stigmer.hardening import exit_now, not_dumpable
@@ -98,18 +99,29 @@ async def heartbeat(client: Any, path: Path) -> None:
 
 
 async def watch_load(stop: asyncio.Event) -> None:
-    """Log when the agent's code has loaded; stop the worker if it cannot load."""
+    """Log when the agent's code has loaded; stop the worker if it cannot load.
+
+    A load that fails is said on stderr after ``RUNNER_BROKEN_MARK`` (what failed,
+    and where), and the worker exits with ``RUNNER_EXIT_BROKEN``: the supervisor
+    then marks the runner failed with that line instead of restarting it.
+    """
+    import traceback
+
     from stigmer.runner.loader import loader
 
     try:
         code = await loader.wait_async()
     except Exception as exc:
-        log.error(
-            "the agent's code failed to load (%s: %s): this runner cannot run agents; "
-            "the image or the install is broken (rebuild it: `stigmer server start --rebuild`)",
-            type(exc).__name__,
-            exc,
-        )
+        where = ""
+        if isinstance(exc, SyntaxError) and exc.filename:
+            where = f" ({exc.filename}:{exc.lineno})"
+        else:
+            frames = traceback.extract_tb(exc.__traceback__)
+            if frames:
+                where = f" ({frames[-1].filename}:{frames[-1].lineno})"
+        text = " ".join(f"{type(exc).__name__}: {exc}".split())
+        log.error("the agent's code failed to load: this runner cannot run agents")
+        print(f"{RUNNER_BROKEN_MARK}{text}{where}", file=sys.stderr, flush=True)
         stop.set()
         raise
     log.info("agent code loaded in %.2fs (%d activities)", code.took_s, len(code.activities))
@@ -137,8 +149,8 @@ async def run(cfg: RuntimeConfig) -> int:
     assert cfg.runner is not None
     rc = cfg.runner
     runtime.configure(cfg)
-    # pydantic-ai and the agent load meanwhile, at the lowest CPU priority
-    # (stigmer.runner.loader): the worker polls without waiting for them
+    # pydantic-ai and the agent load meanwhile (stigmer.runner.loader): the
+    # worker polls without waiting for them
     loader.start()
     client = await connect(cfg, stop)
     if client is None:
@@ -195,7 +207,7 @@ async def run(cfg: RuntimeConfig) -> int:
     code = 0
     if loading.done() and loading.exception() is not None:
         await worker.shutdown()
-        code = 1
+        code = RUNNER_EXIT_BROKEN
     elif stopper in done:
         log.info("SIGTERM received: shutting down (in-flight activities get %.0fs)", rc.stop_grace)
         await worker.shutdown()

@@ -726,8 +726,8 @@ class Store:
 
         One connection, the execution read first: when it has ended, the events
         read after it include its last one (an ended execution takes no more).
-        The execution's ``last_seq`` is that of the last event returned (or
-        ``after``), so it is right whenever the batch reaches the end.
+        The execution's ``last_seq`` is that of the last event returned (else
+        the store's), so it is right whenever the batch reaches the end.
         """
         with self.engine.connect() as conn:
             row = (
@@ -738,7 +738,14 @@ class Store:
             if row is None:
                 return None, []
             batch = _events_after(conn, execution_id, after, limit)
-        return _execution(row, batch[-1]["seq"] if batch else after), batch
+            last = (
+                batch[-1]["seq"]
+                if batch
+                else conn.execute(
+                    select(func.max(events.c.seq)).where(events.c.execution_id == execution_id)
+                ).scalar()
+            )
+        return _execution(row, last or 0), batch
 
 
 def _agent(row: Any) -> dict[str, Any]:

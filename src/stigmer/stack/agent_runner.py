@@ -13,7 +13,7 @@ import secrets
 import socket
 
 from stigmer.contract.config import RuntimeConfig
-from stigmer.contract.registry import runner_name
+from stigmer.contract.registry import RUNNER_BROKEN_MARK, RUNNER_EXIT_BROKEN, runner_name
 from stigmer.contract.status import ComponentDetails
 from stigmer.contract.workflow import TASK_QUEUE
 from stigmer.errors import ConfigError
@@ -66,6 +66,26 @@ class RunnerReadiness(Component):
 
     async def ready(self) -> bool:
         return await self.probe.has_poller(self.task_queue, self.identity)
+
+    def final_exit(self, code: int | None) -> bool:
+        return code == RUNNER_EXIT_BROKEN
+
+    def exit_cause(self, code: int | None) -> tuple[str, str | None] | None:
+        if code != RUNNER_EXIT_BROKEN:
+            return None
+        said = [e for e in self.recent_errors if e.startswith(RUNNER_BROKEN_MARK)]
+        what = said[-1][len(RUNNER_BROKEN_MARK) :] if said else "see its log"
+        message = f"its agent code does not load, so it cannot run agents: {what}"
+        if self.settings.dev:
+            return message, (
+                "Fix the source it names: in dev mode the runner starts again when you save "
+                f"(`stigmer server logs -c {self.name}` has the traceback)."
+            )
+        return message, (
+            "The runner image or the install is broken: rebuild the image "
+            "(`stigmer server start --rebuild`) or reinstall stigmer; "
+            f"`stigmer server logs -c {self.name}` has the traceback."
+        )
 
 
 class LocalRunner(RunnerReadiness, ProcessComponent):

@@ -567,7 +567,7 @@ class DockerRunner(RunnerReadiness):
 
     def exit_cause(self, code: int | None) -> tuple[str, str | None] | None:
         if not self._oom:
-            return None
+            return super().exit_cause(code)
         limit = self.settings.runner_memory
         return (
             f"out of memory: the kernel killed the runner container at its memory limit "

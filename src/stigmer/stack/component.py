@@ -95,6 +95,10 @@ class Component(ABC):
         """
         return None
 
+    def final_exit(self, code: int | None) -> bool:
+        """True when it ended in a way that starting it again cannot fix: it is failed at once."""
+        return False
+
     def runtime_config(self) -> RuntimeConfig | None:
         """The configuration this component's process is handed, if it takes one."""
         return None

@@ -175,6 +175,11 @@ class Supervised:
                 continue
             ran_for = time.time() - (self.started_at or time.time())
             self._crashed(code)
+            if self.comp.final_exit(code):
+                # starting it again cannot help (a dev-mode reload still does)
+                assert self.last_error is not None
+                self._fail(self.last_error, self.fix)
+                return
             log.warning("%s exited with code %s after %.1fs", self.comp.name, code, ran_for)
             now = time.monotonic()
             self._crashes.append(now)
