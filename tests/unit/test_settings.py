@@ -143,6 +143,7 @@ def test_managed_temporal_listens_on_loopback_with_low_latency_settings(tmp_path
     assert dynamic == {
         "system.enableActivityEagerExecution=true",
         "history.transferProcessorMaxPollRPS=1000",
+        "limit.mutableStateActivityFailureSize.error=65536",
     }
     assert argv[argv.index("--sqlite-pragma") + 1] == "journal_mode=wal"
 

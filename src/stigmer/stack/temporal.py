@@ -258,6 +258,11 @@ class ManagedTemporal(ProcessComponent):
             # on disk when Temporal acknowledges it, power loss included.
             "--sqlite-pragma",
             "journal_mode=wal",
+            # a retried activity's last failure is kept for `describe` (stigmer's retry
+            # events show it); sealed, with its causes and stack traces, it is over the
+            # default 4 KiB, and Temporal kept only "Failure exceeds size limit."
+            "--dynamic-config-value",
+            "limit.mutableStateActivityFailureSize.error=65536",
         ]
         if s.temporal_namespace != "default":
             argv += ["--namespace", s.temporal_namespace]
