@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from typing import Any
 
 import pytest
 
@@ -58,3 +59,44 @@ def test_the_load_runs_once_in_a_thread_of_its_own() -> None:
     assert loader.wait(timeout=10) == "code"
     assert loader.wait(timeout=10) == "code"
     assert calls == ["agent-loader"]
+
+
+def test_run_says_why_an_execution_stays_pending(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run` on this host's stack: a runner that is not ready is named, with its error."""
+    import time
+
+    from stigmer.cli import running
+    from stigmer.settings import resolve
+    from stigmer.stack import control
+
+    failed = {
+        "components": [
+            {"name": "temporal", "state": "running", "ready": True},
+            {
+                "name": "agent-runner",
+                "state": "failed",
+                "ready": False,
+                "last_error": "its agent code does not load: RuntimeError: x\nmore",
+            },
+        ]
+    }
+    monkeypatch.setattr(control, "supervisor_status", lambda paths, timeout=2: failed)
+    monkeypatch.setattr(running, "PENDING_HINT_AFTER", 0.01)
+
+    class Api:
+        settings = resolve(tmp_path / "home", env={})
+
+    timer = running._pending_hint(Api(), None)
+    assert timer is not None
+    timer.join(5)
+    err = capsys.readouterr().err
+    assert "still PENDING" in err and "agent-runner is failed" in err and "RuntimeError: x" in err
+    assert "more" not in err  # the first line of the error only
+
+    class Remote:
+        settings = resolve(tmp_path / "home", env={"STIGMER_API_URL": "https://api.example:7234"})
+
+    assert running._pending_hint(Remote(), None) is None  # its runners are elsewhere
+    time.sleep(0.05)

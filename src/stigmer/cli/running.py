@@ -141,9 +141,13 @@ def follow(
         renderer.header(header)
     last = after
     final: dict[str, Any] | None = None
+    hint = _pending_hint(client, renderer)
     while True:
         try:
             for event in client.stream(execution_id, after=last):
+                if hint is not None and event["payload"].get("phase") != "PENDING":
+                    hint.cancel()  # it runs (or ran): no need to look for why it waits
+                    hint = None
                 last = event["seq"]
                 if renderer:
                     renderer.event(event)
@@ -167,6 +171,8 @@ def follow(
             if renderer:
                 renderer.note("cancel requested; waiting for the execution to stop...")
             signal.signal(signal.SIGINT, signal.default_int_handler)
+    if hint is not None:
+        hint.cancel()
     # the stream ends with the execution as it ended (else: ask for it)
     ended = getattr(client, "ended", None)
     final = (
@@ -194,6 +200,52 @@ def follow(
     elif renderer:
         renderer.done(final)
     return EXIT_BY_PHASE.get(final["phase"], 1)
+
+
+#: Seconds an execution may stay PENDING before `run` looks for why.
+PENDING_HINT_AFTER = 5.0
+
+
+def _pending_hint(client: Any, renderer: Any) -> Any:
+    """A timer that says why an execution stays PENDING, if this host's runner is not ready.
+
+    Only for this host's stack (its supervisor says how its runners are); a
+    remote API's runners are on other hosts. Cancel it once the execution runs.
+    """
+    settings = getattr(client, "settings", None)
+    if settings is None or settings.api_url:
+        return None
+    import threading
+
+    def look() -> None:
+        from stigmer.contract.registry import runner_replica
+        from stigmer.stack.control import supervisor_status
+
+        status = supervisor_status(settings.paths, timeout=2)
+        if status is None:
+            return
+        runners = [c for c in status["components"] if runner_replica(c["name"])]
+        if runners and any(c["ready"] for c in runners):
+            return  # a runner polls: the execution waits for it, or for Temporal
+        if not runners:
+            why = "no agent-runner runs on this host (`--only`)"
+        else:
+            c = runners[0]
+            error = (c.get("last_error") or "").splitlines()
+            why = f"{c['name']} is {c['state']}" + (f": {error[0]}" if error else "")
+        text = (
+            f"still PENDING after {PENDING_HINT_AFTER:.0f}s: no runner of this host can run it; "
+            f"{why}. See `stigmer server status`; the execution starts once a runner polls."
+        )
+        if renderer is not None:
+            renderer.note(text)
+        else:
+            print(f"stigmer: {text}", file=sys.stderr)
+
+    timer = threading.Timer(PENDING_HINT_AFTER, look)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def decide_commands(execution_id: str, call_id: str) -> str:
