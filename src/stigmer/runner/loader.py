@@ -157,9 +157,6 @@ class AgentLoader:
             return self._future.result()
         return await asyncio.wrap_future(self._future)
 
-    def future(self) -> concurrent.futures.Future[AgentCode]:
-        return self._future
-
 
 #: The worker process's loader (one agent per process).
 loader = AgentLoader()
@@ -255,7 +252,8 @@ def raw_args(args: Sequence[Any]) -> Sequence[RawValue] | None:
     """The raw arguments of a call of :func:`agent_activity` (None for another activity's)."""
     if (
         len(args) == 1
-        and isinstance(args[0], Sequence)
+        and isinstance(args[0], list | tuple)
+        and args[0]
         and all(isinstance(a, RawValue) for a in args[0])
     ):
         return args[0]

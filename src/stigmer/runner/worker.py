@@ -152,8 +152,12 @@ async def run(cfg: RuntimeConfig) -> int:
     # pydantic-ai and the agent load meanwhile (stigmer.runner.loader): the
     # worker polls without waiting for them
     loader.start()
+    loading = asyncio.create_task(watch_load(stop), name="load")
     client = await connect(cfg, stop)
     if client is None:
+        if loading.done() and not loading.cancelled() and loading.exception() is not None:
+            return RUNNER_EXIT_BROKEN  # it stopped the connecting
+        loading.cancel()
         log.info("stopped before connecting")
         return 0
     # Workflows run unsandboxed by default. The sandbox re-imports the workflow
@@ -166,9 +170,11 @@ async def run(cfg: RuntimeConfig) -> int:
     # agent's activities: the worker is built once the agent has loaded.
     options: dict[str, Any] = {}
     if rc.sandbox:
+        await asyncio.wait([loading])
+        if loading.exception() is not None:
+            return RUNNER_EXIT_BROKEN
         from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
 
-        await loader.wait_async()
         # stigmer._version may look at the checkout on import (a development run);
         # the host's module is used as is inside the workflow sandbox.
         options["workflow_runner"] = SandboxedWorkflowRunner(
@@ -196,7 +202,6 @@ async def run(cfg: RuntimeConfig) -> int:
     tasks = [asyncio.create_task(worker.run(), name="worker")]
     if heartbeat_file:
         tasks.append(asyncio.create_task(heartbeat(client, heartbeat_file), name="heartbeat"))
-    loading = asyncio.create_task(watch_load(stop), name="load")
     stopper = asyncio.create_task(stop.wait(), name="stop")
     log.info(
         "Polling task queue %s (workflow sandbox %s)",
@@ -205,7 +210,7 @@ async def run(cfg: RuntimeConfig) -> int:
     )
     done, _ = await asyncio.wait([tasks[0], stopper], return_when=asyncio.FIRST_COMPLETED)
     code = 0
-    if loading.done() and loading.exception() is not None:
+    if loading.done() and not loading.cancelled() and loading.exception() is not None:
         await worker.shutdown()
         code = RUNNER_EXIT_BROKEN
     elif stopper in done:
