@@ -1071,9 +1071,9 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
                     yield f"id: {e['seq']}\n{name}data: {json.dumps(e)}\n\n".encode()
                 if ex is None:
                     return
+                if len(batch) == limit:
+                    continue  # more to send at once (a follower catching up)
                 if ex["phase"] in TERMINAL_PHASES:
-                    if len(batch) == limit:
-                        continue  # more events to send before the end
                     if named:
                         done = Execution(**ex).model_dump_json()
                         yield f"event: execution\ndata: {done}\n\n".encode()
