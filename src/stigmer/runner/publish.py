@@ -11,6 +11,9 @@ activity: a publish is retried (connection errors, 5xx, 429) with backoff for
 up to :data:`PUBLISH_PATIENCE_S`, so a tool with side effects is not run again
 because the API was restarted. Only then does the publish raise, and the
 activity retries: events are not lost.
+
+The client is httpx2, the one pydantic-ai and the provider SDKs use, so the
+runner loads one HTTP stack, not two.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterable, Iterable
 from typing import Any
 
-import httpx
+import httpx2
 from temporalio.exceptions import ApplicationError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 
@@ -45,7 +48,7 @@ QUICK_CALL_S = 0.25
 #: How many (execution, workflow run) claims a worker remembers.
 CLAIMS_KEPT = 4096
 
-_client: httpx.AsyncClient | None = None
+_client: httpx2.AsyncClient | None = None
 #: (execution id, workflow run id): the API took events of that run for that execution
 _claims: OrderedDict[tuple[str, str], None] = OrderedDict()
 
@@ -108,7 +111,7 @@ async def post_events(
     because the execution had ended.
 
     Raises:
-        httpx.HTTPError: the server refused them (4xx) or stayed unreachable (the
+        httpx2.HTTPError: the server refused them (4xx) or stayed unreachable (the
             activity then retries).
     """
     if not events:
@@ -156,18 +159,18 @@ def _patiently() -> AsyncRetrying:
     )
 
 
-def _api() -> tuple[httpx.AsyncClient, str, dict[str, str]]:
+def _api() -> tuple[httpx2.AsyncClient, str, dict[str, str]]:
     """The runner's client of the API, the API's URL and the auth header."""
     global _client
     rt = runtime.current()
     if not rt.api_url:
         raise RuntimeError("the runner has no API URL")
     if _client is None:
-        _client = httpx.AsyncClient(timeout=15.0, verify=rt.api_verify)
+        _client = httpx2.AsyncClient(timeout=15.0, verify=rt.api_verify)
     return _client, rt.api_url, {"Authorization": f"Bearer {rt.api_token}"} if rt.api_token else {}
 
 
-async def _blob_call(method: str, sha256: str, data: bytes | None = None) -> httpx.Response:
+async def _blob_call(method: str, sha256: str, data: bytes | None = None) -> httpx2.Response:
     client, url, headers = _api()
     async for attempt in _patiently():
         with attempt:
@@ -191,7 +194,7 @@ async def get_blob(sha256: str) -> bytes:
     """
     try:
         return (await _blob_call("GET", sha256)).content
-    except httpx.HTTPStatusError as exc:
+    except httpx2.HTTPStatusError as exc:
         if exc.response.status_code < 500:
             raise LookupError(sha256) from None
         raise
@@ -214,9 +217,9 @@ def _storable(value: Any) -> Any:
 
 def _transient(exc: BaseException) -> bool:
     """An error worth retrying: the API is unreachable, restarting or overloaded."""
-    if isinstance(exc, httpx.TransportError):
+    if isinstance(exc, httpx2.TransportError):
         return True
-    if isinstance(exc, httpx.HTTPStatusError):
+    if isinstance(exc, httpx2.HTTPStatusError):
         return exc.response.status_code >= 500 or exc.response.status_code == 429
     return False
 

@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(levelname)s %(name)s %(message)s", stream=sys.stdout
     )
     # one line per event published ("POST .../events 200 OK") is noise; failures still show
-    for noisy in ("httpx", "httpcore"):
+    for noisy in ("httpx2", "httpcore2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     import stigmer
 
