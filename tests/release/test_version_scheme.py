@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,24 @@ def test_version_file_is_what_make_release_rewrites() -> None:
 def test_tagged_release_in_a_clone_is_the_release_version(tmp_path: Path) -> None:
     repo = make_repo(tmp_path, base="3.1.4", tags=("v3.1.4",))
     assert _version.version_from_git(repo.path) == "3.1.4"
+
+
+def test_created_label_is_the_commit_time_so_a_rebuild_is_the_same_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a label with the time of the build would give each rebuild a new image ID
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    ct = subprocess.run(
+        ["git", "-C", str(ROOT), "log", "-1", "--format=%ct"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    want = datetime.fromtimestamp(int(ct), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert buildinfo.build_args(ROOT)["CREATED"] == want
+    assert buildinfo.build_created(ROOT) == want
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    assert buildinfo.build_created(ROOT) == "2023-11-14T22:13:20Z"
+    # not a git work tree, no epoch: the time of the build, still a valid label
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    assert buildinfo.build_created(tmp_path).endswith("Z")

@@ -1,7 +1,8 @@
 """What goes into the runner image, and the labels that identify a build.
 
 ``python -m stigmer.images.buildinfo build-args`` prints the ``--build-arg``
-flags the Makefile passes to ``docker build`` (version, revision, created,
+flags the Makefile passes to ``docker build`` (version, revision, created
+(the commit's time, so a rebuild of unchanged sources is the same image),
 source digest); ``build-args --lines`` prints them as ``KEY=VALUE`` lines (the
 form of docker/build-push-action's ``build-args``); ``digest`` prints the
 source digest alone; ``version`` prints the version an image built from this
@@ -101,6 +102,33 @@ def git_revision(root: Path) -> str:
         return "unknown"
 
 
+def build_created(root: Path) -> str:
+    """The image's ``created`` label: ``SOURCE_DATE_EPOCH`` if set, else the commit time of HEAD.
+
+    Not the time of the build: a label that changes on every build gives every
+    rebuild of unchanged sources a new image ID (the layer cache is hit, the
+    config is not), and the image it replaces is left dangling. The time of
+    the build only when neither is known (not a git work tree).
+    """
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if not epoch:
+        try:
+            out = subprocess.run(
+                ["git", "-C", str(root), "log", "-1", "--format=%ct"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            )
+            epoch = out.stdout.strip() if out.returncode == 0 else ""
+        except (OSError, subprocess.SubprocessError):
+            epoch = ""
+    try:
+        when = datetime.fromtimestamp(int(epoch), UTC)
+    except (ValueError, OverflowError, OSError):
+        when = datetime.now(UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def build_version(root: Path) -> str:
     """The version an image built from ``root`` carries: what ``stigmer --version`` prints there.
 
@@ -122,7 +150,7 @@ def build_args(root: Path) -> dict[str, str]:
     return {
         "VERSION": build_version(root),
         "REVISION": git_revision(root),
-        "CREATED": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "CREATED": build_created(root),
         "SOURCE": source_url(),
         "SOURCE_DIGEST": source_digest(root),
         "CONTRACT_DIGEST": contract_digest(),
