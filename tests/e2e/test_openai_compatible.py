@@ -124,3 +124,60 @@ def test_default_model_is_listed_and_used(stack: Stack, tmp_path: Path) -> None:
         assert ex["model"] == "ollama:house-model"
     finally:
         server.shutdown()
+
+
+class RefusingOpenAI(BaseHTTPRequestHandler):
+    """An OpenAI-compatible server that refuses every key (HTTP 401)."""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = json.dumps(
+            {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}
+        ).encode()
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_model_key_failures_name_the_setting_to_fix(stack: Stack, tmp_path: Path) -> None:
+    """A missing provider key and a refused one fail the run at once, saying what to set."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RefusingOpenAI)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for name in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY"):
+            stack.env.pop(name, None)
+        stack.env["MY_LLM_KEY"] = SECRET
+        stack.start()
+        f = tmp_path / "a.yaml"
+        f.write_text(
+            "apiVersion: stigmer.ai/v1\nkind: Agent\nmetadata: {name: nokey}\nspec:\n"
+            "  instructions: Be brief.\n  model: anthropic:claude-sonnet-4-5\n"
+            "---\n"
+            "apiVersion: stigmer.ai/v1\nkind: Agent\nmetadata: {name: badkey}\nspec:\n"
+            "  instructions: Be brief.\n  model: openai:my-local-model\n"
+            f"  base_url: http://127.0.0.1:{server.server_port}/v1\n"
+            "  api_key: {secret: MY_LLM_KEY}\n"
+        )
+        stack.cli("apply", "-f", str(f), check=True)
+
+        proc = stack.cli("run", "nokey", "hi")
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        out = proc.stdout
+        assert "ANTHROPIC_API_KEY" in out and "stigmer config set anthropic_api_key" in out, out
+        assert "AnthropicProvider(" not in out, out  # pydantic-ai's advice is not stigmer's
+        assert "error (ProviderKeyMissing)" in out, out
+        # the reason is shown once: the FAILED line does not repeat it
+        assert out.count("needs an API key") == 1, out
+
+        proc = stack.cli("run", "badkey", "hi", "--output", "json")
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        error = json.loads(proc.stdout)["error"]
+        assert f"127.0.0.1:{server.server_port}" in error and "spec.api_key" in error, error
+        assert SECRET not in proc.stdout
+    finally:
+        server.shutdown()

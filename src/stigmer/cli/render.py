@@ -44,6 +44,8 @@ class Renderer:
         self.console = Console(
             highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120
         )
+        #: the message of the last error event: a FAILED phase with the same one does not repeat it
+        self._error: str | None = None
 
     def header(self, text: str) -> None:
         self.console.print(f"[dim]{escape(text)}[/]")
@@ -57,7 +59,8 @@ class Renderer:
         t = e["type"]
         if t == "phase":
             style = PHASE_STYLE.get(p["phase"], "default")
-            extra = f"  {escape(_short(p['error'], 300))}" if p.get("error") else ""
+            error = p.get("error")
+            extra = f"  {escape(_short(error, 300))}" if error and error != self._error else ""
             self.console.print(f"{seq}[{style}]● {p['phase']}[/]{extra}")
         elif t == "message":
             role = p.get("role")
@@ -110,6 +113,7 @@ class Renderer:
                 f" [dim]{escape(_short(p.get('reason', ''), 300))}[/]"
             )
         elif t == "error":
+            self._error = p.get("message")
             self.console.print(
                 f"{seq}[red]error ({escape(p.get('kind', ''))}): {escape(p.get('message', ''))}[/]"
             )

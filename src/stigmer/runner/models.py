@@ -37,6 +37,7 @@ from pydantic_ai.models import Model
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, FunctionModel
 from temporalio.exceptions import ApplicationError
 
+from stigmer.contract.registry import PROVIDERS
 from stigmer.runner import runtime
 from stigmer.runner.tools import RunDeps
 
@@ -271,8 +272,91 @@ def resolve_model(ctx: Any, model_id: str) -> Model | None:
     from pydantic_ai.models import infer_model
     from pydantic_ai.providers import Provider, infer_provider_class
 
+    missing = _missing_key(model_id, rt.provider_keys)
+    if missing:
+        raise ApplicationError(missing, type="ProviderKeyMissing", non_retryable=True)
+
     def provider(name: str) -> Provider[Any]:
         options = {"api_key": rt.provider_keys.get(name), "base_url": rt.provider_urls.get(name)}
         return infer_provider_class(name)(**{k: v for k, v in options.items() if v})
 
     return infer_model(model_id, provider_factory=provider)
+
+
+def _restart_hint() -> str:
+    return (
+        "then `stigmer server restart` (on a runner host of its own: in that host's configuration)"
+    )
+
+
+def _missing_key(model_id: str, keys: dict[str, str]) -> str | None:
+    """What to do when ``model_id``'s provider needs an API key this runner was not given."""
+    p = PROVIDERS.get(model_id.partition(":")[0])
+    if p is None or p.key_setting is None or keys.get(p.name):
+        return None
+    return (
+        f"model {model_id} needs an API key for {p.help}, and this runner has none. "
+        f"Set {p.key_env} where `stigmer server start` runs, or `stigmer config set "
+        f"{p.key_setting} KEY`, {_restart_hint()}; or run the agent on the offline model "
+        "(`model: test`)"
+    )
+
+
+def endpoint(model_id: str, base_url: str | None) -> tuple[str, str]:
+    """Where a request of ``model_id`` goes, and the setting that says so."""
+    if base_url:
+        return base_url, "the agent's spec.base_url"
+    p = PROVIDERS.get(model_id.partition(":")[0])
+    if p is None or p.base_url_setting is None:
+        return (p.help if p else model_id), ""
+    url = runtime.current().provider_urls.get(p.name) or p.default_base_url or "?"
+    return url, f"{p.base_url_setting} ({p.base_url_env})"
+
+
+def failure_hint(model_id: str, base_url: str | None, exc: BaseException) -> str | None:
+    """A model failure said in stigmer's terms: which server or key, and what to change.
+
+    ``None`` for a failure that is not about reaching the model or its key.
+    """
+    from pydantic_ai.exceptions import (
+        ModelAuthenticationError,
+        ModelConnectionError,
+        ModelNotFoundError,
+    )
+
+    cur: BaseException | None = exc
+    while cur is not None and not isinstance(
+        cur, ModelConnectionError | ModelAuthenticationError | ModelNotFoundError
+    ):
+        cur = cur.__cause__
+    if cur is None:
+        return None
+    detail = str(cur).strip().rstrip(".") or type(cur).__name__
+    where, setting = endpoint(model_id, base_url)
+    if isinstance(cur, ModelConnectionError):
+        if not setting:
+            return (
+                f"could not reach {where} for {model_id} ({detail}). "
+                "Check the runner host's network and proxy settings"
+            )
+        then = "then `stigmer apply` the agent" if base_url else _restart_hint()
+        return (
+            f"could not reach the model server of {model_id} at {where} ({detail}). "
+            f"Start it, or point {setting} at it, {then}"
+        )
+    if isinstance(cur, ModelAuthenticationError):
+        p = PROVIDERS.get(model_id.partition(":")[0])
+        which = (
+            "the agent's spec.api_key"
+            if base_url
+            else (p.key_setting if p and p.key_setting else "the key")
+        )
+        return (
+            f"{where} refused the API key of {model_id} ({detail}). "
+            f"Set a valid one in {which}, "
+            + ("then `stigmer apply` the agent" if base_url else _restart_hint())
+        )
+    return (
+        f"{where} has no model {model_id.partition(':')[2] or model_id} ({detail}). "
+        "Fix the agent's model and `stigmer apply` it"
+    )

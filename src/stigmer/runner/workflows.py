@@ -332,14 +332,18 @@ class AgentExecutionWorkflow:
             self._log(inp, "CANCELLED")
             raise
         except Exception as exc:
-            message = _describe(exc)
+            with workflow.unsafe.imports_passed_through():
+                from stigmer.runner.models import failure_hint
+
+            message = failure_hint(inp.model, inp.spec.base_url, exc) or _describe(exc)
+            kind = _kind(exc)
             await self._publish(
                 inp,
-                ("error", ErrorPayload(message=message, kind=type(exc).__name__)),
+                ("error", ErrorPayload(message=message, kind=kind)),
                 ("failed", PhasePayload(phase="FAILED", error=message)),
             )
             self._log(inp, "FAILED")
-            raise ApplicationError(message, type=type(exc).__name__, non_retryable=True) from exc
+            raise ApplicationError(message, type=kind, non_retryable=True) from exc
         u = result.usage
         usage = UsagePayload(
             input_tokens=u.input_tokens,
@@ -379,12 +383,23 @@ def tool_calls_made(messages: list[ModelMessage]) -> int:
     )
 
 
+def _kind(exc: BaseException) -> str:
+    """What failed: an application error's own type (``TestScriptStopped``, ...), else the class."""
+    if isinstance(exc, ApplicationError) and exc.type:
+        return exc.type
+    return type(exc).__name__
+
+
 def _describe(exc: BaseException) -> str:
     """The innermost useful message of an exception chain (activity errors wrap the cause)."""
     parts: list[str] = []
     cur: BaseException | None = exc
     while cur is not None and len(parts) < 5:
-        text = str(cur).strip()
+        # the outermost application error's type is the event's kind (:func:`_kind`)
+        if cur is exc and isinstance(cur, ApplicationError) and cur.type:
+            text = cur.message.strip()
+        else:
+            text = str(cur).strip()
         if text and not any(text in p for p in parts):
             parts.append(text)
         cur = cur.__cause__

@@ -1,0 +1,91 @@
+"""A model failure is told in stigmer's terms: which server or key, and what to change."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic_ai.exceptions import (
+    ModelAuthenticationError,
+    ModelConnectionError,
+    ModelNotFoundError,
+    UserError,
+)
+from temporalio.exceptions import ActivityError, ApplicationError, RetryState
+
+from stigmer.runner import runtime
+from stigmer.runner.models import _missing_key, failure_hint
+from stigmer.runner.workflows import _describe, _kind
+
+
+@pytest.fixture
+def rt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> runtime.Runtime:
+    r = runtime.Runtime(workspace=tmp_path, provider_urls={"ollama": "http://10.0.0.7:11434/v1"})
+    monkeypatch.setattr(runtime, "_current", [r])
+    return r
+
+
+def wrapped(exc: BaseException) -> ActivityError:
+    """As the workflow sees an activity's failure: an ActivityError caused by it."""
+    outer = ActivityError(
+        "Activity task failed",
+        scheduled_event_id=1,
+        started_event_id=2,
+        identity="w",
+        activity_type="a",
+        activity_id="1",
+        retry_state=RetryState.MAXIMUM_ATTEMPTS_REACHED,
+    )
+    outer.__cause__ = exc
+    return outer
+
+
+def test_unreachable_server_names_the_url_and_the_setting(rt: runtime.Runtime) -> None:
+    exc = wrapped(ModelConnectionError("llama3.2", "Connection error."))
+    hint = failure_hint("ollama:llama3.2", None, exc)
+    assert hint is not None
+    assert "http://10.0.0.7:11434/v1" in hint and "ollama_base_url (OLLAMA_BASE_URL)" in hint
+    assert "stigmer server restart" in hint
+
+
+def test_unreachable_base_url_points_at_the_agent(rt: runtime.Runtime) -> None:
+    exc = ModelConnectionError("m", "Connection error.")
+    hint = failure_hint("openai:m", "http://127.0.0.1:9/v1", exc)
+    assert hint is not None
+    assert "http://127.0.0.1:9/v1" in hint and "spec.base_url" in hint and "stigmer apply" in hint
+
+
+def test_unreachable_public_api_is_a_network_problem(rt: runtime.Runtime) -> None:
+    hint = failure_hint("openai:gpt-4o", None, ModelConnectionError("gpt-4o", "Connection error."))
+    assert hint is not None and "OpenAI's API" in hint and "network" in hint
+
+
+def test_refused_key_names_the_key_setting(rt: runtime.Runtime) -> None:
+    exc = ModelAuthenticationError("gpt-4o", "Incorrect API key provided")
+    hint = failure_hint("openai:gpt-4o", None, exc)
+    assert hint is not None and "openai_api_key" in hint and "Incorrect API key" in hint
+
+
+def test_unknown_model_says_to_fix_the_agent(rt: runtime.Runtime) -> None:
+    hint = failure_hint("anthropic:nope", None, ModelNotFoundError("nope", "model not found"))
+    assert hint is not None and "no model nope" in hint and "stigmer apply" in hint
+
+
+def test_other_failures_keep_their_own_message(rt: runtime.Runtime) -> None:
+    assert failure_hint("openai:gpt-4o", None, UserError("something else")) is None
+
+
+def test_missing_key_names_env_and_setting() -> None:
+    msg = _missing_key("anthropic:claude-sonnet-4-5", {})
+    assert msg is not None
+    assert "ANTHROPIC_API_KEY" in msg and "stigmer config set anthropic_api_key KEY" in msg
+    assert _missing_key("anthropic:claude-sonnet-4-5", {"anthropic": "k"}) is None
+    assert _missing_key("ollama:llama3.2", {}) is None  # no key to have
+    assert _missing_key("test", {}) is None
+
+
+def test_an_application_errors_type_is_the_kind_not_part_of_the_message() -> None:
+    exc = ApplicationError("model x needs a key", type="ProviderKeyMissing", non_retryable=True)
+    assert _kind(exc) == "ProviderKeyMissing"
+    assert _describe(exc) == "model x needs a key"
+    assert _kind(ValueError("v")) == "ValueError"
