@@ -113,6 +113,11 @@ def test_append_is_idempotent_and_ordered(store_url: str) -> None:
     assert [e["seq"] for e in got] == [1, 2, 3, 4, 5]
     assert got[2]["payload"]["duration_ms"] == 1500
     assert store.get_execution("ex-1")["phase"] == "COMPLETED"
+    # a listed execution has the same last_seq as one read alone
+    store.create_execution(execution_input("ex-2"))
+    listed = {e["id"]: e for e in store.list_executions()}
+    assert listed["ex-1"]["last_seq"] == store.get_execution("ex-1")["last_seq"] == 5
+    assert listed["ex-2"]["last_seq"] == store.get_execution("ex-2")["last_seq"]
     assert store.put_agent("a", {"instructions": "x"})[0] == "unchanged"
     assert store.put_agent("a", {"instructions": "y"})[0] == "updated"
 

@@ -415,7 +415,18 @@ class Store:
             q = q.where(executions.c.phase == phase)
         with self.engine.connect() as conn:
             rows = conn.execute(q).mappings().all()
-        return [_execution(r, None) for r in rows]
+            ids = [r["id"] for r in rows]
+            last: dict[str, int] = {}
+            if ids:
+                last = {
+                    eid: seq
+                    for eid, seq in conn.execute(
+                        select(events.c.execution_id, func.max(events.c.seq))
+                        .where(events.c.execution_id.in_(ids))
+                        .group_by(events.c.execution_id)
+                    ).all()
+                }
+        return [_execution(r, last.get(r["id"], 0)) for r in rows]
 
     def execution_stats(self, ids: list[str]) -> dict[str, dict[str, int]]:
         """Per execution: ``tool_calls`` started and the tokens of its ``usage`` events."""
