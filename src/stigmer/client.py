@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from stigmer.contract.ids import new_execution_id
 from stigmer.contract.phases import TERMINAL_PHASES
@@ -38,6 +38,15 @@ if TYPE_CHECKING:
 UNAVAILABLE_PATIENCE_S = 30.0
 #: Seconds a request keeps retrying an API that should answer and does not (restarting).
 AWAY_PATIENCE_S = 20.0
+
+
+def _seg(value: str) -> str:
+    """One path segment from a name or id as given: every character is the value's.
+
+    ``?``, ``#``, ``/``, ``%``, spaces and control characters are escaped, so
+    an odd id is looked up (and not found) instead of changing the request.
+    """
+    return quote(value, safe="")
 
 
 class Client:
@@ -318,20 +327,22 @@ class Client:
     def put_agent(self, name: str, spec: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
         """Create or update; with ``dry_run`` the server only validates and says what it would do."""
         params = {"dry_run": "true"} if dry_run else None
-        return self._object("PUT", f"/v1/agents/{name}", json_body={"spec": spec}, params=params)
+        return self._object(
+            "PUT", f"/v1/agents/{_seg(name)}", json_body={"spec": spec}, params=params
+        )
 
     def list_agents(self) -> list[dict[str, Any]]:
         return self._list("GET", "/v1/agents", "agents")
 
     def get_agent(self, name: str) -> dict[str, Any]:
         try:
-            return self._object("GET", f"/v1/agents/{name}")
+            return self._object("GET", f"/v1/agents/{_seg(name)}")
         except NotFoundError:
             raise _no_such_agent(name) from None
 
     def delete_agent(self, name: str) -> None:
         try:
-            self.request("DELETE", f"/v1/agents/{name}")
+            self.request("DELETE", f"/v1/agents/{_seg(name)}")
         except NotFoundError:
             raise NotFoundError(
                 f"There is no agent named {name!r}.", "See `stigmer agent list`."
@@ -361,7 +372,7 @@ class Client:
 
     def get_execution(self, execution_id: str) -> dict[str, Any]:
         try:
-            return self._object("GET", f"/v1/executions/{execution_id}")
+            return self._object("GET", f"/v1/executions/{_seg(execution_id)}")
         except NotFoundError:
             raise _no_such_execution(execution_id) from None
 
@@ -373,7 +384,9 @@ class Client:
 
     def cancel(self, execution_id: str) -> dict[str, Any]:
         try:
-            return self._object("POST", f"/v1/executions/{execution_id}/cancel", idempotent=True)
+            return self._object(
+                "POST", f"/v1/executions/{_seg(execution_id)}/cancel", idempotent=True
+            )
         except ConflictError as exc:
             raise ConflictError(exc.message, "Nothing to cancel.") from None
         except NotFoundError:
@@ -382,7 +395,7 @@ class Client:
     def approvals(self, execution_id: str) -> dict[str, Any]:
         """``{"phase", "pending": [...]}``: the execution's calls that wait for a decision."""
         try:
-            return self._object("GET", f"/v1/executions/{execution_id}/approvals")
+            return self._object("GET", f"/v1/executions/{_seg(execution_id)}/approvals")
         except NotFoundError:
             raise _no_such_execution(execution_id) from None
 
@@ -395,8 +408,6 @@ class Client:
         scope: str = "call",
     ) -> dict[str, Any]:
         """Approve or deny a call that waits (the first decision on a call counts)."""
-        from urllib.parse import quote
-
         body: dict[str, Any] = {"decision": decision, "scope": scope}
         if reason:
             body["reason"] = reason
@@ -404,7 +415,7 @@ class Client:
             return self._object(
                 "POST",
                 # every character of the id is the id's: `?` or `%65` must not change it
-                f"/v1/executions/{quote(execution_id, safe='')}/approvals/{quote(call_id, safe='')}",
+                f"/v1/executions/{_seg(execution_id)}/approvals/{_seg(call_id)}",
                 json_body=body,
                 idempotent=True,
             )
@@ -416,7 +427,7 @@ class Client:
         try:
             return self._object(
                 "POST",
-                f"/v1/executions/{execution_id}/rerun",
+                f"/v1/executions/{_seg(execution_id)}/rerun",
                 json_body={"id": new_execution_id()},
                 idempotent=True,
             )
@@ -425,7 +436,7 @@ class Client:
 
     def events(self, execution_id: str, after: int = 0) -> list[dict[str, Any]]:
         return self._list(
-            "GET", f"/v1/executions/{execution_id}/events", "events", params={"after": after}
+            "GET", f"/v1/executions/{_seg(execution_id)}/events", "events", params={"after": after}
         )
 
     def stream(
@@ -448,7 +459,7 @@ class Client:
         failures = 0
         final = False
         self.ended = None
-        path = f"/v1/executions/{execution_id}/events"
+        path = f"/v1/executions/{_seg(execution_id)}/events"
         while True:
             conn: http.client.HTTPConnection | None = None
             try:

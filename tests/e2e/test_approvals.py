@@ -9,6 +9,7 @@ real model is needed. A pseudo-terminal stands in for the person at
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import threading
 import time
@@ -494,3 +495,40 @@ def test_terminal_controls_are_shown_not_obeyed() -> None:
     shown = terminal_safe(forged)
     assert "\x1b" not in shown and "\u202e" not in shown and "\x9b" not in shown
     assert "\u241b[1A" in shown and "approved" in shown
+
+
+@pytest.mark.parametrize("astack", ["local"], indirect=True)
+def test_ctrl_c_on_a_terminal_detaches_and_the_execution_goes_on(
+    astack: Stack, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:10]
+    name = f"detached-{tag}"
+    doc = json.loads(
+        agent_yaml(
+            name,
+            ["shell"],
+            [{"tool": "shell", "args": {"command": f"sleep 3; echo {tag}"}}, {"answer": "ok"}],
+        )
+    )
+    apply_text(astack, tmp_path, json.dumps(doc))
+    # Ctrl-C while the call runs, then Enter: the default is to detach
+    code, text = run_on_pty(
+        ["run", name, "go"], astack.env, [(b"sleep 3", b"\x03"), (b"[D/c]", b"\r")]
+    )
+    assert code == 130, text
+    assert "detached; the execution goes on" in text, text
+    assert "Interrupted." not in text, text  # the note says it, once
+    ex_id = re.search(r"logs -f (ex-[0-9a-f]+)", text)
+    assert ex_id, text
+    assert wait_phase(astack, ex_id.group(1), "COMPLETED")["output"] == "ok"
+
+
+@pytest.mark.parametrize("astack", ["local"], indirect=True)
+def test_odd_ids_and_names_are_looked_up_not_sent_as_url(astack: Stack) -> None:
+    # a pasted escape code, a space, ?, / or ..: not found at once, not "the API is not answering"
+    for odd in ("ex-1\x1b[0m", "ex 1/../x?y", "ex-1#frag", "%2e%2e"):
+        proc = astack.cli("execution", "get", odd)
+        assert proc.returncode == 4, proc.stdout + proc.stderr
+        assert "There is no execution" in proc.stderr and "not answering" not in proc.stderr
+    proc = astack.cli("agent", "get", "a b?c")
+    assert proc.returncode == 4 and "There is no agent named" in proc.stderr, proc.stderr

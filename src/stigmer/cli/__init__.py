@@ -77,8 +77,7 @@ def main() -> None:
         print("This is a bug in stigmer; please report it with the lines above.", file=sys.stderr)
         sys.exit(EXIT_INTERNAL)
     if isinstance(rc, int) and rc:
-        if rc == EXIT_INTERRUPTED:
-            print("Interrupted.", file=sys.stderr)
+        # a command that returns 130 (run detached on Ctrl-C) has said so itself
         sys.exit(rc)
 
 

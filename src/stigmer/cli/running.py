@@ -349,7 +349,7 @@ def _args_line(args: Any) -> str:
 
 def _ask() -> str:
     try:
-        answer = input("\nDetach (the execution goes on) or cancel it? [d/c] ").strip().lower()
+        answer = input("\nDetach (the execution goes on) or cancel it? [D/c] ").strip().lower()
     except (EOFError, KeyboardInterrupt):
         return "detach"
     return "cancel" if answer.startswith("c") else "detach"
