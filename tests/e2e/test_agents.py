@@ -174,7 +174,9 @@ def test_example_run_writes_the_report(astack: Stack, tmp_path: Path) -> None:
 def test_todo_example(astack: Stack) -> None:
     ws = astack.home / "data" / "workspace"
     (ws / "src").mkdir(parents=True, exist_ok=True)
-    (ws / "src" / "app.py").write_text("x = 1  # TODO: name this\n# FIXME: remove\nok = True\n")
+    (ws / "src" / "app.py").write_text(
+        "x = 1  # TODO: name this\n# FIXME: remove\n" + "ok = True\n" * 8 + "# TODO: line 11\n"
+    )
     astack.cli("apply", "-f", str(ROOT / "examples" / "find-todos.yaml"), check=True)
     code, result = run_json(astack, "find-todos", "List the TODOs of src")
     assert code == 0 and result["phase"] == "COMPLETED", result
@@ -182,6 +184,8 @@ def test_todo_example(astack: Stack) -> None:
     assert (
         "- [ ] src/app.py:1:" in todos and "TODO: name this" in todos and "FIXME: remove" in todos
     )
+    # by file, then by line number (not as text: 2 before 11)
+    assert todos.index("src/app.py:2:") < todos.index("src/app.py:11:"), todos
 
 
 def test_a_failed_scripted_call_stops_the_run_unless_the_step_goes_on(
