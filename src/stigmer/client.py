@@ -43,10 +43,12 @@ AWAY_PATIENCE_S = 20.0
 def _seg(value: str) -> str:
     """One path segment from a name or id as given: every character is the value's.
 
-    ``?``, ``#``, ``/``, ``%``, spaces and control characters are escaped, so
+    ``?``, ``#``, ``/``, ``%``, ``..``, spaces and control characters are escaped, so
     an odd id is looked up (and not found) instead of changing the request.
     """
-    return quote(value, safe="")
+    if value in (".", ".."):  # a path step, not a segment, to whatever normalizes the path
+        return value.replace(".", "%2E")
+    return quote(value, safe="", errors="surrogateescape")
 
 
 class Client:

@@ -111,7 +111,7 @@ def build_created(root: Path) -> str:
     the build only when neither is known (not a git work tree).
     """
     epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    if not epoch:
+    if not epoch.isdigit():
         try:
             out = subprocess.run(
                 ["git", "-C", str(root), "log", "-1", "--format=%ct"],

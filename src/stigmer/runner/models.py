@@ -302,18 +302,36 @@ def _missing_key(model_id: str, keys: dict[str, str]) -> str | None:
     )
 
 
+def _without_userinfo(url: str) -> str:
+    """``url`` without a ``user:password@`` part: it is published with the failure."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(an unparsable URL)"
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+
+
 def endpoint(model_id: str, base_url: str | None) -> tuple[str, str]:
-    """Where a request of ``model_id`` goes, and the setting that says so."""
+    """Where a request of ``model_id`` goes (credentials cut), and the setting that says so."""
     if base_url:
-        return base_url, "the agent's spec.base_url"
+        return _without_userinfo(base_url), "the agent's spec.base_url"
     p = PROVIDERS.get(model_id.partition(":")[0])
     if p is None or p.base_url_setting is None:
         return (p.help if p else model_id), ""
     url = runtime.current().provider_urls.get(p.name) or p.default_base_url or "?"
-    return url, f"{p.base_url_setting} ({p.base_url_env})"
+    return _without_userinfo(url), f"{p.base_url_setting} ({p.base_url_env})"
 
 
-def failure_hint(model_id: str, base_url: str | None, exc: BaseException) -> str | None:
+APPLY = "`stigmer apply -f FILE` the agent"
+
+
+def failure_hint(
+    model_id: str, base_url: str | None, api_key_secret: str | None, exc: BaseException
+) -> str | None:
     """A model failure said in stigmer's terms: which server or key, and what to change.
 
     ``None`` for a failure that is not about reaching the model or its key.
@@ -322,6 +340,7 @@ def failure_hint(model_id: str, base_url: str | None, exc: BaseException) -> str
         ModelAuthenticationError,
         ModelConnectionError,
         ModelNotFoundError,
+        ModelTimeoutError,
     )
 
     cur: BaseException | None = exc
@@ -333,30 +352,40 @@ def failure_hint(model_id: str, base_url: str | None, exc: BaseException) -> str
         return None
     detail = str(cur).strip().rstrip(".") or type(cur).__name__
     where, setting = endpoint(model_id, base_url)
+    p = PROVIDERS.get(model_id.partition(":")[0])
+    if isinstance(cur, ModelTimeoutError):
+        return (
+            f"the model server of {model_id} at {where} did not answer in time ({detail}). "
+            f"For a slow model, raise the agent's model_settings.timeout and {APPLY}"
+        )
     if isinstance(cur, ModelConnectionError):
         if not setting:
             return (
                 f"could not reach {where} for {model_id} ({detail}). "
                 "Check the runner host's network and proxy settings"
             )
-        then = "then `stigmer apply` the agent" if base_url else _restart_hint()
+        then = f"then {APPLY}" if base_url else _restart_hint()
         return (
             f"could not reach the model server of {model_id} at {where} ({detail}). "
             f"Start it, or point {setting} at it, {then}"
         )
     if isinstance(cur, ModelAuthenticationError):
-        p = PROVIDERS.get(model_id.partition(":")[0])
-        which = (
-            "the agent's spec.api_key"
-            if base_url
-            else (p.key_setting if p and p.key_setting else "the key")
-        )
-        return (
-            f"{where} refused the API key of {model_id} ({detail}). "
-            f"Set a valid one in {which}, "
-            + ("then `stigmer apply` the agent" if base_url else _restart_hint())
-        )
-    return (
-        f"{where} has no model {model_id.partition(':')[2] or model_id} ({detail}). "
-        "Fix the agent's model and `stigmer apply` it"
-    )
+        if base_url and api_key_secret:
+            fix = (
+                f"Check the key in {api_key_secret} (the secret spec.api_key names), set "
+                f"where `stigmer server start` runs, {_restart_hint()}"
+            )
+        elif base_url:
+            fix = f"The agent sends no key: add spec.api_key ({{secret: NAME}}) and {APPLY}"
+        elif p and p.key_setting:
+            fix = (
+                f"Check {p.key_setting} (`stigmer config set {p.key_setting} KEY`; "
+                f"{p.key_env} in the environment of `stigmer server start` wins), "
+                f"{_restart_hint()}"
+            )
+        else:
+            fix = "Check the key and the account's access to this model"
+        return f"{where} refused the request of {model_id} ({detail}). {fix}"
+    name = model_id.partition(":")[2] or model_id
+    url_hint = f" A wrong {setting} also gives this." if setting else ""
+    return f"{where} has no model {name} ({detail}). Fix the agent's model and {APPLY}.{url_hint}"

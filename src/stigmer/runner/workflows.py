@@ -59,8 +59,11 @@ PUBLISH_OPTS: dict[str, Any] = {
 
 
 def secret_refs(inp: ExecutionInput) -> list[str]:
-    """The names of the secrets the run's ``spec.env`` refers to (their values are masked)."""
-    return sorted({v.secret for v in inp.spec.env.values() if isinstance(v, SecretRef)})
+    """The names of the secrets the run refers to (``spec.env``, ``spec.api_key``): masked."""
+    refs = {v.secret for v in inp.spec.env.values() if isinstance(v, SecretRef)}
+    if inp.spec.api_key:
+        refs.add(inp.spec.api_key.secret)
+    return sorted(refs)
 
 
 def deps_for(inp: ExecutionInput) -> RunDeps:
@@ -332,10 +335,7 @@ class AgentExecutionWorkflow:
             self._log(inp, "CANCELLED")
             raise
         except Exception as exc:
-            with workflow.unsafe.imports_passed_through():
-                from stigmer.runner.models import failure_hint
-
-            message = failure_hint(inp.model, inp.spec.base_url, exc) or _describe(exc)
+            message = _hint(inp, exc) or _describe(exc)
             kind = _kind(exc)
             await self._publish(
                 inp,
@@ -383,23 +383,46 @@ def tool_calls_made(messages: list[ModelMessage]) -> int:
     )
 
 
+def _hint(inp: ExecutionInput, exc: BaseException) -> str | None:
+    """A model failure in stigmer's terms (:func:`stigmer.runner.models.failure_hint`).
+
+    Only words for a failure the run already has: any error of its own gives
+    None (the plain message), so the workflow still ends FAILED.
+    """
+    try:
+        with workflow.unsafe.imports_passed_through():
+            from stigmer.runner.models import failure_hint
+
+        key = inp.spec.api_key.secret if inp.spec.api_key else None
+        return failure_hint(inp.model, inp.spec.base_url, key, exc)
+    except Exception:
+        return None
+
+
+def _typed(exc: BaseException) -> ApplicationError | None:
+    """The first application error with a type in the chain (an activity's, inside its ActivityError)."""
+    cur: BaseException | None = exc
+    while cur is not None:
+        if isinstance(cur, ApplicationError) and cur.type:
+            return cur
+        cur = cur.__cause__
+    return None
+
+
 def _kind(exc: BaseException) -> str:
     """What failed: an application error's own type (``TestScriptStopped``, ...), else the class."""
-    if isinstance(exc, ApplicationError) and exc.type:
-        return exc.type
-    return type(exc).__name__
+    typed = _typed(exc)
+    return typed.type if typed is not None and typed.type else type(exc).__name__
 
 
 def _describe(exc: BaseException) -> str:
     """The innermost useful message of an exception chain (activity errors wrap the cause)."""
     parts: list[str] = []
+    typed = _typed(exc)
     cur: BaseException | None = exc
     while cur is not None and len(parts) < 5:
-        # the outermost application error's type is the event's kind (:func:`_kind`)
-        if cur is exc and isinstance(cur, ApplicationError) and cur.type:
-            text = cur.message.strip()
-        else:
-            text = str(cur).strip()
+        # the first typed application error's type is the event's kind (:func:`_kind`)
+        text = (typed.message if typed is not None and cur is typed else str(cur)).strip()
         if text and not any(text in p for p in parts):
             parts.append(text)
         cur = cur.__cause__
