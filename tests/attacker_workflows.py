@@ -39,3 +39,20 @@ class FakeCompletion:
     @workflow.run
     async def run(self) -> dict[str, str]:
         return {"output": "FORGED"}
+
+
+@workflow.defn(name="AgentExecutionWorkflow", sandboxed=False)
+class ReplayActivity:
+    """Schedules any of the runner's activities with copied (sealed) payloads, base64 each."""
+
+    @workflow.run
+    async def run(self, activity: str, payloads: list[str]) -> str:
+        args = [RawValue(Payload.FromString(base64.b64decode(p))) for p in payloads]
+        out = await workflow.execute_activity(
+            activity,
+            args=args,
+            task_queue="agent_execution_runner",
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_attempts=1),
+        )
+        return str(out)

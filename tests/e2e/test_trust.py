@@ -276,6 +276,94 @@ def test_a_tool_call_replayed_from_an_attackers_workflow_never_runs(
     assert (workspace(tstack) / log).read_text() == "once\n", "the replayed call ran the tool"
 
 
+def test_a_model_request_replayed_from_an_attackers_workflow_is_not_sent(
+    tstack: Stack, tmp_path: Path
+) -> None:
+    """Someone copies a real model request's sealed payloads into a run of the execution's id.
+
+    Its answer would stay sealed, but sending it would spend the provider's
+    credit: the runner sends a model request only for the run that owns the
+    execution, so the provider sees nothing.
+    """
+    import base64
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from temporalio.client import Client
+    from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+    from tests.attacker_workflows import ReplayActivity
+    from tests.e2e.test_openai_compatible import FakeOpenAI
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        name = f"paid-{uuid.uuid4().hex[:8]}"
+        apply(
+            tstack,
+            tmp_path,
+            json.dumps(
+                {
+                    "apiVersion": "stigmer.ai/v1",
+                    "kind": "Agent",
+                    "metadata": {"name": name},
+                    "spec": {
+                        "instructions": "Be brief.",
+                        "model": "openai:paid-model",
+                        "base_url": f"http://127.0.0.1:{server.server_port}/v1",
+                    },
+                }
+            ),
+        )
+        result = run_json(tstack, name, "say hello")
+        sent = sum(r["body"].get("model") == "paid-model" for r in FakeOpenAI.requests)
+        assert sent >= 1
+        queue = f"atk-{uuid.uuid4().hex[:8]}"
+
+        async def replay() -> Any:
+            plain = await Client.connect(f"127.0.0.1:{tstack.ports['temporal']}")
+            history = await plain.get_workflow_handle(result["workflow_id"]).fetch_history()
+            scheduled = next(
+                e.activity_task_scheduled_event_attributes
+                for e in history.events
+                if e.HasField("activity_task_scheduled_event_attributes")
+                and "__model_request"
+                in e.activity_task_scheduled_event_attributes.activity_type.name
+            )
+            copied = [
+                base64.b64encode(p.SerializeToString()).decode() for p in scheduled.input.payloads
+            ]
+            async with Worker(
+                plain,
+                task_queue=queue,
+                workflows=[ReplayActivity],
+                workflow_runner=UnsandboxedWorkflowRunner(),
+            ):
+                handle = await plain.start_workflow(
+                    "AgentExecutionWorkflow",
+                    args=[scheduled.activity_type.name, copied],
+                    id=result["workflow_id"],  # the original run has ended: the payloads open
+                    task_queue=queue,
+                )
+                try:
+                    return await asyncio.wait_for(handle.result(), timeout=60)
+                except Exception as exc:
+                    return exc
+
+        outcome = asyncio.run(replay())
+        assert isinstance(outcome, Exception), f"the replayed request returned {outcome!r}"
+        chain: list[BaseException] = [outcome]
+        while chain[-1].__cause__ is not None:
+            chain.append(chain[-1].__cause__)  # type: ignore[arg-type]
+        # refused before it was sent (the message itself is sealed)
+        assert any(getattr(c, "type", None) == "EventsRefused" for c in chain), chain
+        time.sleep(0.5)
+        now = sum(r["body"].get("model") == "paid-model" for r in FakeOpenAI.requests)
+        assert now == sent, "the replayed model request reached the provider"
+    finally:
+        server.shutdown()
+
+
 def test_a_takeover_of_a_running_execution_cannot_make_it_complete(
     tstack: Stack, tmp_path: Path
 ) -> None:

@@ -209,6 +209,16 @@ class Event(_EventBody):
     seq: int
 
 
+def claim_event_id(execution_id: str, run_id: str) -> str:
+    """The id of the RUNNING event by which workflow run ``run_id`` claims the execution.
+
+    The workflow publishes it first; a worker that has not seen the claim sends
+    it again to prove a run is the execution's (the API takes a repeat from the
+    run that claimed it and refuses it from any other).
+    """
+    return f"{execution_id}/wf/{run_id}/running"
+
+
 def new_event(
     event_id: str,
     payload: Payload,

@@ -63,6 +63,42 @@ def claimed(execution_id: str, run_id: str | None) -> bool:
     return run_id is not None and (execution_id, run_id) in _claims
 
 
+async def ensure_claimed(workflow_id: str | None, run_id: str | None) -> None:
+    """Go on only if workflow run ``run_id`` is the one that claimed its execution.
+
+    For what costs or leaks even when its result cannot be read: a model
+    request replayed with copied (sealed) arguments in a workflow of someone
+    else's would spend the provider's credit. Known claims cost nothing; else
+    the run's claim (its RUNNING event) is sent again, which the API takes only
+    from the run that made it.
+
+    Raises:
+        ApplicationError: not an execution's workflow, or another run's
+            (non-retryable: the activity fails, nothing is sent).
+    """
+    from stigmer.contract.events import PhasePayload, claim_event_id
+    from stigmer.contract.workflow import WORKFLOW_ID_PREFIX
+
+    if not workflow_id or not run_id or not workflow_id.startswith(WORKFLOW_ID_PREFIX):
+        raise ApplicationError(
+            f"workflow {workflow_id!r} is not an execution's: its model requests are refused",
+            type="EventsRefused",
+            non_retryable=True,
+        )
+    execution_id = workflow_id.removeprefix(WORKFLOW_ID_PREFIX)
+    if claimed(execution_id, run_id):
+        return
+    claim = new_event(
+        claim_event_id(execution_id, run_id), PhasePayload(phase="RUNNING"), run_id=run_id
+    )
+    if not await post_events(execution_id, [claim]):
+        raise ApplicationError(
+            f"the API did not take run {run_id}'s claim of execution {execution_id}",
+            type="EventsRefused",
+            non_retryable=True,
+        )
+
+
 def _remember_claims(execution_id: str, events: list[dict[str, Any]]) -> None:
     for run_id in {e["run_id"] for e in events if isinstance(e.get("run_id"), str)}:
         _claims.pop((execution_id, run_id), None)

@@ -133,6 +133,7 @@ async def run(cfg: RuntimeConfig) -> int:
 
     from stigmer.runner import runtime
     from stigmer.runner.activities import ping, publish_events, workspace_probe
+    from stigmer.runner.guard import ClaimedRunInterceptor
     from stigmer.runner.loader import LoadedWorkflowRunner, agent_activity, loader
     from stigmer.runner.lost import LostWorkerInterceptor
     from stigmer.runner.workflows import (
@@ -191,7 +192,7 @@ async def run(cfg: RuntimeConfig) -> int:
         workflows=[AgentExecutionWorkflow, PingWorkflow, WorkspaceProbeWorkflow],
         activities=activities,
         identity=rc.identity,
-        interceptors=[LostWorkerInterceptor(rc.identity, rc.lost_workers)],
+        interceptors=[ClaimedRunInterceptor(), LostWorkerInterceptor(rc.identity, rc.lost_workers)],
         graceful_shutdown_timeout=timedelta(seconds=rc.stop_grace),
         # a cancel reaches an activity as the answer to a heartbeat: send them at
         # least every second, so a cancelled tool stops at once (stigmer.runner.agent)

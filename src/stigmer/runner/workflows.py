@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         Payload,
         PhasePayload,
         UsagePayload,
+        claim_event_id,
         format_timestamp,
         jsonable,
         new_event,
@@ -51,6 +52,10 @@ if TYPE_CHECKING:
 TOKEN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 #: One line when an execution starts and one when it ends (the worker's log).
 log = logging.getLogger("stigmer.runner")
+
+#: The key of the RUNNING event that claims the execution for this run
+#: (its id: :func:`stigmer.contract.events.claim_event_id`).
+CLAIM = "claim"
 
 PUBLISH_OPTS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=30),
@@ -279,7 +284,17 @@ class AgentExecutionWorkflow:
             publish_events,
             args=[
                 inp.execution_id,
-                [new_event(f"{inp.execution_id}/wf/{key}", p, at, run) for key, p in events],
+                [
+                    new_event(
+                        claim_event_id(inp.execution_id, run)
+                        if key == CLAIM
+                        else f"{inp.execution_id}/wf/{key}",
+                        p,
+                        at,
+                        run,
+                    )
+                    for key, p in events
+                ],
                 secret_refs(inp),
             ],
             **PUBLISH_OPTS,
@@ -318,7 +333,7 @@ class AgentExecutionWorkflow:
         # into another workflow run is refused here, before any tool runs.
         await self._publish(
             inp,
-            (f"{workflow.info().run_id}/running", PhasePayload(phase="RUNNING")),
+            (CLAIM, PhasePayload(phase="RUNNING")),
             ("human", MessagePayload(role="human", content=inp.message)),
         )
         self._log(inp, "RUNNING")
