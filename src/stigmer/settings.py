@@ -389,7 +389,8 @@ class Settings:
     backup_keep: int = setting(
         5,
         "SQLite store backups kept in data/backups, one taken at each start of the API "
-        "server (0: none). A PostgreSQL store is not backed up: use pg_dump.",
+        "server whose store changed since the last (0: none). A PostgreSQL store is not "
+        "backed up: use pg_dump.",
         minimum=0,
     )
     ui_login_ttl: float = setting(

@@ -51,10 +51,15 @@ def test_a_truncated_store_fails_start_fast_and_restore_brings_the_data_back(
     stack.cli("apply", "-f", str(tmp_path / "a.yaml"), check=True)
     ran = json.loads(stack.cli("run", "keeper", "hello", "--output", "json", check=True).stdout)
     assert backups(stack) == []  # the first start had no store to copy yet
-    for _ in range(3):  # each start of the API server takes one; the last 2 are kept
+    for i in range(3):  # each start of the API server takes one; the last 2 are kept
         stack.cli("server", "restart", check=True)
+        stack.cli("run", "keeper", f"again {i}", check=True)  # a store changed since
+    stack.cli("server", "restart", check=True)
     kept = backups(stack)
     assert len(kept) == 2, kept
+    for _ in range(2):  # nothing written since: no copy of the same state again
+        stack.cli("server", "restart", check=True)
+    assert backups(stack) == kept
     assert all(Path(str(b["path"])).stat().st_mode & 0o777 == 0o600 for b in kept)
 
     # a restore needs the stack stopped: the API server has the store open

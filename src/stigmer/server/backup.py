@@ -2,7 +2,11 @@
 
 The supervisor calls :func:`check_and_back_up` before it launches the API
 server (``ApiServer.preflight``), so the store is checked and copied while no
-process writes it. The copy is made with SQLite's online backup API, so it is
+process writes it. A store unchanged since the newest backup (its files' sizes
+and modification times, kept in ``backups/.state.json``) is not copied again:
+N restarts do not push N older states out, and a large store does not slow
+every start. Nor is it checked again within :data:`RECHECK_S` of a check that
+found it whole (the CLI checks it before it spawns the supervisor). The copy is made with SQLite's online backup API, so it is
 consistent even with a write-ahead log beside the file. A damaged store is
 never copied: the start fails at once, naming the file and the way back,
 ``stigmer server restore``, which puts a backup in its place (the damaged
@@ -15,6 +19,7 @@ Only the standard library: the CLI's ``server restore`` uses this module too.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import time
@@ -31,6 +36,53 @@ RESTORE_FIX = (
     "Bring back the newest backup with `stigmer server restore` (`stigmer server restore "
     "--list` shows them all; the damaged file is kept), then `stigmer server start`."
 )
+
+
+#: A store checked whole this recently (s), and unchanged since, is not checked again.
+RECHECK_S = 60.0
+#: What the last check and backup saw, beside the backups.
+STATE = ".state.json"
+
+
+def fingerprint(store: Path) -> str:
+    """The store's files as the filesystem sees them: a write changes it.
+
+    The main file's size and modification time, and its write-ahead log's when
+    it holds anything (an empty one comes and goes with each connection).
+    """
+    parts = []
+    for suffix in ("", "-wal"):
+        try:
+            st = store.with_name(store.name + suffix).stat()
+        except FileNotFoundError:
+            continue
+        if suffix and st.st_size == 0:
+            continue
+        parts.append(f"{suffix or 'db'}:{st.st_size}:{st.st_mtime_ns}")
+    return ";".join(parts)
+
+
+def _state(store: Path) -> dict[str, object]:
+    try:
+        data = json.loads((backups_dir(store) / STATE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _save_state(store: Path, **values: object) -> None:
+    """Merge ``values`` into the state file (written aside, then renamed; 0600)."""
+    folder = backups_dir(store)
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        state = _state(store) | values
+        tmp = folder / f".{STATE}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(state, fh)
+        os.replace(tmp, folder / STATE)
+    except OSError:
+        pass  # only a shortcut is lost: the next start checks and copies again
 
 
 @dataclass(frozen=True)
@@ -85,9 +137,19 @@ def check(store: Path) -> None:
                 f"the store {store} is empty (0 bytes), though backups of it exist.", RESTORE_FIX
             )
         return
+    seen = fingerprint(store)
+    state = _state(store)
+    checked = state.get("checked_at")
+    if (
+        state.get("checked") == seen
+        and isinstance(checked, int | float)
+        and 0 <= time.time() - checked < RECHECK_S
+    ):
+        return
     why = damage(store)
     if why is not None:
         raise StoreDamagedError(f"the store {store} is damaged: {why}.", RESTORE_FIX)
+    _save_state(store, checked=seen, checked_at=time.time())
 
 
 def list_backups(store: Path) -> list[Backup]:
@@ -123,10 +185,16 @@ def _copy(src: Path, dst: Path) -> None:
 def back_up(store: Path, keep: int) -> Backup | None:
     """Copy the store into ``backups/`` and keep the newest ``keep`` (0: no backups).
 
-    Nothing is copied when there is no store yet (a fresh home).
+    Nothing is copied when there is no store yet (a fresh home), nor when it
+    is unchanged since the newest backup (that one is returned).
     """
     if keep <= 0 or not store.exists() or store.stat().st_size == 0:
         return None
+    seen = fingerprint(store)
+    state = _state(store)
+    newest = list_backups(store)
+    if newest and state.get("backed_up") == seen and state.get("backup") == newest[0].name:
+        return newest[0]
     folder = backups_dir(store)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
@@ -135,6 +203,7 @@ def back_up(store: Path, keep: int) -> Backup | None:
     backups = list_backups(store)
     for old in backups[keep:]:
         old.path.unlink(missing_ok=True)
+    _save_state(store, backed_up=seen, backup=dst.name)
     return next(b for b in backups if b.path == dst)
 
 
