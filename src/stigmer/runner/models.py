@@ -142,7 +142,7 @@ def _stop_at_failed_call(messages: list[ModelMessage], steps: list[dict[str, Any
             continue
         raise ApplicationError(
             f"test_script step {k + 1} of {len(steps)} ({call.tool}) failed: "
-            f"{call.text.strip()}. The test model stops at a failed call; "
+            f"{call.text.strip().rstrip('.')}. The test model stops at a failed call; "
             "`on_error: continue` on the step makes it go on",
             type="TestScriptStopped",
             non_retryable=True,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from stigmer.contract.events import (
@@ -438,6 +438,8 @@ def _describe(exc: BaseException) -> str:
     while cur is not None and len(parts) < 5:
         # the first typed application error's type is the event's kind (:func:`_kind`)
         text = (typed.message if typed is not None and cur is typed else str(cur)).strip()
+        if isinstance(cur, ActivityError) and cur.__cause__ is not None:
+            text = ""  # "Activity task failed": its cause says what failed
         if text and not any(text in p for p in parts):
             parts.append(text)
         cur = cur.__cause__
