@@ -354,3 +354,22 @@ def test_a_spec_at_the_limits_runs(clean: Stack, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
     assert json.loads(proc.stdout)["phase"] == "COMPLETED"
     assert (clean.home / "data" / "workspace" / "deep.txt").read_text() == "ok"
+
+
+def test_dry_run_with_the_stack_stopped_checks_the_files_here(tmp_path: Path) -> None:
+    idle = new_stack(tmp_path / "home")  # never started
+    f = tmp_path / "a.yaml"
+    f.write_text(GOOD.removesuffix("---\n"))
+    proc = idle.cli("apply", "-f", str(f), "--dry-run")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "agent/first-ok valid" in proc.stdout and "stack is not running" in proc.stdout
+    got = json.loads(idle.cli("apply", "-f", str(f), "--dry-run", "--json", check=True).stdout)
+    assert got["server_checked"] is False and got["agents"][0]["status"] == "valid"
+    f.write_text(GOOD.removesuffix("---\n").replace("instructions:", "instructons:", 1))
+    bad = idle.cli("apply", "-f", str(f), "--dry-run")
+    assert bad.returncode == 2 and "instructions" in bad.stderr, bad.stderr
+    f.write_text(
+        GOOD.removesuffix("---\n")
+    )  # without --dry-run, a stopped stack is an error that says so
+    stopped = idle.cli("apply", "-f", str(f))
+    assert stopped.returncode == 5 and "stigmer server start" in stopped.stderr, stopped.stderr

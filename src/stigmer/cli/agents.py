@@ -37,12 +37,20 @@ def apply(
     is any stored. With --dry-run, each agent is compared with what the
     server holds: created, updated or unchanged; nothing is stored.
     """
-    from stigmer.errors import RequestRejectedError, SpecError
+    from stigmer.errors import RequestRejectedError, SpecError, StackNotRunningError
     from stigmer.spec.loader import load_paths
 
     as_json = output_json("json" if json_out else output)
     agents = load_paths(file)
-    client = Client.resolved()
+    try:
+        client = Client.resolved()
+        if dry_run:
+            client.list_agents()
+    except StackNotRunningError:
+        if not dry_run:
+            raise
+        _offline_dry_run(agents, as_json)
+        return
     planned, problems = [], []
     for loaded in agents:
         spec = loaded.doc.spec.model_dump(mode="json", exclude_none=True)
@@ -70,6 +78,22 @@ def apply(
         print(f"agent/{r['name']} {verb if dry_run else r['status']}")
     if dry_run:
         print("(dry run: nothing was stored)")
+
+
+def _offline_dry_run(agents: list[Any], as_json: bool) -> None:
+    """``apply --dry-run`` with the stack stopped: the files as checked here, nothing compared."""
+    note = (
+        "the stack is not running: the files were checked here only, not compared with "
+        "stored agents nor checked by the server (reserved secret names); "
+        "`stigmer server start`, then apply --dry-run again for that"
+    )
+    results = [{"name": a.doc.name, "status": "valid", "source": a.source} for a in agents]
+    if as_json:
+        print_json({"agents": results, "dry_run": True, "server_checked": False, "note": note})
+        return
+    for r in results:
+        print(f"agent/{r['name']} valid")
+    print(f"(dry run: {note})")
 
 
 @agent_app.command("list")
