@@ -302,6 +302,10 @@ def test_init_dir_then_apply_and_run_completes(clean: Stack, tmp_path: Path) -> 
     assert (proj / "agent.schema.json").read_text() == clean.cli(
         "agent", "schema", check=True
     ).stdout
+    afile = tmp_path / "a-file"
+    afile.write_text("x")
+    bad = clean.cli("init", str(afile))
+    assert bad.returncode == 2 and "is a file, not a folder" in bad.stderr, bad.stderr
     again = json.loads(clean.cli("init", str(proj), "--json", check=True).stdout)
     assert again["written"] == [] and again["agent"]["written"] == []  # kept, not overwritten
     assert "agent/my-agent created" in clean.cli("apply", "-f", str(proj), check=True).stdout

@@ -125,6 +125,13 @@ def test_a_tag_yaml_cannot_build_safely_is_a_problem_at_its_line() -> None:
     assert p.startswith("f.yaml:7:5: spec: a key must be plain text"), p
 
 
+def test_a_tab_in_the_indentation_is_named_as_such() -> None:
+    with pytest.raises(SpecError) as err:
+        load_text("apiVersion: stigmer.ai/v1\nkind: Agent\nmetadata:\n\tname: x\n", "f.yaml")
+    assert err.value.message == "f.yaml:4:1: invalid YAML: a tab in the indentation"
+    assert "spaces" in (err.value.fix or "")
+
+
 def test_merge_keys_still_work() -> None:
     text = HEAD + (
         "  instructions: x\n  tools: [write_file]\n  test_script:\n"

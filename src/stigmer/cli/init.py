@@ -111,8 +111,15 @@ def init(
     `stigmer apply -f DIR` and `stigmer run my-agent "Summarize the notes folder"`.
     """
     JSON_MODE["on"] = json_out
+    from stigmer.errors import ConfigError
     from stigmer.settings import Paths, home_dir
 
+    for given, what in ((directory, "DIR"), (workspace, "--workspace")):
+        if given is not None and Path(given).exists() and not Path(given).is_dir():
+            raise ConfigError(
+                f"{given} ({what}) is a file, not a folder.",
+                f"Name a folder for {what} (it is made if missing).",
+            )
     ws = _workspace(workspace)
     if ws == Paths(home_dir()).workspace:
         Paths(home_dir()).ensure()  # the home's folders, private

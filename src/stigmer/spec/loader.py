@@ -44,6 +44,16 @@ _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MERGE = "tag:yaml.org,2002:merge"
 
 
+def _tab_indented(text: str, line: int) -> bool:
+    """Whether line ``line`` (0-based) of ``text`` is indented with a tab."""
+    lines = text.splitlines()
+    if not 0 <= line < len(lines):
+        return False
+    body = lines[line]
+    indent = body[: len(body) - len(body.lstrip(" \t"))]
+    return "\t" in indent
+
+
 def _at(filename: str, mark: Any) -> str:
     return f"{filename}:{mark.line + 1}:{mark.column + 1}" if mark else filename
 
@@ -314,6 +324,12 @@ def load_text(text: str, filename: str) -> list[LoadedAgent]:
         nodes = list(yaml.compose_all(text, Loader=_LOADER))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if mark is not None and _tab_indented(text, mark.line):
+            raise SpecError(
+                f"{_at(filename, mark)}: invalid YAML: a tab in the indentation",
+                "YAML indents with spaces only: replace the tabs at the start of that line "
+                "(and the lines around it) with spaces; nothing was stored.",
+            ) from None
         raise SpecError(
             f"{_at(filename, mark)}: invalid YAML: {exc.problem or exc.context}",
             "Fix the syntax at that position (indentation, a missing colon or quote); "
