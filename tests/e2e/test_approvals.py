@@ -139,8 +139,17 @@ def test_run_asks_on_a_terminal(astack: Stack, tmp_path: Path) -> None:
     target = astack.home / "data" / "workspace" / f"pty-{tag}.txt"
     name = f"asked-{tag}"
     apply_text(astack, tmp_path, gated_agent(name, f"echo ran >> {target.name}; echo wrote"))
-    code, text = run_on_pty(["run", name, "go"], astack.env, [(b"[y] approve", b"y\n")])
-    assert "[y] approve" in text, text
+    # an answer that is none of the choices is asked again, not taken for "later"
+    code, text = run_on_pty(
+        ["run", name, "go"],
+        astack.env,
+        [
+            (b"[y] approve", b"yes please\n"),
+            (b"Please answer", b"maybe\n"),
+            (b"Please answer", b"y\n"),
+        ],
+    )
+    assert "[y] approve" in text and "left waiting" not in text, text
     assert code == 0, text
     assert "COMPLETED" in text and target.read_text() == "ran\n"
 

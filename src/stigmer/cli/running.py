@@ -275,15 +275,18 @@ def _on_approval(
         else:
             print(f"stigmer: {text}", file=sys.stderr)
         return
-    try:
-        answer = input(
-            terminal_safe(f"Run {p.get('name')} call {call_id} (its arguments are above)? ")
-            + "[y] approve, [n] deny, [a] approve it and the rest of this run, [l] decide later: "
-        ).strip()
-    except EOFError:
-        answer = "l"
-    choice = answer[:1].lower()
-    if choice not in ("y", "n", "a"):
+    question = (
+        terminal_safe(f"Run {p.get('name')} call {call_id} (its arguments are above)? ")
+        + "[y] approve, [n] deny, [a] approve it and the rest of this run, [l] decide later: "
+    )
+    choice = ""
+    while choice not in ("y", "n", "a", "l"):  # anything else: asked again
+        try:
+            choice = input(question).strip()[:1].lower()
+        except EOFError:
+            choice = "l"
+        question = "Please answer y, n, a or l: "
+    if choice == "l":
         renderer.note("left waiting; " + decide_commands(execution_id, call_id))
         return
     reason = None
