@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from stigmer.cli._output import JSON_MODE, print_json
@@ -127,13 +129,14 @@ def list_cmd(
 
     table = Table(title=f"stigmer settings ({settings.paths.config})", title_justify="left")
     for col in ("KEY", "VALUE", "SOURCE", "ENV"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # whole values, wrapped: never cut with "…"
     for k in KEYS:
         v = values[k.name]
         table.add_row(
             k.name, "" if v is None else str(v), settings.sources[k.name], ", ".join(k.envs)
         )
-    Console().print(table)
+    # piped (not a terminal): as wide as print_listing, not Rich's 80 columns
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
 @app.command("rotate-key")
