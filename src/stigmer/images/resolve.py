@@ -143,13 +143,16 @@ def local_report(client: Any, settings: Any, source: str = "local") -> ImageRepo
         registry_ref=f"{settings.runner_registry}:{tag}",
         contract_digest=labels.get(buildinfo.LABEL_CONTRACT),
     )
-    if report.version != __version__:
+    root = buildinfo.checkout_root()
+    if report.version != __version__ and root is None:
+        # (in a checkout every commit is a version: the source digest below says
+        # whether the image is what this checkout builds, and no registry has a
+        # local commit's image to pull)
         report.warnings.append(
             f"version skew: {ref} was built for version {report.version or 'unknown'}, "
             f"this CLI is {__version__}. Rebuild it (`{_make_build(ref)}`) or remove it "
             f"(`docker rmi {ref}`) so that {report.registry_ref} is pulled."
         )
-    root = buildinfo.checkout_root()
     if root is not None:
         want = buildinfo.source_digest(root)
         if report.source_digest != want:
