@@ -40,6 +40,12 @@ def test_an_unchanged_store_is_not_copied_again(tmp_path: Path) -> None:
     second = backup.back_up(store, keep=3)
     assert second is not None and second.name != first.name
     assert [b.name for b in backup.list_backups(store)] == [second.name, first.name]
+    # a newest backup changed since it was made (damaged, replaced) is not trusted
+    with second.path.open("r+b") as fh:
+        fh.truncate(second.size // 2)
+    redone = backup.back_up(store, keep=3)
+    assert redone is not None and redone.name != second.name
+    second = redone
     # a deleted newest backup is made again, not assumed
     second.path.unlink()
     third = backup.back_up(store, keep=3)

@@ -9,6 +9,7 @@ credit: :func:`stigmer.runner.publish.ensure_claimed` is checked first.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from temporalio import activity
@@ -27,9 +28,23 @@ class ClaimedRunInterceptor(Interceptor):
         return _Inbound(next)
 
 
+#: How often (s) the activity heartbeats while the check waits for the API.
+HEARTBEAT_S = 5.0
+
+
 class _Inbound(ActivityInboundInterceptor):
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         info = activity.info()
         if MODEL_ACTIVITY in info.activity_type and not info.is_local:
-            await ensure_claimed(info.workflow_id, info.workflow_run_id)
+            # the API may be restarting: the check waits for it (publish's patience),
+            # heartbeating, so the attempt is not timed out meanwhile
+            check = asyncio.ensure_future(ensure_claimed(info.workflow_id, info.workflow_run_id))
+            try:
+                while not check.done():
+                    await asyncio.wait({check}, timeout=HEARTBEAT_S)
+                    if not check.done() and info.heartbeat_timeout:
+                        activity.heartbeat()
+            finally:
+                check.cancel()
+            check.result()
         return await super().execute_activity(input)

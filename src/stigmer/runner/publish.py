@@ -76,16 +76,24 @@ async def ensure_claimed(workflow_id: str | None, run_id: str | None) -> None:
         ApplicationError: not an execution's workflow, or another run's
             (non-retryable: the activity fails, nothing is sent).
     """
+    import re
+
     from stigmer.contract.events import PhasePayload, claim_event_id
+    from stigmer.contract.ids import EXECUTION_ID_PATTERN
     from stigmer.contract.workflow import WORKFLOW_ID_PREFIX
 
-    if not workflow_id or not run_id or not workflow_id.startswith(WORKFLOW_ID_PREFIX):
+    execution_id = (workflow_id or "").removeprefix(WORKFLOW_ID_PREFIX)
+    if (
+        not workflow_id
+        or not run_id
+        or not workflow_id.startswith(WORKFLOW_ID_PREFIX)
+        or not re.fullmatch(EXECUTION_ID_PATTERN.strip("^$"), execution_id)
+    ):
         raise ApplicationError(
             f"workflow {workflow_id!r} is not an execution's: its model requests are refused",
             type="EventsRefused",
             non_retryable=True,
         )
-    execution_id = workflow_id.removeprefix(WORKFLOW_ID_PREFIX)
     if claimed(execution_id, run_id):
         return
     claim = new_event(

@@ -192,7 +192,8 @@ async def run(cfg: RuntimeConfig) -> int:
         workflows=[AgentExecutionWorkflow, PingWorkflow, WorkspaceProbeWorkflow],
         activities=activities,
         identity=rc.identity,
-        interceptors=[ClaimedRunInterceptor(), LostWorkerInterceptor(rc.identity, rc.lost_workers)],
+        # the worker's identity is recorded (lost.py) before the claim is checked
+        interceptors=[LostWorkerInterceptor(rc.identity, rc.lost_workers), ClaimedRunInterceptor()],
         graceful_shutdown_timeout=timedelta(seconds=rc.stop_grace),
         # a cancel reaches an activity as the answer to a heartbeat: send them at
         # least every second, so a cancelled tool stops at once (stigmer.runner.agent)

@@ -47,8 +47,9 @@ STATE = ".state.json"
 def fingerprint(store: Path) -> str:
     """The store's files as the filesystem sees them: a write changes it.
 
-    The main file's size and modification time, and its write-ahead log's when
-    it holds anything (an empty one comes and goes with each connection).
+    The main file's inode, size, modification and change times, and its
+    write-ahead log's when it holds anything (an empty one comes and goes with
+    each connection): a file replaced or written, however coarse the clock.
     """
     parts = []
     for suffix in ("", "-wal"):
@@ -58,8 +59,16 @@ def fingerprint(store: Path) -> str:
             continue
         if suffix and st.st_size == 0:
             continue
-        parts.append(f"{suffix or 'db'}:{st.st_size}:{st.st_mtime_ns}")
+        parts.append(f"{suffix or 'db'}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}")
     return ";".join(parts)
+
+
+def _file_key(path: Path) -> str | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
 
 
 def _state(store: Path) -> dict[str, object]:
@@ -193,8 +202,13 @@ def back_up(store: Path, keep: int) -> Backup | None:
     seen = fingerprint(store)
     state = _state(store)
     newest = list_backups(store)
-    if newest and state.get("backed_up") == seen and state.get("backup") == newest[0].name:
-        return newest[0]
+    if (
+        newest
+        and state.get("backed_up") == seen
+        and state.get("backup") == newest[0].name
+        and state.get("backup_file") == _file_key(newest[0].path)
+    ):
+        return newest[0]  # the same state, and that copy untouched since it was made
     folder = backups_dir(store)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
@@ -203,7 +217,7 @@ def back_up(store: Path, keep: int) -> Backup | None:
     backups = list_backups(store)
     for old in backups[keep:]:
         old.path.unlink(missing_ok=True)
-    _save_state(store, backed_up=seen, backup=dst.name)
+    _save_state(store, backed_up=seen, backup=dst.name, backup_file=_file_key(dst))
     return next(b for b in backups if b.path == dst)
 
 
