@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pty
 import select
+import signal
 import time
 
 from tests.conftest import STIGMER
@@ -23,6 +24,9 @@ def run_on_pty(
     """
     pid, fd = pty.fork()
     if pid == 0:  # pragma: no cover - the child
+        # Ctrl-C as on a user's terminal, even under a runner started in the
+        # background (which ignores SIGINT, and a child inherits that)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.execve(STIGMER, [STIGMER, *args], env)
     out, todo = b"", list(answers)
     deadline = time.monotonic() + timeout
