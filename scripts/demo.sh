@@ -40,6 +40,7 @@ if [ "$STIGMER_RUNNER_MODE" != local ]; then
     echo "==> make build-agent-runner-image IMAGE=$image"
     if make build-agent-runner-image IMAGE="$image" >"$build_log" 2>&1; then
       rm -f "$build_log"
+      export STIGMER_RUNNER_MODE=docker  # what auto picks with an engine and an image
     else
       echo "    the build failed (see $build_log); using the local runner"
       export STIGMER_RUNNER_MODE=local

@@ -336,11 +336,25 @@ class Client:
     def list_agents(self) -> list[dict[str, Any]]:
         return self._list("GET", "/v1/agents", "agents")
 
+    def _no_such_agent(self, name: str) -> NotFoundError:
+        """Not found, with the closest agent's name when one is close (one more request)."""
+        from stigmer.errors import StigmerError
+        from stigmer.spec.hints import did_you_mean
+
+        try:
+            hint = did_you_mean(name, [a.get("name") for a in self.list_agents()])
+        except StigmerError:
+            hint = ""
+        return NotFoundError(
+            f"There is no agent named {name!r}{hint}.",
+            "List them with `stigmer agent list`; create one with `stigmer apply -f FILE`.",
+        )
+
     def get_agent(self, name: str) -> dict[str, Any]:
         try:
             return self._object("GET", f"/v1/agents/{_seg(name)}")
         except NotFoundError:
-            raise _no_such_agent(name) from None
+            raise self._no_such_agent(name) from None
 
     def delete_agent(self, name: str) -> None:
         try:
@@ -370,7 +384,7 @@ class Client:
                 idempotent=True,
             )
         except NotFoundError:
-            raise _no_such_agent(agent) from None
+            raise self._no_such_agent(agent) from None
 
     def get_execution(self, execution_id: str) -> dict[str, Any]:
         try:
@@ -530,13 +544,6 @@ class Client:
 def _no_such_execution(execution_id: str) -> NotFoundError:
     return NotFoundError(
         f"There is no execution {execution_id!r}.", "List them with `stigmer execution list`."
-    )
-
-
-def _no_such_agent(name: str) -> NotFoundError:
-    return NotFoundError(
-        f"There is no agent named {name!r}.",
-        "List them with `stigmer agent list`; create one with `stigmer apply -f FILE`.",
     )
 
 

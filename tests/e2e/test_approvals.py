@@ -533,7 +533,7 @@ def test_ctrl_c_on_a_terminal_detaches_and_the_execution_goes_on(
 
 
 @pytest.mark.parametrize("astack", ["local"], indirect=True)
-def test_odd_ids_and_names_are_looked_up_not_sent_as_url(astack: Stack) -> None:
+def test_odd_ids_and_names_are_looked_up_not_sent_as_url(astack: Stack, tmp_path: Path) -> None:
     # a pasted escape code, a space, ?, / or ..: not found at once, not "the API is not answering"
     for odd in ("ex-1\x1b[0m", "ex 1/../x?y", "ex-1#frag", "%2e%2e"):
         proc = astack.cli("execution", "get", odd)
@@ -541,3 +541,7 @@ def test_odd_ids_and_names_are_looked_up_not_sent_as_url(astack: Stack) -> None:
         assert "There is no execution" in proc.stderr and "not answering" not in proc.stderr
     proc = astack.cli("agent", "get", "a b?c")
     assert proc.returncode == 4 and "There is no agent named" in proc.stderr, proc.stderr
+    name = f"summarize-{uuid.uuid4().hex[:6]}"
+    apply_text(astack, tmp_path, agent_yaml(name, [], [{"answer": "x"}]))
+    proc = astack.cli("run", name.replace("summarize", "summarise"), "hi")
+    assert proc.returncode == 4 and f"(did you mean `{name}`?)" in proc.stderr, proc.stderr

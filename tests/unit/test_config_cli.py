@@ -34,6 +34,12 @@ def test_config_set_get_list_path(tmp_path: Path) -> None:
 def test_config_rejects_bad_input(tmp_path: Path) -> None:
     bad_key = run(tmp_path, "config", "set", "nope", "1")
     assert bad_key.returncode != 0 and "Unknown config key" in bad_key.stderr
+    # the keys like it, not all fifty on one line
+    near = run(tmp_path, "config", "set", "no_such_key", "1")
+    assert "Keys like it: " in near.stderr and "openai_api_key" in near.stderr, near.stderr
+    assert "log_backups" not in near.stderr
+    piped = run(tmp_path, "config", "list").stdout  # not a terminal: plain columns
+    assert "server_port" in piped and "┃" not in piped and "│" not in piped
     bad_value = run(tmp_path, "config", "set", "server_port", "x")
     assert bad_value.returncode != 0 and "server_port" in bad_value.stderr
 

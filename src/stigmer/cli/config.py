@@ -32,9 +32,12 @@ def _key(name: str) -> str:
         import difflib
 
         close = difflib.get_close_matches(key, list(KEYS_BY_NAME), n=1)
+        words = {w for w in key.split("_") if len(w) > 2}
+        related = [k for k in KEYS_BY_NAME if words & set(k.split("_"))][:8]
         raise ConfigError(
             f"Unknown config key {name!r}" + (f" (did you mean `{close[0]}`?)." if close else "."),
-            f"`stigmer config list` shows every key; known keys: {', '.join(KEYS_BY_NAME)}.",
+            (f"Keys like it: {', '.join(related)}. " if related and not close else "")
+            + f"`stigmer config list` shows all {len(KEYS_BY_NAME)} with their values.",
         )
     return key
 
@@ -75,6 +78,10 @@ def set_cmd(
         if os.environ.get(var):
             print(f"note: {var} is set in the environment and overrides this value")
             break
+    from stigmer.stack.control import supervisor_holds_lock
+
+    if supervisor_holds_lock(paths):
+        print("note: the stack is running; this applies from `stigmer server restart`")
 
 
 @app.command("unset")
@@ -90,6 +97,10 @@ def unset_cmd(
         return
     write_config_file(paths.config, data)
     print(f"{name} removed from {paths.config}")
+    from stigmer.stack.control import supervisor_holds_lock
+
+    if supervisor_holds_lock(paths):
+        print("note: the stack is running; this applies from `stigmer server restart`")
 
 
 @app.command("list")
@@ -124,10 +135,19 @@ def list_cmd(
             }
         )
         return
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"stigmer settings ({settings.paths.config})", title_justify="left")
+    piped = not sys.stdout.isatty()
+    if piped:  # plain columns, as the other listings (box lines get in the way of grep and cut)
+        print(f"stigmer settings ({settings.paths.config})")
+    table = Table(
+        title=None if piped else f"stigmer settings ({settings.paths.config})",
+        title_justify="left",
+        box=None if piped else box.HEAVY_HEAD,
+        pad_edge=not piped,
+    )
     for col in ("KEY", "VALUE", "SOURCE", "ENV"):
         table.add_column(col, overflow="fold")  # whole values, wrapped: never cut with "…"
     for k in KEYS:
