@@ -95,6 +95,10 @@ def test_an_application_errors_type_is_the_kind_not_part_of_the_message() -> Non
     assert _kind(exc) == "ProviderKeyMissing"
     assert _describe(exc) == "model x needs a key"
     assert _kind(ValueError("v")) == "ValueError"
+    # an error pydantic-ai rebuilt in the workflow keeps its own class as the kind
+    rebuilt = ModelConnectionError("m", "Connection error.")
+    rebuilt.__cause__ = wrapped(ApplicationError("Connection error.", type="ModelAPIError"))
+    assert _kind(rebuilt) == "ModelConnectionError"
 
 
 def test_credentials_in_a_url_are_not_published(rt: runtime.Runtime) -> None:

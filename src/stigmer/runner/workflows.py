@@ -415,7 +415,15 @@ def _hint(inp: ExecutionInput, exc: BaseException) -> str | None:
 
 
 def _typed(exc: BaseException) -> ApplicationError | None:
-    """The first application error with a type in the chain (an activity's, inside its ActivityError)."""
+    """The application error that says what failed, when ``exc`` is only Temporal's wrapper.
+
+    The first one with a type in the chain of an ``ActivityError`` or
+    ``ApplicationError`` (``TestScriptStopped`` inside the activity's error);
+    None for any other error, such as one pydantic-ai rebuilt in the workflow
+    (``ModelConnectionError``), whose own class says more than its encoding's type.
+    """
+    if not isinstance(exc, ActivityError | ApplicationError):
+        return None
     cur: BaseException | None = exc
     while cur is not None:
         if isinstance(cur, ApplicationError) and cur.type:
