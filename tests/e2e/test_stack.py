@@ -441,3 +441,26 @@ def test_logs_folder_removed_while_running_comes_back(stack: Stack) -> None:
     os.kill(stack.component("agent-runner")["pid"], signal.SIGKILL)
     stack.wait_for(lambda s: s["ready"] and s["components"][2]["restarts"] == 1, what="restart")
     assert "Connected to Temporal server" in stack.log("agent-runner")
+
+
+def test_a_stop_that_waits_for_a_running_call_says_so(stack: Stack, tmp_path: Path) -> None:
+    stack.start()
+    f = tmp_path / "nap.yaml"
+    f.write_text(
+        "apiVersion: stigmer.ai/v1\nkind: Agent\nmetadata: {name: nap}\nspec:\n"
+        "  instructions: x\n  model: test\n  tools: [shell]\n  local_shell: true\n"
+        "  test_script:\n    - tool: shell\n      args: {command: 'sleep 60'}\n"
+    )
+    stack.cli("apply", "-f", str(f), check=True)
+    ex_id = stack.cli("run", "nap", "go", "--detach", check=True).stdout.strip()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the call runs
+        out = stack.cli("execution", "logs", ex_id, "--output", "json", check=True).stdout
+        if '"status": "started"' in out or '"status":"started"' in out:
+            break
+        time.sleep(0.2)
+    stopped = stack.cli("server", "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    # past 5 s it says what it waits for, instead of seeming to hang
+    assert "still stopping" in stopped.stderr and "stop_grace" in stopped.stderr, stopped.stderr
+    assert stack.our_processes() == []

@@ -449,6 +449,7 @@ def stop(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> 
     stopped = control.stop(
         settings,
         on_wait_lock=lambda: print("waiting for another stigmer command...", file=sys.stderr),
+        on_slow=lambda why: print(why, file=sys.stderr),
     )
     took = time.monotonic() - t0
     if json_out:

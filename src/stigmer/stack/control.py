@@ -396,13 +396,21 @@ def _tail(path: Any, n: int) -> str | None:
     return "\n".join(lines) or None
 
 
+#: After this long (s) a stop says that it is still at it, and why it may take a while.
+SLOW_STOP_S = 5.0
+
+
 def _shutdown(
-    paths: Paths, settings: Settings, proc: subprocess.Popen[bytes] | None = None
+    paths: Paths,
+    settings: Settings,
+    proc: subprocess.Popen[bytes] | None = None,
+    on_slow: Callable[[str], None] | None = None,
 ) -> list[str]:
     """Stop the supervisor (gracefully, then by force) and reap what is left.
 
     ``proc`` is a supervisor this process just spawned: it is stopped by signal
-    even if it never got as far as its control socket or pid file.
+    even if it never got as far as its control socket or pid file. ``on_slow``
+    is told once, after :data:`SLOW_STOP_S`, what the stop waits for.
     """
     from stigmer.stack.pidfile import read_pid_file, terminate, wait_gone
     from stigmer.stack.supervisor import reap_leftovers
@@ -414,8 +422,18 @@ def _shutdown(
     budget = grace * len(COMPONENTS) + 10
     if answered:
         stopped.append("supervisor")
-        deadline = time.monotonic() + budget
+        t0 = time.monotonic()
+        deadline = t0 + budget
+        said = on_slow is None
         while time.monotonic() < deadline and supervisor_holds_lock(paths):
+            if not said and time.monotonic() - t0 > SLOW_STOP_S:
+                said = True
+                assert on_slow is not None
+                on_slow(
+                    f"still stopping: running activities get up to stop_grace ({grace:g}s) to "
+                    f"finish, each component as long before it is killed (at most "
+                    f"{budget:.0f}s in all); `stigmer server logs` shows what it waits for"
+                )
             time.sleep(0.05)
     if supervisor_holds_lock(paths) and ident is not None:
         # wedged, or never answered: SIGTERM lets it stop its components
@@ -444,6 +462,7 @@ def stop(
     settings: Settings,
     on_wait_lock: Callable[[], None] | None = None,
     then: Callable[[], None] | None = None,
+    on_slow: Callable[[str], None] | None = None,
 ) -> list[str]:
     """Stop the stack in reverse order; leaves no process of ours. Idempotent.
 
@@ -456,7 +475,7 @@ def stop(
     if not paths.home.exists():
         return []  # nothing was ever started here; do not create the home
     with stack_lock(paths, settings.start_timeout + 60, on_wait_lock):
-        stopped = _shutdown(paths, settings)
+        stopped = _shutdown(paths, settings, on_slow=on_slow)
         if then is not None:
             then()
         return stopped
