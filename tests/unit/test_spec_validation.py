@@ -125,6 +125,18 @@ def test_a_tag_yaml_cannot_build_safely_is_a_problem_at_its_line() -> None:
     assert p.startswith("f.yaml:7:5: spec: a key must be plain text"), p
 
 
+def test_a_misspelled_required_field_is_one_problem_and_problems_come_in_line_order() -> None:
+    text = HEAD.replace("spec:\n", "spec:\n  toolz: [shell]\n") + "  instructon: hi\n"
+    got = problems(text)
+    assert len(got) == 2, got  # not also "field required: add `instructions:`"
+    assert [p.split(": ")[0] for p in got] == sorted(
+        (p.split(": ")[0] for p in got), key=lambda at: int(at.split(":")[1])
+    )
+    assert any(
+        "instructon: unknown field (did you mean `instructions`? it is required)" in p for p in got
+    ), got
+
+
 def test_a_tab_in_the_indentation_is_named_as_such() -> None:
     with pytest.raises(SpecError) as err:
         load_text("apiVersion: stigmer.ai/v1\nkind: Agent\nmetadata:\n\tname: x\n", "f.yaml")

@@ -11,6 +11,8 @@ document is built.
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -274,6 +276,41 @@ def _largest(value: Any, path: tuple[Any, ...]) -> tuple[int, tuple[Any, ...]]:
     return best
 
 
+def _position(problem: str) -> tuple[int, int]:
+    """(line, column) of a ``file:line:column: ...`` problem, for sorting (else last)."""
+    m = re.search(r":(\d+):(\d+): ", problem)
+    return (int(m.group(1)), int(m.group(2))) if m else (1 << 30, 0)
+
+
+def _typos_explain_missing(errs: list[Any]) -> list[Any]:
+    """Without a "field required" that an unknown field beside it misspells.
+
+    ``instructon:`` is one mistake, not two: it stays as the unknown field
+    (whose did-you-mean names ``instructions``), said to be the required one.
+    """
+    missing = {
+        (tuple(e["loc"][:-1]), str(e["loc"][-1])): e
+        for e in errs
+        if e["type"] == "missing" and e["loc"]
+    }
+    out = []
+    explained = set()
+    for e in errs:
+        if e["type"] == "extra_forbidden" and e["loc"]:
+            parent = tuple(e["loc"][:-1])
+            known = fields_at(parent)
+            close = difflib.get_close_matches(str(e["loc"][-1]), list(known), n=1, cutoff=0.6)
+            if close and (parent, close[0]) in missing:
+                explained.add((parent, close[0]))
+                e = {**e, "required": close[0]}
+        out.append(e)
+    return [
+        e
+        for e in out
+        if not (e["type"] == "missing" and (tuple(e["loc"][:-1]), str(e["loc"][-1])) in explained)
+    ]
+
+
 def _problem(err: Any, marks: Any, filename: str) -> str:
     """One pydantic error as ``file:line:column: field: message``, at the element it is about."""
     loc = tuple(p for p in err["loc"] if p not in ("str", "SecretRef", "function-after"))
@@ -291,6 +328,8 @@ def _problem(err: Any, marks: Any, filename: str) -> str:
         hint = did_you_mean(str(loc[-1]), known) if known else ""
         if known and not hint:
             hint = f" (the fields here: {', '.join(known)})"
+        if err.get("required"):  # it stands for a required field, missing otherwise
+            hint = f" (did you mean `{err['required']}`? it is required)"
         return f"{_at(filename, mark)}: {field}: unknown field{hint}"
     mark, _ = _locate(marks, loc)
     return f"{_at(filename, mark)}: {field}: {msg}"
@@ -362,7 +401,8 @@ def load_text(text: str, filename: str) -> list[LoadedAgent]:
         try:
             doc = AgentDoc.model_validate(data)
         except ValidationError as exc:
-            problems += [_problem(err, marks, filename) for err in exc.errors()]
+            errs = _typos_explain_missing(list(exc.errors()))
+            problems += sorted((_problem(err, marks, filename) for err in errs), key=_position)
             spec = data.get("spec")
         else:
             spec = doc.spec.model_dump(mode="json", exclude_none=True)
