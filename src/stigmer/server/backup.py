@@ -2,11 +2,12 @@
 
 The supervisor calls :func:`check_and_back_up` before it launches the API
 server (``ApiServer.preflight``), so the store is checked and copied while no
-process writes it. A store unchanged since the newest backup (its files' sizes
-and modification times, kept in ``backups/.state.json``) is not copied again:
-N restarts do not push N older states out, and a large store does not slow
-every start. Nor is it checked again within :data:`RECHECK_S` of a check that
-found it whole (the CLI checks it before it spawns the supervisor). The copy is made with SQLite's online backup API, so it is
+process writes it. A store unchanged since the newest backup (its files' inode,
+size and times: :func:`fingerprint`, kept in ``backups/.state.json``) is not
+copied again: N restarts do not push N older states out, and a large store
+does not slow every start. Nor is it checked again within :data:`RECHECK_S` of
+a check that found it whole (the CLI checks it before it spawns the
+supervisor). The copy is made with SQLite's online backup API, so it is
 consistent even with a write-ahead log beside the file. A damaged store is
 never copied: the start fails at once, naming the file and the way back,
 ``stigmer server restore``, which puts a backup in its place (the damaged
