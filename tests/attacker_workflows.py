@@ -12,25 +12,6 @@ from temporalio import workflow
 from temporalio.api.common.v1 import Payload
 from temporalio.common import RawValue, RetryPolicy
 
-TOOL_ACTIVITY = "agent__stigmer_agent__toolset__workspace__call_tool"
-
-
-@workflow.defn(name="AgentExecutionWorkflow", sandboxed=False)
-class ReplayToolCall:
-    """Schedules the runner's tool activity with copied (sealed) payloads, base64 each."""
-
-    @workflow.run
-    async def run(self, payloads: list[str]) -> str:
-        args = [RawValue(Payload.FromString(base64.b64decode(p))) for p in payloads]
-        out = await workflow.execute_activity(
-            TOOL_ACTIVITY,
-            args=args,
-            task_queue="agent_execution_runner",
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=RetryPolicy(maximum_attempts=1),
-        )
-        return str(out)
-
 
 @workflow.defn(name="AgentExecutionWorkflow", sandboxed=False)
 class FakeCompletion:

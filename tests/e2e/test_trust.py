@@ -218,6 +218,50 @@ def test_a_sealed_input_replayed_into_a_new_workflow_runs_nothing(
     assert (workspace(tstack) / log).read_text() == "once\n", "the replay ran the tool again"
 
 
+def replay_activity(st: Stack, workflow_id: str, activity: str, target: str) -> Any:
+    """What an attacker gets who copies the sealed payloads of the first activity of
+    ``workflow_id`` whose type contains ``activity`` into a workflow ``target`` of their own,
+    scheduling it on the runner's queue: its result, or the exception it ended with."""
+    import base64
+
+    from temporalio.client import Client
+    from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+    from tests.attacker_workflows import ReplayActivity
+
+    async def replay() -> Any:
+        plain = await Client.connect(f"127.0.0.1:{st.ports['temporal']}")
+        history = await plain.get_workflow_handle(workflow_id).fetch_history()
+        scheduled = next(
+            e.activity_task_scheduled_event_attributes
+            for e in history.events
+            if e.HasField("activity_task_scheduled_event_attributes")
+            and activity in e.activity_task_scheduled_event_attributes.activity_type.name
+        )
+        copied = [
+            base64.b64encode(p.SerializeToString()).decode() for p in scheduled.input.payloads
+        ]
+        queue = f"atk-{uuid.uuid4().hex[:8]}"
+        async with Worker(
+            plain,
+            task_queue=queue,
+            workflows=[ReplayActivity],
+            workflow_runner=UnsandboxedWorkflowRunner(),
+        ):
+            handle = await plain.start_workflow(
+                "AgentExecutionWorkflow",
+                args=[scheduled.activity_type.name, copied],
+                id=target,
+                task_queue=queue,
+            )
+            try:
+                return await asyncio.wait_for(handle.result(), timeout=60)
+            except Exception as exc:
+                return exc
+
+    return asyncio.run(replay())
+
+
 @pytest.mark.parametrize("same_id", [False, True], ids=["new-id", "same-id"])
 def test_a_tool_call_replayed_from_an_attackers_workflow_never_runs(
     tstack: Stack, tmp_path: Path, same_id: bool
@@ -229,48 +273,13 @@ def test_a_tool_call_replayed_from_an_attackers_workflow_never_runs(
     do, but the server refuses the call's first event, from another run, so
     the tool does not run.
     """
-    import base64
-
-    from temporalio.client import Client
-    from temporalio.worker import UnsandboxedWorkflowRunner, Worker
-
-    from tests.attacker_workflows import ReplayToolCall
-
     log = f"step-{uuid.uuid4().hex[:8]}.log"
     script = [{"tool": "shell", "args": {"command": f"echo once >> {log}"}}, {"answer": "ok"}]
     apply(tstack, tmp_path, agent_doc("stepped", script))
     result = run_json(tstack, "stepped", "go")
     assert (workspace(tstack) / log).read_text() == "once\n"
-    queue = f"atk-{uuid.uuid4().hex[:8]}"
-
-    async def replay() -> Any:
-        plain = await Client.connect(f"127.0.0.1:{tstack.ports['temporal']}")
-        history = await plain.get_workflow_handle(result["workflow_id"]).fetch_history()
-        scheduled = next(
-            e.activity_task_scheduled_event_attributes
-            for e in history.events
-            if e.HasField("activity_task_scheduled_event_attributes")
-            and e.activity_task_scheduled_event_attributes.activity_type.name.endswith("call_tool")
-        )
-        copied = [
-            base64.b64encode(p.SerializeToString()).decode() for p in scheduled.input.payloads
-        ]
-        target = result["workflow_id"] if same_id else f"atk-{uuid.uuid4().hex[:8]}"
-        async with Worker(
-            plain,
-            task_queue=queue,
-            workflows=[ReplayToolCall],
-            workflow_runner=UnsandboxedWorkflowRunner(),
-        ):
-            handle = await plain.start_workflow(
-                "AgentExecutionWorkflow", copied, id=target, task_queue=queue
-            )
-            try:
-                return await asyncio.wait_for(handle.result(), timeout=60)
-            except Exception as exc:
-                return exc
-
-    outcome = asyncio.run(replay())
+    target = result["workflow_id"] if same_id else f"atk-{uuid.uuid4().hex[:8]}"
+    outcome = replay_activity(tstack, result["workflow_id"], "call_tool", target)
     assert isinstance(outcome, Exception), f"the replayed call returned {outcome!r}"
     time.sleep(1)
     assert (workspace(tstack) / log).read_text() == "once\n", "the replayed call ran the tool"
@@ -285,14 +294,9 @@ def test_a_model_request_replayed_from_an_attackers_workflow_is_not_sent(
     credit: the runner sends a model request only for the run that owns the
     execution, so the provider sees nothing.
     """
-    import base64
     import threading
     from http.server import ThreadingHTTPServer
 
-    from temporalio.client import Client
-    from temporalio.worker import UnsandboxedWorkflowRunner, Worker
-
-    from tests.attacker_workflows import ReplayActivity
     from tests.e2e.test_openai_compatible import FakeOpenAI
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
@@ -318,39 +322,9 @@ def test_a_model_request_replayed_from_an_attackers_workflow_is_not_sent(
         result = run_json(tstack, name, "say hello")
         sent = sum(r["body"].get("model") == "paid-model" for r in FakeOpenAI.requests)
         assert sent >= 1
-        queue = f"atk-{uuid.uuid4().hex[:8]}"
-
-        async def replay() -> Any:
-            plain = await Client.connect(f"127.0.0.1:{tstack.ports['temporal']}")
-            history = await plain.get_workflow_handle(result["workflow_id"]).fetch_history()
-            scheduled = next(
-                e.activity_task_scheduled_event_attributes
-                for e in history.events
-                if e.HasField("activity_task_scheduled_event_attributes")
-                and "__model_request"
-                in e.activity_task_scheduled_event_attributes.activity_type.name
-            )
-            copied = [
-                base64.b64encode(p.SerializeToString()).decode() for p in scheduled.input.payloads
-            ]
-            async with Worker(
-                plain,
-                task_queue=queue,
-                workflows=[ReplayActivity],
-                workflow_runner=UnsandboxedWorkflowRunner(),
-            ):
-                handle = await plain.start_workflow(
-                    "AgentExecutionWorkflow",
-                    args=[scheduled.activity_type.name, copied],
-                    id=result["workflow_id"],  # the original run has ended: the payloads open
-                    task_queue=queue,
-                )
-                try:
-                    return await asyncio.wait_for(handle.result(), timeout=60)
-                except Exception as exc:
-                    return exc
-
-        outcome = asyncio.run(replay())
+        # the original run has ended: under its workflow id the payloads open
+        wf = result["workflow_id"]
+        outcome = replay_activity(tstack, wf, "__model_request", wf)
         assert isinstance(outcome, Exception), f"the replayed request returned {outcome!r}"
         chain: list[BaseException] = [outcome]
         while chain[-1].__cause__ is not None:
