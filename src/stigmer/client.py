@@ -360,9 +360,7 @@ class Client:
         try:
             self.request("DELETE", f"/v1/agents/{_seg(name)}")
         except NotFoundError:
-            raise NotFoundError(
-                f"There is no agent named {name!r}.", "See `stigmer agent list`."
-            ) from None
+            raise self._no_such_agent(name) from None
 
     # -- executions ---------------------------------------------------------
 

@@ -42,6 +42,14 @@ def _key(name: str) -> str:
     return key
 
 
+def _note_if_running(paths: Paths) -> None:
+    """A changed setting waits for a restart: say so when the stack runs."""
+    from stigmer.stack.control import supervisor_holds_lock
+
+    if supervisor_holds_lock(paths):
+        print("note: the stack is running; this applies from `stigmer server restart`")
+
+
 @app.command("path")
 def path_cmd() -> None:
     """Print the path of the config file."""
@@ -78,10 +86,7 @@ def set_cmd(
         if os.environ.get(var):
             print(f"note: {var} is set in the environment and overrides this value")
             break
-    from stigmer.stack.control import supervisor_holds_lock
-
-    if supervisor_holds_lock(paths):
-        print("note: the stack is running; this applies from `stigmer server restart`")
+    _note_if_running(paths)
 
 
 @app.command("unset")
@@ -97,10 +102,7 @@ def unset_cmd(
         return
     write_config_file(paths.config, data)
     print(f"{name} removed from {paths.config}")
-    from stigmer.stack.control import supervisor_holds_lock
-
-    if supervisor_holds_lock(paths):
-        print("note: the stack is running; this applies from `stigmer server restart`")
+    _note_if_running(paths)
 
 
 @app.command("list")
@@ -156,7 +158,7 @@ def list_cmd(
             k.name, "" if v is None else str(v), settings.sources[k.name], ", ".join(k.envs)
         )
     # piped (not a terminal): as wide as print_listing, not Rich's 80 columns
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    Console(width=160 if piped else None).print(table)
 
 
 @app.command("rotate-key")

@@ -87,6 +87,7 @@ async def ensure_claimed(workflow_id: str | None, run_id: str | None) -> None:
         not workflow_id
         or not run_id
         or not workflow_id.startswith(WORKFLOW_ID_PREFIX)
+        # fullmatch: the pattern's "$" would take a trailing newline
         or not re.fullmatch(EXECUTION_ID_PATTERN.strip("^$"), execution_id)
     ):
         raise ApplicationError(
