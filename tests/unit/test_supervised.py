@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from stigmer.settings import resolve
 from stigmer.stack import supervisor as sup
 from stigmer.stack.component import Component, ComponentUnavailable, FatalComponentError
@@ -169,3 +171,52 @@ def test_last_error_cleared_once_ready_again(tmp_path: Path, monkeypatch) -> Non
     assert "boom 1" in (during["last_error"] or "")
     assert after["last_error"] is None and after["fix"] is None
     assert after["last_crash"]["exit_code"] == 3 and "boom 1" in after["last_crash"]["error"]
+
+
+class RefusesWhenKilled(Component):
+    """Ready until it is killed; the check running then fails (connection refused)."""
+
+    name = "fake"
+
+    def __init__(self, settings) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(settings)
+        self.killed = asyncio.Event()
+
+    async def launch(self) -> None:
+        pass
+
+    async def wait(self) -> int | None:
+        await self.killed.wait()
+        return 0
+
+    async def terminate(self, grace: float) -> None:
+        self.killed.set()
+
+    async def ready(self) -> bool:
+        await self.killed.wait()
+        raise ConnectionRefusedError("connection refused")
+
+
+@pytest.mark.parametrize("turns", [0, 1, 2, 3])
+def test_a_readiness_check_failing_as_it_is_cancelled_still_ends(
+    tmp_path: Path, turns: int
+) -> None:
+    """Python 3.11's ``asyncio.wait_for`` lost the cancellation when the awaited check
+    ended at that moment (here: failed, its component just killed): the readiness
+    watcher went on forever, and so did `server stop` (80 s, until it killed the
+    supervisor)."""
+    settings = resolve(tmp_path, env={})
+
+    async def go() -> bool:
+        comp = RefusesWhenKilled(settings)
+        unit = sup.Supervised(comp, settings)
+        watcher = asyncio.create_task(unit._watch_ready())
+        await asyncio.sleep(0.05)  # the check is waiting
+        comp.killed.set()
+        for _ in range(turns):
+            await asyncio.sleep(0)  # the check fails meanwhile
+        watcher.cancel()
+        done, _ = await asyncio.wait({watcher}, timeout=2)
+        return bool(done)
+
+    assert asyncio.run(go()), "the readiness watcher did not end when cancelled"

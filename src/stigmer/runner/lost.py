@@ -149,7 +149,8 @@ async def publish_retry(info: activity.Info, args: Any) -> None:
     refs = list(getattr(deps, "secret_env", {}).values())
     log.info("execution %s: %s retried (attempt %d): %s", execution_id, name, info.attempt, reason)
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(post_events(execution_id, [event], refs), RETRY_EVENT_PATIENCE_S)
+        async with asyncio.timeout(RETRY_EVENT_PATIENCE_S):
+            await post_events(execution_id, [event], refs)
 
 
 class _Outbound(ActivityOutboundInterceptor):

@@ -67,8 +67,9 @@ async def connect(cfg: RuntimeConfig, stop: asyncio.Event) -> Any:
                 raise
             if attempt == 1 or attempt % 10 == 0:
                 log.warning("%s (attempt %d); retrying", exc.message, attempt)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await stop.wait()
             delay = min(delay * 2, 5.0)
             continue
         log.info(

@@ -1083,7 +1083,8 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
                 if batch:
                     quiet = 0.0
                 try:
-                    await asyncio.wait_for(flag.wait(), timeout=1.0)
+                    async with asyncio.timeout(1.0):
+                        await flag.wait()
                     quiet = 0.0
                 except TimeoutError:
                     quiet += 1.0

@@ -381,7 +381,8 @@ def add_console(
                         return
                     try:
                         # an append anywhere wakes it; a new execution within a second
-                        await asyncio.wait_for(flag.wait(), timeout=1.0)
+                        async with asyncio.timeout(1.0):
+                            await flag.wait()
                         await asyncio.sleep(0.2)  # one read for a burst of events
                     except TimeoutError:
                         quiet += 1.0

@@ -90,7 +90,8 @@ class TemporalLink:
             TemporalError: not connected within that time.
         """
         try:
-            await asyncio.wait_for(self._connected.wait(), timeout=30)
+            async with asyncio.timeout(30):
+                await self._connected.wait()
         except TimeoutError:
             raise self.error or TemporalError(
                 f"Temporal at {self.target.address} did not answer within 30s."

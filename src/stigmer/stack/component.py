@@ -242,8 +242,9 @@ class ProcessComponent(Component):
     async def wait(self) -> int | None:
         assert self.proc is not None
         code = await self.proc.wait()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*self._pumps), timeout=2)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2):
+                await asyncio.gather(*self._pumps)
         self.paths.pid_file(self.name).unlink(missing_ok=True)
         return code
 
@@ -253,7 +254,8 @@ class ProcessComponent(Component):
             return
         self._signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(proc.wait(), timeout=grace)
+            async with asyncio.timeout(grace):
+                await proc.wait()
         except TimeoutError:
             self._signal(signal.SIGKILL)
             await proc.wait()

@@ -306,7 +306,8 @@ class Supervised:
         unready_since: float | None = None  # since when it stopped answering, once ready
         while True:
             try:
-                ok = await asyncio.wait_for(self.comp.ready(), timeout=5)
+                async with asyncio.timeout(5):
+                    ok = await self.comp.ready()
             except FatalComponentError as exc:
                 # it cannot work with this configuration: stop it; _run marks it failed
                 log.error("%s cannot work: %s", self.comp.name, exc.message)
@@ -525,7 +526,8 @@ class Supervisor:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            line = await asyncio.wait_for(reader.readline(), timeout=5)
+            async with asyncio.timeout(5):
+                line = await reader.readline()
             req = json.loads(line or b"{}")
             op = req.get("op")
             resp: Any
