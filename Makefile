@@ -26,7 +26,7 @@ BUILD_FLAGS ?=
 .PHONY: build-agent-runner-image release-local release-local-full
 
 build-agent-runner-image: ## Build the runner image and tag it $(IMAGE)
-	docker build -f Dockerfile --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) \
+	docker build --force-rm -f Dockerfile --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) \
 		$$($(UV) run --frozen python -m stigmer.images.buildinfo build-args) $(BUILD_FLAGS) -t $(IMAGE) .
 
 release-local: ## Install the CLI from this checkout for your user (uv tool)
