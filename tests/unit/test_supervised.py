@@ -220,3 +220,27 @@ def test_a_readiness_check_failing_as_it_is_cancelled_still_ends(
         return bool(done)
 
     assert asyncio.run(go()), "the readiness watcher did not end when cancelled"
+
+
+class NeverEnds(EngineAway):
+    """A component whose end is never seen (a stuck pipe, say), even after it was stopped."""
+
+    async def terminate(self, grace: float) -> None:
+        pass
+
+
+def test_stop_is_bounded_when_the_end_is_never_seen(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(sup, "SUPERVISION_END_S", 0.2)
+    settings = resolve(tmp_path, env={})
+
+    async def go() -> sup.Supervised:
+        unit = sup.Supervised(NeverEnds(settings, away=0), settings)
+        unit.start()
+        while unit.state != "running":
+            await asyncio.sleep(0.01)
+        async with asyncio.timeout(3):
+            await unit.stop(0.1)
+        return unit
+
+    unit = asyncio.run(go())
+    assert unit.state == "stopped" and unit.task is not None and unit.task.done()

@@ -68,6 +68,8 @@ HEALTHY_RESET = 60.0  # a run this long (s) resets the backoff (not the restart 
 #: readiness is checked every STARTING_POLL s for the first STARTING_FOR s after a launch
 STARTING_POLL = 0.05
 STARTING_FOR = 10.0
+#: seconds a component's supervision may take to end once the component stopped
+SUPERVISION_END_S = 5.0
 
 
 class Supervised:
@@ -355,9 +357,21 @@ class Supervised:
         if self.state not in ("stopped", "failed"):
             self.state = "stopping"
         await self.comp.terminate(grace)
-        if self.task:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        if self.task and not self.task.done():
+            # it ends once the component has; bounded all the same, so that no
+            # stuck await (a readiness check, a log pump) holds up `server stop`
+            done, _ = await asyncio.wait({self.task}, timeout=SUPERVISION_END_S)
+            if not done:
+                log.error(
+                    "%s: its supervision did not end %.0fs after the component stopped; "
+                    "cancelling it",
+                    self.comp.name,
+                    SUPERVISION_END_S,
+                )
+                self.task.cancel()
+                await asyncio.wait({self.task}, timeout=1)
+        if self.task and self.task.done() and not self.task.cancelled() and self.task.exception():
+            log.error("%s: its supervision failed: %r", self.comp.name, self.task.exception())
         if self.state != "failed":
             self.state = "stopped"
         self.ready = False
