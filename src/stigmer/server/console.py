@@ -17,6 +17,7 @@ said in :mod:`stigmer.server.auth`.
 """
 
 import asyncio
+import functools
 import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,8 +25,6 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-import jinja2
-import yaml
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import (
@@ -94,16 +93,27 @@ class ConsoleHeaders:
         await self.app(scope, receive, with_headers)
 
 
-_env = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(UI / "templates"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-)
+@functools.cache
+def _templates() -> Any:
+    """The pages' Jinja2 environment, made on the first page (not on the API server's start)."""
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(UI / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
 
 
 def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
-    html = _env.get_template(name).render(version=__version__, **context)
+    html = _templates().get_template(name).render(version=__version__, **context)
     return HTMLResponse(html, status_code=status)
+
+
+def _yaml_text(doc: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
 
 
 def notice(title: str, text: str, status: int, hint: str | None = None) -> HTMLResponse:
@@ -298,7 +308,7 @@ def add_console(
             page="agent",
             signed_in=True,
             agent=agent,
-            spec_yaml=yaml.safe_dump(doc, sort_keys=False, allow_unicode=True),
+            spec_yaml=_yaml_text(doc),
         )
 
     # -- data -------------------------------------------------------------------
