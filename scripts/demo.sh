@@ -2,9 +2,11 @@
 # The main job on a fresh machine: install, bring the stack up, apply an example
 # agent, run it on real files, show the result, take the stack down.
 #
-# Uses a throwaway STIGMER_HOME and free ports unless you set them. The runner
-# runs in Docker when an engine answers (the image is built once if missing),
-# else as a local process; force one with STIGMER_RUNNER_MODE=docker|local.
+# Always uses a throwaway STIGMER_HOME, free ports and a runner container name
+# of its own: a stack you run yourself (STIGMER_HOME and ports exported or not)
+# is never touched. The runner runs in Docker when an engine answers (the image
+# is built once if missing), else as a local process; force one with
+# STIGMER_RUNNER_MODE=docker|local.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # every uv call is --quiet (no "Bytecode compiled ..." line each); no progress bars
@@ -15,29 +17,30 @@ if ! command -v uv >/dev/null 2>&1; then
   python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
   export PATH="$HOME/.local/bin:$PATH"
 fi
-echo "==> installing stigmer from the lock file"
+echo "==> installing stigmer from the lock file   (the first time: a minute or two)"
 uv sync --frozen --quiet
-stigmer() { uv run --frozen --quiet stigmer "$@"; }
+venv_python="$(uv run --frozen --quiet python -c 'import sys; print(sys.executable)')"
+# the venv's own entry point: no `uv run` (a second or more) per command
+stigmer() { "$(dirname "$venv_python")/stigmer" "$@"; }
 
-if [ -z "${STIGMER_HOME:-}" ]; then
-  STIGMER_HOME="$(mktemp -d -t stigmer-demo.XXXXXX)"
-  demo_home_is_ours=1
-fi
+STIGMER_HOME="$(mktemp -d -t stigmer-demo.XXXXXX)"
 export STIGMER_HOME
-free_port() { uv run --frozen --quiet python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-export STIGMER_SERVER_PORT="${STIGMER_SERVER_PORT:-$(free_port)}"
-export STIGMER_TEMPORAL_PORT="${STIGMER_TEMPORAL_PORT:-$(free_port)}"
-export STIGMER_TEMPORAL_UI_PORT="${STIGMER_TEMPORAL_UI_PORT:-$(free_port)}"
+free_port() { "$venv_python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+STIGMER_SERVER_PORT="$(free_port)"
+STIGMER_TEMPORAL_PORT="$(free_port)"
+STIGMER_TEMPORAL_UI_PORT="$(free_port)"
+export STIGMER_SERVER_PORT STIGMER_TEMPORAL_PORT STIGMER_TEMPORAL_UI_PORT
 export STIGMER_RUNNER_MODE="${STIGMER_RUNNER_MODE:-auto}"
 # a container name of its own too: another stack on this engine keeps the default one
-export STIGMER_RUNNER_CONTAINER="${STIGMER_RUNNER_CONTAINER:-stigmer-agent-runner-demo-$(basename "$STIGMER_HOME" | tr -c 'a-zA-Z0-9_.\n-' '-')}"
+STIGMER_RUNNER_CONTAINER="stigmer-agent-runner-demo-$(basename "$STIGMER_HOME" | tr -c 'a-zA-Z0-9_.\n-' '-')"
+export STIGMER_RUNNER_CONTAINER
 
 if [ "$STIGMER_RUNNER_MODE" != local ]; then
   if docker info >/dev/null 2>&1; then
     image="${STIGMER_RUNNER_IMAGE:-stigmer-agent-runner:local}"
     build_log="$(mktemp -t stigmer-demo-build.XXXXXX)"
     # cached layers make this a few seconds when nothing changed
-    echo "==> make build-agent-runner-image IMAGE=$image"
+    echo "==> make build-agent-runner-image IMAGE=$image   (the first time: a few minutes; log: $build_log)"
     if make build-agent-runner-image IMAGE="$image" >"$build_log" 2>&1; then
       rm -f "$build_log"
       export STIGMER_RUNNER_MODE=docker  # what auto picks with an engine and an image
@@ -53,9 +56,7 @@ fi
 cleanup() {
   echo "==> stigmer server stop"
   stigmer server stop
-  if [ -n "${demo_home_is_ours:-}" ]; then
-    rm -rf "$STIGMER_HOME" 2>/dev/null || true
-  fi
+  rm -rf "$STIGMER_HOME" 2>/dev/null || true
 }
 trap cleanup EXIT
 echo "==> stigmer server start   (home $STIGMER_HOME, runner: $STIGMER_RUNNER_MODE)"

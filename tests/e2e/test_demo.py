@@ -26,11 +26,18 @@ def _processes_under(folder: Path) -> list[psutil.Process]:
 
 
 def test_demo_is_tidy_and_runs_the_prompt_it_prints(tmp_path: Path) -> None:
-    """Issue 13 case 17: no uv noise, no fixed /tmp path, the prompt echoed is the one run."""
+    """Issue 13 case 17: no uv noise, no fixed /tmp path, the prompt echoed is the one run.
+
+    A home and ports of the user's own in the environment are not used (the demo
+    stopped a stack the user ran there).
+    """
     script = (ROOT / "scripts" / "demo.sh").read_text()
     assert "/tmp/" not in script  # temporary files come from mktemp (under TMPDIR)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STIGMER_", "VIRTUAL_ENV"))}
+    users_home = tmp_path / "users-home"
+    users_home.mkdir()
     env |= {"TMPDIR": str(tmp_path), "STIGMER_RUNNER_MODE": "local"}
+    env |= {"STIGMER_HOME": str(users_home), "STIGMER_SERVER_PORT": "1"}
     try:
         proc = subprocess.run(
             ["bash", "scripts/demo.sh"],
@@ -52,7 +59,8 @@ def test_demo_is_tidy_and_runs_the_prompt_it_prints(tmp_path: Path) -> None:
         assert "COMPLETED" in out
         # the throwaway home is gone; nothing but uv's own lock files is left in TMPDIR
         left = [p.name for p in tmp_path.iterdir() if not p.name.startswith("uv-")]
-        assert left == [], left
+        assert left == [users_home.name], left
+        assert list(users_home.iterdir()) == [], "the user's own home was used"
         assert _processes_under(tmp_path) == []
     finally:
         for p in _processes_under(tmp_path):
