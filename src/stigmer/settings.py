@@ -694,9 +694,17 @@ def read_config_file(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        fix = f"Fix or delete {path} (the keys are in the README's Settings table)."
+        if "{}" in body:
+            # the file as earlier versions wrote it, with a key added below its `{}`
+            fix = (
+                f'Delete the line `{{}}` in {path} (it stood for "no keys"), or '
+                + fix[0].lower()
+                + fix[1:]
+            )
         raise ConfigError(
             f"{where}: the config file is not valid YAML ({getattr(exc, 'problem', exc)}).",
-            f"Fix or delete {path} (the keys are in the README's Settings table).",
+            fix,
         ) from None
     if data is None:
         return {}
@@ -705,11 +713,18 @@ def read_config_file(path: Path) -> dict[str, Any]:
             f"{path}: the config file must be a mapping of key: value.",
             f"Fix or delete {path}.",
         )
-    unknown = sorted(set(data) - set(KEYS_BY_NAME))
+    unknown = sorted(set(data) - set(KEYS_BY_NAME), key=str)
     if unknown:
+        import difflib
+
+        named = []
+        for key in unknown:
+            close = difflib.get_close_matches(str(key), list(KEYS_BY_NAME), n=1)
+            named.append(f"{key}" + (f" (did you mean `{close[0]}`?)" if close else ""))
         raise ConfigError(
-            f"{path}: unknown config key(s): {', '.join(map(str, unknown))}.",
-            f"Known keys: {', '.join(KEYS_BY_NAME)}.",
+            f"{path}: unknown config key(s): {', '.join(named)}.",
+            f"Fix or remove it in {path}; the README's Settings table lists all "
+            f"{len(KEYS_BY_NAME)} keys.",
         )
     return data
 
@@ -768,7 +783,8 @@ def write_config_file(path: Path, data: Mapping[str, Any]) -> None:
     """Write ``config.yaml`` atomically with mode 0600."""
     import yaml
 
-    body = yaml.safe_dump(dict(data), sort_keys=True) if data else "{}\n"
+    # no keys: the header alone (not `{}`, which a key added below would break)
+    body = yaml.safe_dump(dict(data), sort_keys=True) if data else ""
     write_private(path, CONFIG_HEADER + body)
 
 
@@ -776,5 +792,5 @@ def ensure_config_file(paths: Paths) -> bool:
     """Create an empty ``config.yaml`` (mode 0600) if missing. Returns True if created."""
     if paths.config.exists():
         return False
-    write_private(paths.config, CONFIG_HEADER + "{}\n")
+    write_private(paths.config, CONFIG_HEADER)
     return True

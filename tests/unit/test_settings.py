@@ -67,7 +67,23 @@ def test_unknown_config_key(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text("server_prot: 1\n")
     with pytest.raises(ConfigError) as err:
         resolve(tmp_path, env={})
-    assert "server_prot" in err.value.message
+    assert "server_prot (did you mean `server_port`?)" in err.value.message
+
+
+def test_a_key_added_to_the_first_config_file_is_read(tmp_path: Path) -> None:
+    """The file as first written holds no `{}`: a line added below it is valid YAML."""
+    s = resolve(tmp_path, env={})
+    ensure_config_file(s.paths)
+    with s.paths.config.open("a") as f:
+        f.write("server_port: 28234\n")
+    assert resolve(tmp_path, env={}).server_port == 28234
+    write_config_file(s.paths.config, {})  # `config unset` of the last key
+    assert "{}" not in s.paths.config.read_text()
+    # a file an earlier version wrote, with a key added below its `{}`: the fix says so
+    s.paths.config.write_text("# header\n{}\nserver_port: 1\n")
+    with pytest.raises(ConfigError) as err:
+        resolve(tmp_path, env={})
+    assert "Delete the line `{}`" in (err.value.fix or "")
 
 
 def test_config_and_token_are_private(tmp_path: Path) -> None:
