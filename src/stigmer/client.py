@@ -29,7 +29,7 @@ from stigmer.errors import (
     StackNotRunningError,
     StigmerError,
 )
-from stigmer.settings import Settings
+from stigmer.settings import Settings, command_for
 
 if TYPE_CHECKING:
     import ssl
@@ -137,7 +137,8 @@ class Client:
             raise StackNotRunningError(
                 f"stigmer is not running in {settings.home}"
                 + ("." if answer is None else " with an API server on this host."),
-                "Start it: `stigmer server start` (check `stigmer server status`).",
+                f"Start it: `{command_for(settings.home, 'server start')}` (check "
+                f"`{command_for(settings.home, 'server status')}`).",
             )
         return url
 
@@ -153,7 +154,8 @@ class Client:
     def _not_running(self) -> StackNotRunningError:
         return StackNotRunningError(
             f"The stigmer API at {self.base} is not answering (home {self.settings.home}).",
-            "Start the stack: `stigmer server start` (and check `stigmer server status`).",
+            f"Start the stack: `{command_for(self.settings.home, 'server start')}` (and check "
+            f"`{command_for(self.settings.home, 'server status')}`).",
         )
 
     def _untrusted(self, exc: BaseException) -> ConfigError | None:

@@ -569,6 +569,19 @@ def home_dir(flag: str | os.PathLike[str] | None = None) -> Path:
     return Path(raw).expanduser().absolute()
 
 
+def command_for(home: Path, args: str) -> str:
+    """``stigmer ARGS`` as it must be typed for ``home``: with ``--home`` unless it is the default.
+
+    For the fixes errors print: pasted as printed, they act on the same home
+    whether it came from ``--home`` or from ``STIGMER_HOME``.
+    """
+    if home == home_dir("~/.stigmer"):
+        return f"stigmer {args}"
+    import shlex
+
+    return f"stigmer --home {shlex.quote(str(home))} {args}"
+
+
 @dataclass(frozen=True)
 class Paths:
     """Every file the stack keeps, all under ``STIGMER_HOME``."""

@@ -180,3 +180,19 @@ def test_runner_memory_error_prints_its_whole_pattern(tmp_path: Path) -> None:
     env = cli(tmp_path, "server", "start", env={"STIGMER_RUNNER_MEMORY": "lots"})
     assert env.returncode == 2
     assert "STIGMER_RUNNER_MEMORY" in env.stderr and "[0-9]+[bkmgBKMG]?" in env.stderr
+
+
+def test_fixes_name_the_home_they_are_for(tmp_path: Path) -> None:
+    """A fix pasted as printed acts on the same home; --home after the command is placed."""
+    home = tmp_path / "a home"
+    stopped = subprocess.run(
+        [STIGMER, "--home", str(home), "agent", "list"],
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+    )
+    assert stopped.returncode == 5
+    assert f"`stigmer --home '{home}' server start`" in stopped.stderr, stopped.stderr
+    late = cli(tmp_path, "agent", "list", "--home", str(home))
+    assert late.returncode == 2
+    assert f"Fix: --home goes before the command: stigmer --home '{home}' agent list" in late.stderr

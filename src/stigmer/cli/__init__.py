@@ -70,6 +70,7 @@ def main() -> None:
         show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
         if callable(show) and isinstance(code, int):
             show()
+            _home_after_the_command(argv)
             sys.exit(code)
         import traceback
 
@@ -79,6 +80,23 @@ def main() -> None:
     if isinstance(rc, int) and rc:
         # a command that returns 130 (run detached on Ctrl-C) has said so itself
         sys.exit(rc)
+
+
+def _home_after_the_command(argv: list[str]) -> None:
+    """A usage error with ``--home DIR`` after the command: say where it goes."""
+    import shlex
+
+    at = next((i for i, a in enumerate(argv) if a == "--home" or a.startswith("--home=")), None)
+    if not at:  # none, or first (then it is not what went wrong)
+        return
+    width = 1 if "=" in argv[at] else 2
+    if at + width > len(argv):
+        return  # no value to move
+    moved = [*argv[at : at + width], *argv[:at], *argv[at + width :]]
+    print(
+        f"Fix: --home goes before the command: stigmer {shlex.join(moved)}",
+        file=sys.stderr,
+    )
 
 
 def _run_app() -> object:

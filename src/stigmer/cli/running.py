@@ -327,7 +327,7 @@ def decide_pending(
             raise ConflictError(
                 f"No call of execution {execution_id} waits for approval "
                 f"(phase {listing['phase']}).",
-                "Nothing to decide; `stigmer execution logs ID` shows what happened.",
+                f"Nothing to decide; `stigmer execution logs {execution_id}` shows what happened.",
             )
         if len(pending) > 1:
             lines = "\n".join(
