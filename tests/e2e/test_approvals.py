@@ -545,3 +545,8 @@ def test_odd_ids_and_names_are_looked_up_not_sent_as_url(astack: Stack, tmp_path
     apply_text(astack, tmp_path, agent_yaml(name, [], [{"answer": "x"}]))
     proc = astack.cli("run", name.replace("summarize", "summarise"), "hi")
     assert proc.returncode == 4 and f"(did you mean `{name}`?)" in proc.stderr, proc.stderr
+    # a filter on a misspelled agent is not "no executions yet"
+    proc = astack.cli("execution", "list", "--agent", name.replace("summarize", "summarise"))
+    assert proc.returncode == 4 and f"(did you mean `{name}`?)" in proc.stderr, proc.stderr
+    proc = astack.cli("execution", "list", "--agent", name)
+    assert proc.returncode == 0 and f"No executions of {name} yet" in proc.stdout, proc.stdout

@@ -207,12 +207,17 @@ def execution_list(
 ) -> None:
     """Recent executions, newest first."""
     as_json = output_json(output)
-    items = Client.resolved().list_executions(agent, limit)
+    client = Client.resolved()
+    items = client.list_executions(agent, limit)
+    empty = 'No executions yet. Start one: stigmer run AGENT "message"'
+    if agent is not None and not items:
+        client.get_agent(agent)  # a misspelled name is not "no executions" (did you mean)
+        empty = f'No executions of {agent} yet. Start one: stigmer run {agent} "message"'
     print_listing(
         "executions",
         items,
         as_json,
-        'No executions yet. Start one: stigmer run AGENT "message"',
+        empty,
         ("ID", "AGENT", "PHASE", "CREATED", "MESSAGE"),
         lambda e: (
             e["id"],
