@@ -317,6 +317,8 @@ def _start(
     ensure_provider_key(settings)
     t0 = time.monotonic()
     progress = _Progress(enabled=not json_out)
+    # the first line at once: the checks before anything starts take a second or more
+    progress.note(f"Starting stigmer (home {settings.home})...")
     try:
         status, started = control.start(
             settings,
@@ -605,7 +607,16 @@ def _restart(**params: Any) -> None:
     check_port_settings(control.port_needs(settings))
     check(settings)
     ensure_provider_key(settings)
-    control.stop(settings)
+    quiet = params["json_out"]
+    if not quiet:
+        print(f"Stopping stigmer (home {settings.home})...", file=sys.stderr)
+    control.stop(
+        settings,
+        on_wait_lock=None
+        if quiet
+        else lambda: print("waiting for another stigmer command...", file=sys.stderr),
+        on_slow=None if quiet else lambda why: print(why, file=sys.stderr),
+    )
     _start(settings, params["json_out"], params["rebuild"])
 
 
