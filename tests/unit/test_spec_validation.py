@@ -106,6 +106,14 @@ def test_a_missing_field_points_at_the_mapping_that_lacks_it() -> None:
     assert p.startswith("f.yaml:1:1: spec: field required: add `spec:` to the document")
 
 
+def test_a_wrong_api_version_or_kind_says_what_to_write() -> None:
+    text = "apiVersion: stigmer.ai/v2\nkind: Agnet\nmetadata: {name: a}\nspec: {instructions: x}\n"
+    assert problems(text) == [
+        "f.yaml:1:13: apiVersion: `stigmer.ai/v2` is not one stigmer reads: write `stigmer.ai/v1`",
+        "f.yaml:2:7: kind: `Agnet` is not one stigmer reads: write `Agent`",
+    ]
+
+
 def test_duplicate_keys_are_refused_naming_both_lines() -> None:
     (p,) = problems(HEAD + "  instructions: one\n  model: test\n  instructions: two\n")
     assert p == "f.yaml:8:3: spec.instructions: duplicate key (also on line 6): keep one of the two"

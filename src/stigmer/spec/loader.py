@@ -332,6 +332,11 @@ def _problem(err: Any, marks: Any, filename: str) -> str:
             hint = f" (did you mean `{err['required']}`? it is required)"
         return f"{_at(filename, mark)}: {field}: unknown field{hint}"
     mark, _ = _locate(marks, loc)
+    if kind == "literal_error" and loc in (("apiVersion",), ("kind",)):
+        wanted = err.get("ctx", {}).get("expected", "").replace("'", "`")
+        got = err.get("input")
+        shown = "that" if got is None else f"`{got}`"
+        return f"{_at(filename, mark)}: {field}: {shown} is not one stigmer reads: write {wanted}"
     return f"{_at(filename, mark)}: {field}: {msg}"
 
 
