@@ -135,7 +135,7 @@ async def run(cfg: RuntimeConfig) -> int:
     from stigmer.runner import runtime
     from stigmer.runner.activities import ping, publish_events, workspace_probe
     from stigmer.runner.guard import ClaimedRunInterceptor
-    from stigmer.runner.loader import LoadedWorkflowRunner, agent_activity, loader
+    from stigmer.runner.loader import LoadedWorkflowRunner, agent_activity
     from stigmer.runner.lost import LostWorkerInterceptor
     from stigmer.runner.workflows import (
         AgentExecutionWorkflow,
@@ -151,15 +151,18 @@ async def run(cfg: RuntimeConfig) -> int:
     assert cfg.runner is not None
     rc = cfg.runner
     runtime.configure(cfg)
-    # pydantic-ai and the agent load meanwhile (stigmer.runner.loader): the
-    # worker polls without waiting for them
-    loader.start()
-    loading = asyncio.create_task(watch_load(stop), name="load")
+    # pydantic-ai and the agent load in a thread (stigmer.runner.loader) once the
+    # worker polls: the worker does not wait for them, and they do not hold up
+    # its start (the load's imports would share the GIL with connecting)
+    loading: asyncio.Task[None] | None = None
+    if rc.sandbox:  # the worker is built with what the load brings
+        loading = asyncio.create_task(watch_load(stop), name="load")
     client = await connect(cfg, stop)
     if client is None:
-        if loading.done() and not loading.cancelled() and loading.exception() is not None:
-            return RUNNER_EXIT_BROKEN  # it stopped the connecting
-        loading.cancel()
+        if loading is not None:
+            if loading.done() and not loading.cancelled() and loading.exception() is not None:
+                return RUNNER_EXIT_BROKEN  # it stopped the connecting
+            loading.cancel()
         log.info("stopped before connecting")
         return 0
     # Workflows run unsandboxed by default. The sandbox re-imports the workflow
@@ -172,6 +175,7 @@ async def run(cfg: RuntimeConfig) -> int:
     # agent's activities: the worker is built once the agent has loaded.
     options: dict[str, Any] = {}
     if rc.sandbox:
+        assert loading is not None
         await asyncio.wait([loading])
         if loading.exception() is not None:
             return RUNNER_EXIT_BROKEN
@@ -211,6 +215,8 @@ async def run(cfg: RuntimeConfig) -> int:
         rc.task_queue,
         "on" if rc.sandbox else "off",
     )
+    if loading is None:
+        loading = asyncio.create_task(watch_load(stop), name="load")
     done, _ = await asyncio.wait([tasks[0], stopper], return_when=asyncio.FIRST_COMPLETED)
     code = 0
     if loading.done() and not loading.cancelled() and loading.exception() is not None:
