@@ -736,7 +736,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
             named.append(f"{key}" + (f" (did you mean `{close[0]}`?)" if close else ""))
         raise ConfigError(
             f"{path}: unknown config key(s): {', '.join(named)}.",
-            f"Fix or remove it in {path}; the README's Settings table lists all "
+            f"Fix or remove {'them' if len(unknown) > 1 else 'it'} in {path}; the README's "
+            "Settings table lists all "
             f"{len(KEYS_BY_NAME)} keys.",
         )
     return data
