@@ -110,7 +110,7 @@ def test_unknown_agent_and_provider(up: Stack, tmp_path: Path) -> None:
 def test_commands_need_the_stack(stack: Stack) -> None:
     proc = stack.cli("agent", "list")
     assert proc.returncode != 0
-    assert "stigmer server start" in proc.stderr
+    assert f"stigmer --home {stack.home} server start" in proc.stderr
 
 
 def test_workspace_flag_chooses_the_folder(stack: Stack, tmp_path: Path) -> None:

@@ -376,4 +376,6 @@ def test_dry_run_with_the_stack_stopped_checks_the_files_here(tmp_path: Path) ->
         GOOD.removesuffix("---\n")
     )  # without --dry-run, a stopped stack is an error that says so
     stopped = idle.cli("apply", "-f", str(f))
-    assert stopped.returncode == 5 and "stigmer server start" in stopped.stderr, stopped.stderr
+    # the fix names this home (pasted as printed, it starts this stack)
+    assert stopped.returncode == 5, stopped.stderr
+    assert f"`stigmer --home {idle.home} server start`" in stopped.stderr, stopped.stderr

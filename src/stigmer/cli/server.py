@@ -317,8 +317,6 @@ def _start(
     ensure_provider_key(settings)
     t0 = time.monotonic()
     progress = _Progress(enabled=not json_out)
-    # the first line at once: the checks before anything starts take a second or more
-    progress.note(f"Starting stigmer (home {settings.home})...")
     try:
         status, started = control.start(
             settings,
