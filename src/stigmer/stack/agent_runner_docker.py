@@ -235,6 +235,8 @@ class DockerRunner(RunnerReadiness):
         )
         self.client: Any = None
         self.container: Any = None
+        #: the launch under way (the engine's create and start, in a thread)
+        self._launching: asyncio.Future[None] | None = None
         self._pid: int | None = None
         self._out = RotatingLog(
             self.paths.log_file(self.name, "out"), settings.log_max_bytes, settings.log_backups
@@ -380,7 +382,9 @@ class DockerRunner(RunnerReadiness):
 
     async def launch(self) -> None:
         lost_at = self._engine_lost_at
-        await asyncio.to_thread(self._launch_sync)
+        # a thread cannot be cancelled: a stop meanwhile waits for it (terminate)
+        self._launching = asyncio.ensure_future(asyncio.to_thread(self._launch_sync))
+        await asyncio.shield(self._launching)
         # after an outage, the adopted container's logs go on from when the engine went away
         self._start_log_threads(int(lost_at) if self.adopted and lost_at else None)
 
@@ -578,6 +582,11 @@ class DockerRunner(RunnerReadiness):
         )
 
     async def terminate(self, grace: float) -> None:
+        launching = self._launching
+        if launching is not None and not launching.done():
+            # a stop while the container is being created: it would start after
+            # this returned, and run on with nothing to stop it
+            await asyncio.wait({launching})
         container = self.container
         if container is None:
             return

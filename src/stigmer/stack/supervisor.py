@@ -651,6 +651,24 @@ def docker_mode_recorded(paths: Paths) -> bool:
         return False
 
 
+def _run_to_end(main_coro: Any) -> None:
+    """``asyncio.run``, except that threads still blocked at the end are not waited for.
+
+    Python 3.11's ``asyncio.run`` waits for the default executor's threads with
+    no limit (and its wait cannot be cut short: it joins a thread): one blocked
+    in a Docker call, on a container nobody stopped, kept the supervisor and
+    `server stop` waiting (80 s). Every component is stopped by then, and the
+    process ends with ``exit_now`` right after.
+    """
+    with asyncio.Runner() as runner:
+        runner.run(main_coro)
+        loop = runner.get_loop()
+        executor = getattr(loop, "_default_executor", None)
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+            loop._default_executor = None  # type: ignore[attr-defined]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stigmer-supervisor")
     parser.add_argument("--home", required=True)
@@ -688,7 +706,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         # leftovers of an earlier stack were reaped by `server start`, under the stack
         # lock it holds until this stack is ready
-        asyncio.run(Supervisor(settings, handover.secrets).run())
+        _run_to_end(Supervisor(settings, handover.secrets).run())
         return 0
     finally:
         paths.pid_file("supervisor").unlink(missing_ok=True)
