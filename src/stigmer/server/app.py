@@ -316,6 +316,7 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
     )
     app.state.engine = engine
     app.state.store = store
+    app.state.wakeups = wakeups
     app.add_middleware(BodyLimit, limit=MAX_BODY)
     if server.codec_origins:  # the Temporal UI calls the codec endpoint from the browser
         app.add_middleware(
@@ -1078,7 +1079,7 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
                         done = Execution(**ex).model_dump_json()
                         yield f"event: execution\ndata: {done}\n\n".encode()
                     return
-                if await request.is_disconnected():
+                if wakeups.closing or await request.is_disconnected():
                     return
                 if batch:
                     quiet = 0.0
@@ -1086,6 +1087,8 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
                     async with asyncio.timeout(1.0):
                         await flag.wait()
                     quiet = 0.0
+                    if wakeups.closing:
+                        return
                 except TimeoutError:
                     quiet += 1.0
                     if (

@@ -387,12 +387,14 @@ def add_console(
                         sent = body
                         quiet = 0.0
                         yield f"event: executions\ndata: {body}\n\n".encode()
-                    if await request.is_disconnected():
+                    if wakeups.closing or await request.is_disconnected():
                         return
                     try:
                         # an append anywhere wakes it; a new execution within a second
                         async with asyncio.timeout(1.0):
                             await flag.wait()
+                        if wakeups.closing:  # the server stops (Wakeups.close_streams)
+                            return
                         await asyncio.sleep(0.2)  # one read for a burst of events
                     except TimeoutError:
                         quiet += 1.0

@@ -56,6 +56,15 @@ class Wakeups:
             for flag in flags:
                 flag.set()
 
+    #: set when the server begins to stop: open streams end at once (their
+    #: followers reconnect to the next server) instead of holding up its stop
+    closing = False
+
+    def close_streams(self) -> None:
+        """The server stops: wake every stream, which then ends (see :attr:`closing`)."""
+        self.closing = True
+        self.wake_all()
+
     def listen(self, engine: Engine) -> None:
         """On PostgreSQL, follow ``NOTIFY stigmer_events`` from every API server (a thread)."""
         if engine.dialect.name != "postgresql":
