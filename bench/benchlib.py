@@ -100,17 +100,9 @@ def run(
 
 
 def free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-            ports.append(s.getsockname()[1])
-    finally:
-        for s in socks:
-            s.close()
-    return ports
+    from stigmer.stack.ports import unused_ports
+
+    return unused_ports(n)
 
 
 def wait_port(port: int, timeout: float) -> bool:

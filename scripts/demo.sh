@@ -25,10 +25,9 @@ stigmer() { "$(dirname "$venv_python")/stigmer" "$@"; }
 
 STIGMER_HOME="$(mktemp -d -t stigmer-demo.XXXXXX)"
 export STIGMER_HOME
-free_port() { "$venv_python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-STIGMER_SERVER_PORT="$(free_port)"
-STIGMER_TEMPORAL_PORT="$(free_port)"
-STIGMER_TEMPORAL_UI_PORT="$(free_port)"
+# below the kernel's ephemeral range: Temporal takes ephemeral ports of its own as it starts
+read -r STIGMER_SERVER_PORT STIGMER_TEMPORAL_PORT STIGMER_TEMPORAL_UI_PORT < <(
+  "$venv_python" -c 'from stigmer.stack.ports import unused_ports; print(*unused_ports(3))')
 export STIGMER_SERVER_PORT STIGMER_TEMPORAL_PORT STIGMER_TEMPORAL_UI_PORT
 export STIGMER_RUNNER_MODE="${STIGMER_RUNNER_MODE:-auto}"
 # a container name of its own too: another stack on this engine keeps the default one

@@ -23,22 +23,19 @@ from typing import Any
 import psutil
 import pytest
 
+from stigmer.stack.ports import unused_ports
+
 pytest_plugins = ["tests.fixtures_docker", "tests.fixtures_pg"]
 
 STIGMER = str(Path(sys.executable).parent / "stigmer")
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return unused_ports(1)[0]
 
 
 def free_ports(n: int) -> list[int]:
-    ports: set[int] = set()
-    while len(ports) < n:
-        ports.add(free_port())
-    return sorted(ports)
+    return unused_ports(n)
 
 
 def processes_of_home(home: Path) -> list[psutil.Process]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import random
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 from stigmer.errors import PortInUseError
 
@@ -39,6 +41,44 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.2)
         return s.connect_ex((host, port)) != 0
+
+
+UNUSED_PORTS_FROM = 20000
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for ports nobody asked for by number (bind to 0, outgoing)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def unused_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct ports free on ``host`` now, outside the kernel's ephemeral range.
+
+    For a throwaway stack (the demo, tests, benchmarks). Not ``bind(0)``: that
+    hands out an ephemeral port, and the managed Temporal dev server takes
+    several ephemeral ports of its own while it starts (its services'
+    membership and gRPC ports), as do outgoing connections, so a port picked
+    that way could be taken again before the API server binds it.
+    """
+    low, _ = ephemeral_range()
+    pool = range(UNUSED_PORTS_FROM, low) if low - UNUSED_PORTS_FROM > 1000 else range(0)
+    picked: list[int] = []
+    for port in random.sample(pool, min(len(pool), 200)):
+        if port_free(port, host):
+            picked.append(port)
+            if len(picked) == n:
+                return picked
+    while len(picked) < n:  # no room below the ephemeral range: the kernel picks
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in picked:
+            picked.append(port)
+    return picked
 
 
 def port_holder(port: int) -> str | None:
