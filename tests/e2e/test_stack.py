@@ -464,3 +464,49 @@ def test_a_stop_that_waits_for_a_running_call_says_so(stack: Stack, tmp_path: Pa
     # past 5 s it says what it waits for, instead of seeming to hang
     assert "still stopping" in stopped.stderr and "stop_grace" in stopped.stderr, stopped.stderr
     assert stack.our_processes() == []
+
+
+def test_restarts_during_a_tool_call_do_not_use_up_its_attempts(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A tool call gets 3 attempts that fail or time out; a `server restart` while it
+    runs ends an attempt too (Temporal's WorkerShutdown, or a heartbeat timeout when
+    the runner went before it could say so), and must not count: three restarts
+    during one call (Temporal alone would give up at the third), and the execution
+    still completes."""
+    stack.env["STIGMER_STOP_GRACE"] = "1"
+    stack.start()
+    f = tmp_path / "nap.yaml"
+    f.write_text(
+        "apiVersion: stigmer.ai/v1\nkind: Agent\nmetadata: {name: nap}\nspec:\n"
+        "  instructions: x\n  model: test\n  tools: [shell]\n  local_shell: true\n"
+        "  test_script:\n    - tool: shell\n      args: {command: 'sleep 5; echo rested'}\n"
+        "    - answer: '{{ last }}'\n"
+    )
+    stack.cli("apply", "-f", str(f), check=True)
+    ex_id = stack.cli("run", "nap", "go", "--detach", check=True).stdout.strip()
+
+    def events() -> list[dict]:
+        out = stack.cli("execution", "logs", ex_id, "--output", "json", check=True).stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    for attempt in range(1, 4):
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:  # this attempt of the call runs
+            evs = events()
+            if attempt == 1 and any(e["type"] == "tool_call" for e in evs):
+                break
+            if any(e["type"] == "retry" and e["payload"]["attempt"] == attempt for e in evs):
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"attempt {attempt} of the call never ran: {events()}")
+        restarted = stack.cli("server", "restart", "--json")
+        assert restarted.returncode == 0, restarted.stderr
+    follow = stack.cli("execution", "logs", "-f", ex_id, timeout=180)
+    assert follow.returncode == 0, follow.stdout + follow.stderr
+    ex = json.loads(stack.cli("execution", "get", ex_id, "--output", "json", check=True).stdout)
+    assert ex["phase"] == "COMPLETED", ex
+    assert "rested" in ex["output"]
+    retries = [e["payload"] for e in events() if e["type"] == "retry"]
+    assert [r["attempt"] for r in retries] == [2, 3, 4], retries

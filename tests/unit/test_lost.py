@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from stigmer.runner.lost import WORKER_KEY, previous_worker
+from stigmer.runner.lost import (
+    SHUTDOWNS_KEY,
+    WORKER_KEY,
+    attempts_allowed,
+    previous_shutdowns,
+    previous_worker,
+)
 from stigmer.stack.agent_runner_docker import _more_memory
 
 
@@ -10,6 +16,17 @@ def test_previous_worker_from_heartbeat_details() -> None:
     assert previous_worker([{WORKER_KEY: "w1"}, "other"]) == "w1"
     assert previous_worker([]) is None and previous_worker(None) is None
     assert previous_worker(["x", {"other": 1}]) is None
+
+
+def test_previous_shutdowns_from_heartbeat_details() -> None:
+    assert previous_shutdowns([{WORKER_KEY: "w1", SHUTDOWNS_KEY: 2}]) == 2
+    assert previous_shutdowns([]) == 0 and previous_shutdowns(None) == 0
+    assert previous_shutdowns([{SHUTDOWNS_KEY: "2"}, {SHUTDOWNS_KEY: -1}]) == 0
+
+
+def test_only_tool_calls_have_stigmers_attempt_count() -> None:
+    assert attempts_allowed("agent__stigmer_agent__toolset__workspace__call_tool") == 3
+    assert attempts_allowed("agent__stigmer_agent__model_request") is None
 
 
 def test_more_memory_doubles_in_docker_syntax() -> None:

@@ -54,6 +54,7 @@ from temporalio.common import RetryPolicy
 from temporalio.workflow import ActivityCancellationType, ActivityConfig
 
 from stigmer.runner import runtime
+from stigmer.runner.lost import TOOL_ATTEMPTS_WITH_SHUTDOWNS
 from stigmer.runner.models import resolve_model
 from stigmer.runner.publish import ToolCallEvents, handle_stream, tool_ran
 from stigmer.runner.tools import ALL_TOOLS, RunDeps
@@ -249,8 +250,12 @@ agent: Agent[RunDeps, str] = Agent(
                     # process group is killed when the cancel reaches the activity, at
                     # its next heartbeat (the SDK sends one every 0.8 x the timeout: 8 s)
                     cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                    # TOOL_ATTEMPTS failed attempts, not counting worker shutdowns
+                    # (a `server restart` while the call runs): runner/lost.py
                     retry_policy=RetryPolicy(
-                        maximum_attempts=3, initial_interval=timedelta(seconds=1)
+                        maximum_attempts=TOOL_ATTEMPTS_WITH_SHUTDOWNS,
+                        initial_interval=timedelta(seconds=1),
+                        maximum_interval=timedelta(seconds=10),
                     ),
                 )
             },

@@ -12,6 +12,15 @@ runner out of memory would only kill the next one.
 Any other retried attempt of a tool call or a model request first publishes a
 ``retry`` event (which call, which attempt, and why the last one ended, as
 Temporal recorded it), so the stream shows that the call runs again.
+
+A worker shutdown (`server stop` or `restart` while a call runs past the
+runner's ``stop_grace``) ends an attempt too, and Temporal counts it like any
+failure. A tool call gets ``TOOL_ATTEMPTS`` attempts that failed or timed out,
+and as many more as shutdowns ended: every heartbeat also records how many
+attempts so far a shutdown ended (one more once this worker is shutting down),
+and an attempt that starts with its failures used up fails at once, for good,
+with the last failure. (Temporal's own limit, ``TOOL_ATTEMPTS_WITH_SHUTDOWNS``,
+only bounds the whole.)
 """
 
 from __future__ import annotations
@@ -33,6 +42,12 @@ from temporalio.worker import (
 
 #: the key of our entry in an activity's heartbeat details
 WORKER_KEY = "stigmer_worker"
+#: the key, in the same entry, of how many attempts so far a worker shutdown ended
+SHUTDOWNS_KEY = "stigmer_shutdowns"
+#: attempts of a tool call that may fail or time out (a worker shutdown does not count)
+TOOL_ATTEMPTS = 3
+#: Temporal's limit for a tool call, shutdowns included
+TOOL_ATTEMPTS_WITH_SHUTDOWNS = TOOL_ATTEMPTS + 30
 #: How long (s) a retried attempt waits for its ``retry`` event to be taken before it goes on.
 RETRY_EVENT_PATIENCE_S = 10.0
 
@@ -45,6 +60,24 @@ def previous_worker(details: Any) -> str | None:
         if isinstance(d, dict) and isinstance(d.get(WORKER_KEY), str):
             return str(d[WORKER_KEY])
     return None
+
+
+def previous_shutdowns(details: Any) -> int:
+    """How many attempts before this one a worker shutdown ended, as the last one recorded."""
+    for d in details or ():
+        if isinstance(d, dict) and isinstance(d.get(SHUTDOWNS_KEY), int):
+            return max(0, int(d[SHUTDOWNS_KEY]))
+    return 0
+
+
+def failed_attempts(info: activity.Info) -> int:
+    """Attempts before this one that failed or timed out, not counting worker shutdowns."""
+    return max(0, info.attempt - 1 - previous_shutdowns(info.heartbeat_details))
+
+
+def attempts_allowed(activity_type: str) -> int | None:
+    """How many failed attempts an activity gets, when stigmer counts them (tool calls)."""
+    return TOOL_ATTEMPTS if "__toolset__" in activity_type else None
 
 
 class LostWorkerInterceptor(Interceptor):
@@ -79,10 +112,25 @@ class _Inbound(ActivityInboundInterceptor):
                         type="RunnerLost",
                         non_retryable=True,
                     )
+                allowed = attempts_allowed(info.activity_type)
+                failed = failed_attempts(info)
+                if allowed is not None and failed >= allowed:
+                    raise ApplicationError(
+                        f"the tool call failed {failed} times (not counting worker "
+                        f"shutdowns); the last time: {await _last_failure(info)}",
+                        type="AttemptsExhausted",
+                        non_retryable=True,
+                    )
                 await publish_retry(info, input.args)
             if info.heartbeat_timeout:  # at once: a worker killed within a second is known too
                 activity.heartbeat()
-        return await super().execute_activity(input)
+        try:
+            return await super().execute_activity(input)
+        except asyncio.CancelledError:
+            if not info.is_local and activity.is_worker_shutdown():
+                with contextlib.suppress(Exception):
+                    activity.heartbeat()  # records this shutdown for the next attempt
+            raise
 
 
 def _call_of(activity_type: str, args: Any) -> tuple[str, str | None] | None:
@@ -159,4 +207,6 @@ class _Outbound(ActivityOutboundInterceptor):
         self.owner = owner
 
     def heartbeat(self, *details: Any) -> None:
-        super().heartbeat({WORKER_KEY: self.owner.identity}, *details)
+        info = activity.info()
+        shutdowns = previous_shutdowns(info.heartbeat_details) + activity.is_worker_shutdown()
+        super().heartbeat({WORKER_KEY: self.owner.identity, SHUTDOWNS_KEY: shutdowns}, *details)
