@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 UNAVAILABLE_PATIENCE_S = 30.0
 #: Seconds a request keeps retrying an API that should answer and does not (restarting).
 AWAY_PATIENCE_S = 20.0
+#: Seconds a follower keeps reconnecting to an API it lost (a `server restart` with a
+#: tool running: its stop_grace, then the start).
+STREAM_PATIENCE_S = 60.0
 
 
 def _seg(value: str) -> str:
@@ -456,7 +459,7 @@ class Client:
         )
 
     def stream(
-        self, execution_id: str, after: int = 0, retries: int = 30
+        self, execution_id: str, after: int = 0, patience: float = STREAM_PATIENCE_S
     ) -> Iterator[dict[str, Any]]:
         """Events after ``after`` as they come (SSE), until the final phase.
 
@@ -468,11 +471,12 @@ class Client:
         event, is then :attr:`ended` (None from a server that does not).
 
         Raises:
-            StackNotRunningError: the API stayed unreachable for ``retries`` attempts.
+            StackNotRunningError: the API stayed unreachable for ``patience`` seconds.
             NotFoundError, ApiError: the API refused the request.
         """
         last = after
         failures = 0
+        lost_at: float | None = None  # when the stream was lost, if it is
         final = False
         self.ended = None
         path = f"/v1/executions/{_seg(execution_id)}/events"
@@ -487,6 +491,7 @@ class Client:
                 )
                 if resp.status >= 400:
                     self._check("GET", path, resp.status, resp.read())
+                lost_at = None
                 if conn.sock is not None:
                     conn.sock.settimeout(None)  # an execution may run for hours
                 data: list[str] = []
@@ -518,8 +523,13 @@ class Client:
                 conn = None
                 # ended without a final phase: over only if the execution has ended
                 # (a stream resumed after the final event); else the server was cut off
-                if self.get_execution(execution_id).get("phase") in TERMINAL_PHASES:
+                try:  # once: a refusal is a lost stream, retried below
+                    ended = self._request_once("GET", f"/v1/executions/{_seg(execution_id)}")
+                except NotFoundError:
+                    raise _no_such_execution(execution_id) from None
+                if ended.get("phase") in TERMINAL_PHASES:
                     return
+                lost_at = self._lost(lost_at, patience)
                 failures += 1
             except (
                 OSError,
@@ -532,13 +542,27 @@ class Client:
                 untrusted = self._untrusted(exc)
                 if untrusted is not None:
                     raise untrusted from None
+                lost_at = self._lost(lost_at, patience)
                 failures += 1
             finally:
                 if conn is not None:
                     conn.close()
-            if failures > retries:
+            if lost_at is not None and time.monotonic() - lost_at > patience:
                 raise self._not_running()
             time.sleep(min(0.2 * failures, 2.0))
+
+    def _lost(self, lost_at: float | None, patience: float) -> float:
+        """When a follower lost its stream (now, the first time): said once, with its patience."""
+        if lost_at is not None:
+            return lost_at
+        if not self._said_away:
+            self._said_away = True  # the requests that follow do not say it again
+            print(
+                f"stigmer: lost the event stream from {self.base}; reconnecting for up "
+                f"to {patience:.0f}s",
+                file=sys.stderr,
+            )
+        return time.monotonic()
 
 
 def _no_such_execution(execution_id: str) -> NotFoundError:

@@ -1,0 +1,65 @@
+"""A follower that loses its event stream says how long it reconnects, and means it."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from stigmer.client import Client
+from stigmer.errors import StackNotRunningError
+from stigmer.settings import resolve
+
+EVENT = {"seq": 1, "type": "phase", "payload": {"phase": "RUNNING"}}
+
+
+def gone(server: ThreadingHTTPServer) -> None:
+    server.shutdown()
+    server.server_close()  # nothing listens any more
+
+
+class OneEventThenGone(BaseHTTPRequestHandler):
+    """Streams one event and closes the stream (as an API server told to stop does)."""
+
+    def do_GET(self) -> None:
+        if "/events" in self.path:
+            body = f"data: {json.dumps(EVENT)}\n\n".encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            threading.Thread(target=gone, args=(self.server,)).start()
+        else:
+            self.send_response(503)
+            self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_lost_stream_is_said_once_and_given_up_after_its_patience(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), OneEventThenGone)
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings = resolve(
+        tmp_path, env={"STIGMER_API_URL": f"http://127.0.0.1:{port}", "STIGMER_API_TOKEN": "t"}
+    )
+    client = Client(settings, timeout=2)
+    started = time.monotonic()
+    seen = []
+    with pytest.raises(StackNotRunningError):
+        for event in client.stream("ex-1", patience=2.0):
+            seen.append(event)
+    took = time.monotonic() - started
+    assert seen == [EVENT]
+    assert 2.0 <= took < 8.0, took
+    err = capsys.readouterr().err
+    assert err.count("reconnecting for up to 2s") == 1, err
+    assert "retrying for up to" not in err, err
