@@ -39,7 +39,10 @@ LABEL_DIGEST = "io.stigmer.source-digest"
 #: the events, the agent spec): a runner built from other contract sources cannot
 #: run this stack's executions.
 LABEL_CONTRACT = "io.stigmer.contract-digest"
-CONTRACT_PACKAGES = ("contract", "spec")
+#: The sources of that contract (globs under the package). Not the rest of
+#: ``spec/``: its YAML loader, JSON schema and hints run in the CLI and the API
+#: server only, and a new error message there must not refuse every built image.
+CONTRACT_SOURCES = ("contract/*.py", "spec/models.py")
 SOURCE_URL = "https://github.com/stigmer/stigmer"
 
 
@@ -78,14 +81,19 @@ def source_digest(root: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
+def contract_sources() -> list[Path]:
+    """The contract modules of the running package (checkout or installed), in digest order."""
+    pkg = Path(__file__).resolve().parents[1]
+    return [path for pattern in CONTRACT_SOURCES for path in sorted(pkg.glob(pattern))]
+
+
 def contract_digest() -> str:
-    """``sha256:<hex>`` over the contract modules of the running package (checkout or installed)."""
+    """``sha256:<hex>`` over the paths and contents of :func:`contract_sources`."""
     pkg = Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
-    for sub in CONTRACT_PACKAGES:
-        for path in sorted((pkg / sub).glob("*.py")):
-            h.update(f"{sub}/{path.name}".encode() + b"\0")
-            h.update(path.read_bytes() + b"\0")
+    for path in contract_sources():
+        h.update(path.relative_to(pkg).as_posix().encode() + b"\0")
+        h.update(path.read_bytes() + b"\0")
     return "sha256:" + h.hexdigest()
 
 
