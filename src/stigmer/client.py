@@ -41,6 +41,8 @@ AWAY_PATIENCE_S = 20.0
 #: Seconds a follower keeps reconnecting to an API it lost (a `server restart` with a
 #: tool running: its stop_grace, then the start).
 STREAM_PATIENCE_S = 60.0
+#: Seconds a stream must stay open (or bring an event) for a later loss to count anew.
+STREAM_STEADY_S = 5.0
 
 
 def _seg(value: str) -> str:
@@ -79,6 +81,7 @@ class Client:
         self._vouched = vouched
         self._answered = False
         self._said_away = False
+        self._said_lost = False
         self.base = self._endpoint(settings) if vouched else settings.api_endpoint
         url = urlsplit(self.base)
         if url.scheme not in ("http", "https") or not url.hostname:
@@ -477,6 +480,7 @@ class Client:
         last = after
         failures = 0
         lost_at: float | None = None  # when the stream was lost, if it is
+        opened: float | None = None  # when the current stream was opened
         final = False
         self.ended = None
         path = f"/v1/executions/{_seg(execution_id)}/events"
@@ -491,7 +495,7 @@ class Client:
                 )
                 if resp.status >= 400:
                     self._check("GET", path, resp.status, resp.read())
-                lost_at = None
+                opened = time.monotonic()
                 if conn.sock is not None:
                     conn.sock.settimeout(None)  # an execution may run for hours
                 data: list[str] = []
@@ -514,6 +518,7 @@ class Client:
                             continue
                         last = event["seq"]
                         failures = 0
+                        lost_at = None
                         yield event
                         # the server sends the ended execution next, then closes the stream
                         final = _is_final(event)
@@ -529,7 +534,7 @@ class Client:
                     raise _no_such_execution(execution_id) from None
                 if ended.get("phase") in TERMINAL_PHASES:
                     return
-                lost_at = self._lost(lost_at, patience)
+                lost_at, opened = self._lost(lost_at, opened, patience), None
                 failures += 1
             except (
                 OSError,
@@ -542,7 +547,7 @@ class Client:
                 untrusted = self._untrusted(exc)
                 if untrusted is not None:
                     raise untrusted from None
-                lost_at = self._lost(lost_at, patience)
+                lost_at, opened = self._lost(lost_at, opened, patience), None
                 failures += 1
             finally:
                 if conn is not None:
@@ -551,18 +556,22 @@ class Client:
                 raise self._not_running()
             time.sleep(min(0.2 * failures, 2.0))
 
-    def _lost(self, lost_at: float | None, patience: float) -> float:
-        """When a follower lost its stream (now, the first time): said once, with its patience."""
-        if lost_at is not None:
+    def _lost(self, lost_at: float | None, opened: float | None, patience: float) -> float:
+        """Since when a follower has lost its stream: now, unless it was already lost
+        and the stream opened since then ended within :data:`STREAM_STEADY_S`
+        (an API server that takes streams and closes them at once is not back).
+        Said once, with the patience."""
+        now = time.monotonic()
+        if lost_at is not None and (opened is None or now - opened < STREAM_STEADY_S):
             return lost_at
-        if not self._said_away:
-            self._said_away = True  # the requests that follow do not say it again
+        if not self._said_lost:
+            self._said_lost = self._said_away = True  # requests do not say it again
             print(
                 f"stigmer: lost the event stream from {self.base}; reconnecting for up "
                 f"to {patience:.0f}s",
                 file=sys.stderr,
             )
-        return time.monotonic()
+        return now
 
 
 def _no_such_execution(execution_id: str) -> NotFoundError:

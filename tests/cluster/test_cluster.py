@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, free_ports
 from tests.fixtures_pg import PgCluster, create_cluster, drop_cluster
 from tests.hosts import Cluster, Host, wait_until
 from tests.tls_front import Pki, nginx_binary
@@ -106,7 +106,7 @@ def cluster(
 
         # the test's CLI, in the root namespace, through nginx in front of both APIs
         # and, with TLS on the bridge, for the runner hosts: no runner depends on one API
-        lb_port, lb_tls_port = free_port(), free_port()
+        lb_port, lb_tls_port = free_ports(2)
         lb_cert = pki.issue("lb", server=True, ips=(root.address,), dns=(LB_NAME,))
         lb = start_lb(
             base / "nginx", lb_port, [api1, api2], pki.ca, tls=(root.address, lb_tls_port, lb_cert)

@@ -21,7 +21,7 @@ import pytest
 
 from stigmer import __version__
 from stigmer.images import buildinfo
-from tests.conftest import STIGMER, Stack, free_port, stack_data_converter
+from tests.conftest import STIGMER, Stack, free_port, free_ports, stack_data_converter
 from tests.fixtures_docker import RUN_ID, docker_mode
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -574,7 +574,7 @@ def test_workspace_files_owned_by_non_root_user(
     try:
         pw = pwd.getpwnam(user)
         home = Path(pw.pw_dir) / "stigmer-home"
-        server, temporal, ui = free_port(), free_port(), free_port()
+        server, temporal, ui = free_ports(3)
         env = {
             "PATH": "/usr/bin:/bin",
             "HOME": pw.pw_dir,

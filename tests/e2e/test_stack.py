@@ -470,8 +470,7 @@ def test_restarts_during_a_tool_call_do_not_use_up_its_attempts(
     stack: Stack, tmp_path: Path
 ) -> None:
     """A tool call gets 3 attempts that fail or time out; a `server restart` while it
-    runs ends an attempt too (Temporal's WorkerShutdown, or a heartbeat timeout when
-    the runner went before it could say so), and must not count: three restarts
+    runs ends an attempt too (Temporal's WorkerShutdown), and must not count: three restarts
     during one call (Temporal alone would give up at the third), and the execution
     still completes."""
     stack.env["STIGMER_STOP_GRACE"] = "1"
@@ -480,11 +479,16 @@ def test_restarts_during_a_tool_call_do_not_use_up_its_attempts(
     f.write_text(
         "apiVersion: stigmer.ai/v1\nkind: Agent\nmetadata: {name: nap}\nspec:\n"
         "  instructions: x\n  model: test\n  tools: [shell]\n  local_shell: true\n"
-        "  test_script:\n    - tool: shell\n      args: {command: 'sleep 5; echo rested'}\n"
+        "  test_script:\n    - tool: shell\n"
+        "      args: {command: 'echo ran >> attempts.txt; sleep 5; echo rested'}\n"
         "    - answer: '{{ last }}'\n"
     )
     stack.cli("apply", "-f", str(f), check=True)
     ex_id = stack.cli("run", "nap", "go", "--detach", check=True).stdout.strip()
+    ran = stack.home / "data" / "workspace" / "attempts.txt"
+
+    def attempts() -> int:
+        return len(ran.read_text().splitlines()) if ran.exists() else 0
 
     def events() -> list[dict]:
         out = stack.cli("execution", "logs", ex_id, "--output", "json", check=True).stdout
@@ -492,15 +496,10 @@ def test_restarts_during_a_tool_call_do_not_use_up_its_attempts(
 
     for attempt in range(1, 4):
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:  # this attempt of the call runs
-            evs = events()
-            if attempt == 1 and any(e["type"] == "tool_call" for e in evs):
-                break
-            if any(e["type"] == "retry" and e["payload"]["attempt"] == attempt for e in evs):
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail(f"attempt {attempt} of the call never ran: {events()}")
+        while attempts() < attempt:  # this attempt of the call runs
+            if time.monotonic() > deadline:
+                pytest.fail(f"attempt {attempt} of the call never ran: {events()}")
+            time.sleep(0.1)
         restarted = stack.cli("server", "restart", "--json")
         assert restarted.returncode == 0, restarted.stderr
     follow = stack.cli("execution", "logs", "-f", ex_id, timeout=180)
@@ -508,5 +507,9 @@ def test_restarts_during_a_tool_call_do_not_use_up_its_attempts(
     ex = json.loads(stack.cli("execution", "get", ex_id, "--output", "json", check=True).stdout)
     assert ex["phase"] == "COMPLETED", ex
     assert "rested" in ex["output"]
+    assert attempts() == 4
+    # each attempt said it was ended by the shutdown (the runner is killed only
+    # WIND_DOWN_S after stop_grace), not found dead by a heartbeat timeout 10 s later
+    # (a retry event is best effort: one may miss an API server not up yet)
     retries = [e["payload"] for e in events() if e["type"] == "retry"]
-    assert [r["attempt"] for r in retries] == [2, 3, 4], retries
+    assert retries and all("shutting down" in r["reason"] for r in retries), retries

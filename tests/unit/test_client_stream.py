@@ -63,3 +63,39 @@ def test_a_lost_stream_is_said_once_and_given_up_after_its_patience(
     err = capsys.readouterr().err
     assert err.count("reconnecting for up to 2s") == 1, err
     assert "retrying for up to" not in err, err
+
+
+class TakesStreamsAndClosesThem(BaseHTTPRequestHandler):
+    """An API server that is stopping: it takes a stream and ends it at once."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        if "/events" in self.path:
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        else:
+            body = json.dumps({"id": "ex-1", "phase": "RUNNING"}).encode()
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_streams_that_end_at_once_do_not_reset_the_patience(tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), TakesStreamsAndClosesThem)
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings = resolve(
+        tmp_path, env={"STIGMER_API_URL": f"http://127.0.0.1:{port}", "STIGMER_API_TOKEN": "t"}
+    )
+    started = time.monotonic()
+    try:
+        with pytest.raises(StackNotRunningError):
+            list(Client(settings, timeout=2).stream("ex-1", patience=2.0))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert time.monotonic() - started < 8.0

@@ -27,6 +27,7 @@ def test_previous_shutdowns_from_heartbeat_details() -> None:
 def test_only_tool_calls_have_stigmers_attempt_count() -> None:
     assert attempts_allowed("agent__stigmer_agent__toolset__workspace__call_tool") == 3
     assert attempts_allowed("agent__stigmer_agent__model_request") is None
+    assert attempts_allowed("agent__stigmer_agent__toolset__mcp__get_tools") is None
 
 
 def test_more_memory_doubles_in_docker_syntax() -> None:

@@ -77,7 +77,8 @@ def failed_attempts(info: activity.Info) -> int:
 
 def attempts_allowed(activity_type: str) -> int | None:
     """How many failed attempts an activity gets, when stigmer counts them (tool calls)."""
-    return TOOL_ATTEMPTS if "__toolset__" in activity_type else None
+    call = "__toolset__" in activity_type and activity_type.endswith("__call_tool")
+    return TOOL_ATTEMPTS if call else None
 
 
 class LostWorkerInterceptor(Interceptor):
@@ -208,5 +209,7 @@ class _Outbound(ActivityOutboundInterceptor):
 
     def heartbeat(self, *details: Any) -> None:
         info = activity.info()
+        # once the worker is shutting down, this attempt counts as ended by it (even if
+        # it then fails for another reason within stop_grace: bounded by Temporal's limit)
         shutdowns = previous_shutdowns(info.heartbeat_details) + activity.is_worker_shutdown()
         super().heartbeat({WORKER_KEY: self.owner.identity, SHUTDOWNS_KEY: shutdowns}, *details)

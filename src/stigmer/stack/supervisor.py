@@ -70,6 +70,11 @@ STARTING_POLL = 0.05
 STARTING_FOR = 10.0
 #: seconds a component's supervision may take to end once the component stopped
 SUPERVISION_END_S = 5.0
+#: seconds past stop_grace before a stopping component is killed: the runner's worker
+#: cancels what still runs at stop_grace, and each attempt then reports that a worker
+#: shutdown ended it (which does not use up the call's attempts: runner/lost.py);
+#: killed first, the attempt would end by heartbeat timeout, 10 s later
+WIND_DOWN_S = 2.0
 
 
 class Supervised:
@@ -591,7 +596,7 @@ class Supervisor:
         await _cancel(preload)
         await _cancel(watcher)
         for unit in reversed(self.units):
-            await unit.stop(self.settings.stop_grace)
+            await unit.stop(self.settings.stop_grace + WIND_DOWN_S)
             log.info("%s stopped", unit.comp.name)
         server.close()
         sock.unlink(missing_ok=True)
