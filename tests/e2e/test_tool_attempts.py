@@ -18,7 +18,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from stigmer.runner.lost import TOOL_ATTEMPTS, TOOL_ATTEMPTS_WITH_SHUTDOWNS, LostWorkerInterceptor
+from stigmer.runner.attempts import TOOL_ATTEMPTS, TOOL_ATTEMPTS_WITH_SHUTDOWNS
+from stigmer.runner.lost import LostWorkerInterceptor
 from tests.conftest import free_ports
 from tests.tls_front import temporal_dev_server
 

@@ -54,7 +54,7 @@ from temporalio.common import RetryPolicy
 from temporalio.workflow import ActivityCancellationType, ActivityConfig
 
 from stigmer.runner import runtime
-from stigmer.runner.lost import TOOL_ATTEMPTS_WITH_SHUTDOWNS
+from stigmer.runner.attempts import TOOL_ATTEMPTS_WITH_SHUTDOWNS
 from stigmer.runner.models import resolve_model
 from stigmer.runner.publish import ToolCallEvents, handle_stream, tool_ran
 from stigmer.runner.tools import ALL_TOOLS, RunDeps

@@ -40,14 +40,12 @@ from temporalio.worker import (
     Interceptor,
 )
 
+from stigmer.runner.attempts import TOOL_ATTEMPTS
+
 #: the key of our entry in an activity's heartbeat details
 WORKER_KEY = "stigmer_worker"
 #: the key, in the same entry, of how many attempts so far a worker shutdown ended
 SHUTDOWNS_KEY = "stigmer_shutdowns"
-#: attempts of a tool call that may fail or time out (a worker shutdown does not count)
-TOOL_ATTEMPTS = 3
-#: Temporal's limit for a tool call, shutdowns included
-TOOL_ATTEMPTS_WITH_SHUTDOWNS = TOOL_ATTEMPTS + 30
 #: How long (s) a retried attempt waits for its ``retry`` event to be taken before it goes on.
 RETRY_EVENT_PATIENCE_S = 10.0
 
