@@ -47,7 +47,10 @@ WORKER_KEY = "stigmer_worker"
 #: the key, in the same entry, of how many attempts so far a worker shutdown ended
 SHUTDOWNS_KEY = "stigmer_shutdowns"
 #: How long (s) a retried attempt waits for its ``retry`` event to be taken before it goes on.
-RETRY_EVENT_PATIENCE_S = 10.0
+#: After a `server restart` the runner may poll before the API server is up (on a
+#: busy machine, 10 s later and more): a tool call's ``started`` event waits for the
+#: API in any case (publish.PUBLISH_PATIENCE_S), so waiting here costs it nothing.
+RETRY_EVENT_PATIENCE_S = 60.0
 
 log = logging.getLogger("stigmer.runner")
 
