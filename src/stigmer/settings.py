@@ -400,7 +400,10 @@ class Settings:
     )
     start_timeout: float = setting(90.0, "Seconds `server start` waits for readiness.", minimum=1)
     stop_grace: float = setting(
-        10.0, "Seconds a component gets to stop before it is killed.", minimum=0
+        10.0,
+        "Seconds running activities get to finish when the stack stops (a component is "
+        "killed 2 s later).",
+        minimum=0,
     )
     restart_limit: int = setting(
         5, "Crash restarts allowed within restart_window before `failed`.", minimum=1
