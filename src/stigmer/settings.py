@@ -686,8 +686,11 @@ class Paths:
             os.chmod(d, 0o700)
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
+def read_config_file(path: Path, unknown_keys: bool = False) -> dict[str, Any]:
     """Read ``config.yaml``; a missing file is an empty config.
+
+    ``unknown_keys``: keep keys stigmer does not know instead of refusing them
+    (for `config unset`, which removes one).
 
     Raises:
         ConfigError: the YAML is broken, not a mapping, or names an unknown key.
@@ -730,7 +733,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
             f"Fix or delete {path}.",
         )
     unknown = sorted(set(data) - set(KEYS_BY_NAME), key=str)
-    if unknown:
+    if unknown and not unknown_keys:
         import difflib
 
         named = []
@@ -739,8 +742,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
             named.append(f"{key}" + (f" (did you mean `{close[0]}`?)" if close else ""))
         raise ConfigError(
             f"{path}: unknown config key(s): {', '.join(named)}.",
-            f"Fix or remove {'them' if len(unknown) > 1 else 'it'} in {path}; the README's "
-            "Settings table lists all "
+            f"Fix or remove {'them' if len(unknown) > 1 else 'it'} in {path} (or `stigmer "
+            f"config unset {unknown[0]}`); the README's Settings table lists all "
             f"{len(KEYS_BY_NAME)} keys.",
         )
     return data

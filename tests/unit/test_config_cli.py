@@ -31,6 +31,19 @@ def test_config_set_get_list_path(tmp_path: Path) -> None:
     assert run(home, "config", "get", "server_port").stdout.strip() == "7234"
 
 
+def test_a_misspelt_key_in_the_file_is_named_and_unset_removes_it(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    assert run(home, "config", "set", "server_port", "9000").returncode == 0
+    with (home / "config.yaml").open("a") as f:
+        f.write("sever_port: 9001\n")
+    broken = run(home, "config", "list")
+    assert broken.returncode != 0 and "did you mean `server_port`" in broken.stderr
+    assert "stigmer config unset sever_port" in broken.stderr, broken.stderr
+    unset = run(home, "config", "unset", "sever_port")
+    assert unset.returncode == 0 and "sever_port removed" in unset.stdout, unset.stderr
+    assert run(home, "config", "get", "server_port").stdout.strip() == "9000"
+
+
 def test_config_rejects_bad_input(tmp_path: Path) -> None:
     bad_key = run(tmp_path, "config", "set", "nope", "1")
     assert bad_key.returncode != 0 and "Unknown config key" in bad_key.stderr

@@ -94,9 +94,10 @@ def unset_cmd(
     key: str = typer.Argument(..., metavar="KEY", help="A key, e.g. server_port."),
 ) -> None:
     """Remove KEY from the config file (back to env or default)."""
-    name = _key(key)
     paths = Paths(home_dir())
-    data = read_config_file(paths.config)
+    data = read_config_file(paths.config, unknown_keys=True)
+    # a key stigmer does not know (misspelt) that is in the file goes as written
+    name = key if key in data and key not in KEYS_BY_NAME else _key(key)
     if data.pop(name, None) is None:
         print(f"{name} is not set in {paths.config}")
         return

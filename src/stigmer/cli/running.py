@@ -21,6 +21,7 @@ from stigmer.errors import (
     EXIT_OK,
     ConfigError,
     ConflictError,
+    StackNotRunningError,
 )
 
 #: Exit status of `run` and `execution logs -f` by final phase.
@@ -154,6 +155,15 @@ def follow(
                 if event["type"] == "approval_requested":
                     _on_approval(client, execution_id, event["payload"], renderer, ask_approvals)
             break
+        except StackNotRunningError as exc:
+            # the stream was lost for good: the execution is kept, and can be followed again
+            from stigmer.settings import command_for
+
+            again = command_for(client.settings.home, f"execution logs -f {execution_id}")
+            fix = (exc.fix or "").rstrip(".")
+            raise StackNotRunningError(
+                exc.message, f"{fix}; then follow the execution again: `{again}`.".lstrip("; ")
+            ) from None
         except KeyboardInterrupt:
             action = on_interrupt
             if action == "ask":
