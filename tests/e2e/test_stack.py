@@ -259,6 +259,19 @@ def test_taken_temporal_port_fails_fast_naming_it(stack: Stack) -> None:
     assert stack.our_processes() == []
 
 
+def test_every_taken_port_is_named_at_once(stack: Stack) -> None:
+    with socket.socket() as a, socket.socket() as b:
+        for s, port in ((a, stack.ports["temporal"]), (b, stack.ports["server"])):
+            s.bind(("127.0.0.1", port))
+            s.listen()
+        proc = stack.cli("server", "start", timeout=30)
+    assert proc.returncode == 8, proc.stderr
+    assert "2 ports this stack needs are already in use" in proc.stderr, proc.stderr
+    for key in ("temporal_port", "server_port"):
+        assert key in proc.stderr and f"--{key.replace('_', '-')} PORT" in proc.stderr
+    assert stack.our_processes() == []
+
+
 def test_stale_pid_files_never_block_or_kill(stack: Stack) -> None:
     bystander = subprocess.Popen(["sleep", "300"])
     try:

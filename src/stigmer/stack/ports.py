@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import random
 import socket
@@ -95,9 +96,15 @@ def port_holder(port: int) -> str | None:
                 if conn.pid:
                     try:
                         proc = psutil.Process(conn.pid)
-                        return f"{proc.name()} (pid {conn.pid}: {' '.join(proc.cmdline())[:120]})"
+                        line = " ".join(" ".join(proc.cmdline()).split())[:120]
+                        found = f"{proc.name()} (pid {conn.pid}: {line})"
                     except psutil.Error:
                         return f"pid {conn.pid}"
+                    with contextlib.suppress(psutil.Error):  # another stack's: say whose
+                        home = proc.environ().get("STIGMER_HOME")
+                        if home:
+                            found += f", of the stigmer stack in {home}"
+                    return found
                 return "another process (its pid is hidden from this user)"
     except Exception:
         return None
@@ -137,11 +144,26 @@ def check_ports(needs: list[PortNeed]) -> None:
         PortInUseError: naming the port, the setting, and the holder when known.
     """
     check_port_settings(needs)
-    for need in needs:
-        if not port_free(need.port, need.host):
+    taken = [need for need in needs if not port_free(need.port, need.host)]
+    if len(taken) == 1:
+        need = taken[0]
+        holder = port_holder(need.port)
+        raise PortInUseError(
+            f"Port {need.port} on {need.host}, needed for {need.what}, is already in use"
+            + (f" by {holder}." if holder else "."),
+            f"Stop whatever holds port {need.port}, or choose another port: {port_fix(need.key)}",
+        )
+    if taken:  # all of them at once: not one per try
+        lines = []
+        for need in taken:
             holder = port_holder(need.port)
-            raise PortInUseError(
-                f"Port {need.port} on {need.host}, needed for {need.what}, is already in use"
-                + (f" by {holder}." if holder else "."),
-                f"Stop whatever holds port {need.port}, or choose another port: {port_fix(need.key)}",
+            lines.append(
+                f"  {need.port} ({need.key}, {need.what})" + (f": {holder}" if holder else "")
             )
+        flags = " ".join(f"--{n.key.replace('_', '-')} PORT" for n in taken)
+        raise PortInUseError(
+            f"{len(taken)} ports this stack needs are already in use:\n" + "\n".join(lines),
+            f"Stop whatever holds them, or choose other ports: `{flags}`, the "
+            "STIGMER_<KEY>=PORT variables or `stigmer config set KEY PORT` (another "
+            "stack on this machine: give it its own ports in its own --home).",
+        )
