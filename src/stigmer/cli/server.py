@@ -608,13 +608,16 @@ def _restart(**params: Any) -> None:
     quiet = params["json_out"]
     if not quiet:
         print(f"Stopping stigmer (home {settings.home})...", file=sys.stderr)
-    control.stop(
+    t0 = time.monotonic()
+    stopped = control.stop(
         settings,
         on_wait_lock=None
         if quiet
         else lambda: print("waiting for another stigmer command...", file=sys.stderr),
         on_slow=None if quiet else lambda why: print(why, file=sys.stderr),
     )
+    if stopped and not quiet:  # the start's "ready in" counts from here
+        print(f"stopped in {time.monotonic() - t0:.1f}s; starting...", file=sys.stderr)
     _start(settings, params["json_out"], params["rebuild"])
 
 
