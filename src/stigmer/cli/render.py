@@ -46,6 +46,8 @@ class Renderer:
         )
         #: the message of the last error event: a FAILED phase with the same one does not repeat it
         self._error: str | None = None
+        #: tool call id -> its last attempt, from retry events: a call's duration spans them
+        self._attempts: dict[str, int] = {}
 
     def header(self, text: str) -> None:
         self.console.print(f"[dim]{escape(text)}[/]")
@@ -79,6 +81,9 @@ class Renderer:
                 ok = p.get("status") == "completed"
                 mark = "[green]✓[/]" if ok else "[red]✗[/]"
                 took = f" {p['duration_ms']} ms" if p.get("duration_ms") is not None else ""
+                attempts = self._attempts.get(p.get("tool_call_id") or "")
+                if took and attempts:
+                    took += f" over {attempts} attempts"
                 call = f" [dim]({escape(p['tool_call_id'])})[/]" if p.get("tool_call_id") else ""
                 self.console.print(
                     f"{seq}{mark} {escape(name)}{call}{took}: "
@@ -107,6 +112,8 @@ class Renderer:
                 f"by {escape(p.get('by', ''))}[/]{why}"
             )
         elif t == "retry":
+            if p.get("tool_call_id") and isinstance(p.get("attempt"), int):
+                self._attempts[p["tool_call_id"]] = p["attempt"]
             call = f" call {p['tool_call_id']}" if p.get("tool_call_id") else ""
             self.console.print(
                 f"{seq}[yellow]↻ {escape(p.get('name', ''))}{escape(call)} attempt {p.get('attempt')}[/]"
