@@ -33,7 +33,7 @@ EXIT_CODES: dict[int, str] = {
     5: "the stack is not running (`server status`: stopped)",
     6: "another stigmer command is starting or stopping the stack",
     7: "the stigmer supervisor does not answer",
-    8: "a port the stack needs is taken",
+    8: "a port the stack needs, or its runner's container name, is taken; nothing was started",
     9: "the stack did not become ready; nothing was left running",
     10: "no Docker engine answers",
     11: "the runner image is not available",
@@ -118,6 +118,14 @@ class SupervisorError(StigmerError, code=7):
 
 class PortInUseError(StigmerError, code=8):
     """A port the stack needs is already taken by another process."""
+
+
+class NameTakenError(PortInUseError):
+    """The runner's container name is taken by a running container of another stack.
+
+    The same exit status as a taken port: something the stack needs is held by
+    another, and nothing was started.
+    """
 
 
 class StackStartError(StigmerError, code=9):

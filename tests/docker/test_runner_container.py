@@ -660,3 +660,37 @@ def test_stale_image_reported(
         f"make -C {ROOT} build-agent-runner-image IMAGE={stale_tag}" in w
         for w in report["local"]["warnings"]
     ), report["local"]["warnings"]
+
+
+def test_a_container_name_of_another_stack_is_exit_8_and_left_alone(
+    docker_client: docker.DockerClient,
+    standin_base: str,
+    docker_labels: dict[str, str],
+    stack: Stack,
+) -> None:
+    """Another stack's running runner holds the container name: the start refuses at
+    once with a taken resource's exit status (8), names that stack, and starts nothing
+    (the name is claimed before the image is looked at: no image is needed here)."""
+    name = f"stigmer-agent-runner-{docker_labels['io.stigmer.test.id']}"
+    stack.env |= {
+        "STIGMER_RUNNER_MODE": "docker",
+        "STIGMER_RUNNER_IMAGE": f"stigmer-agent-runner:absent-{docker_labels['io.stigmer.test.id']}",
+        "STIGMER_RUNNER_CONTAINER": name,
+        "STIGMER_OFFLINE": "1",
+    }
+    other = docker_client.containers.run(
+        standin_base,
+        ["sleep", "300"],
+        name=name,
+        labels=docker_labels | {"io.stigmer.home": "/elsewhere/home"},
+        detach=True,
+    )
+    try:
+        proc = stack.cli("server", "start", timeout=60)
+        assert proc.returncode == 8, proc.stderr
+        assert "/elsewhere/home" in proc.stderr and "STIGMER_RUNNER_CONTAINER" in proc.stderr
+        other.reload()
+        assert other.status == "running"  # left alone
+        assert stack.our_processes() == []
+    finally:
+        other.remove(force=True)

@@ -112,14 +112,14 @@ def prepare_runner(settings: Settings, *, rebuild: bool, quiet: bool) -> dict[st
         return None
     settings.set("runner_mode", "docker", settings.sources["runner_mode"])
     try:
-        from stigmer.errors import StackStartError
+        from stigmer.errors import NameTakenError
         from stigmer.stack.agent_runner_docker import ContainerConflictError, claim_container_name
 
         try:
             if RUNNER in settings.components:  # a host without a runner starts no container
                 claim_container_name(client, settings)
         except ContainerConflictError as exc:
-            raise StackStartError(exc.message, exc.fix) from None
+            raise NameTakenError(exc.message, exc.fix) from None
         if rebuild:
             if not quiet:
                 print(f"Building {settings.runner_image} ...", file=sys.stderr)
