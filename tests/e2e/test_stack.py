@@ -526,3 +526,20 @@ def test_restarts_during_a_tool_call_do_not_use_up_its_attempts(
     # (a retry event is best effort: one may miss an API server not up yet)
     retries = [e["payload"] for e in events() if e["type"] == "retry"]
     assert retries and all("shutting down" in r["reason"] for r in retries), retries
+
+
+@pytest.mark.parametrize("after", [0.5, 1.5])
+def test_ctrl_c_during_start_says_so_and_leaves_nothing(stack: Stack, after: float) -> None:
+    proc = subprocess.Popen(
+        [STIGMER, "server", "start"],
+        env=stack.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(after)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 130, err
+    assert err.rstrip().endswith("Interrupted."), err  # Typer made it a silent 130
+    assert stack.our_processes() == []

@@ -103,12 +103,14 @@ def _run_app() -> object:
     """The Typer app (every command); returns its exit status."""
     import typer
 
-    from stigmer.cli.app import app
+    from stigmer.cli.app import Interrupted, app
 
     try:
         return app(standalone_mode=False)
     except typer.Exit as exc:
         return exc.exit_code
+    except Interrupted:
+        raise KeyboardInterrupt from None
     except typer.Abort:
         raise KeyboardInterrupt from None
 

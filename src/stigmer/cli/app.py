@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 import typer
-from typer.core import TyperArgument
+from typer.core import TyperArgument, TyperGroup
 
 from stigmer.cli import agents as agents_cmd
 from stigmer.cli import config as config_cmd
@@ -35,8 +35,24 @@ def _argument_metavar(self: TyperArgument, ctx: Any, *, usage: bool = False) -> 
 
 TyperArgument.make_metavar = _argument_metavar  # type: ignore[method-assign]
 
+class Interrupted(Exception):
+    """Ctrl-C (or SIGTERM, SIGHUP) in a command: main() says "Interrupted." and exits 130.
+
+    Typer would turn the KeyboardInterrupt into a silent exit status 130.
+    """
+
+
+class _Root(TyperGroup):
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            raise Interrupted() from exc
+
+
 app = typer.Typer(
     name="stigmer",
+    cls=_Root,
     help="Run AI agents durably, on your laptop or a cluster.",
     no_args_is_help=True,
     add_completion=False,
