@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -77,3 +78,15 @@ def test_a_plain_run_does_not_import_typer(tmp_path: Any) -> None:
     lines = out.stdout.strip().splitlines()
     assert lines[-2] == "exit 5", out  # the API is not running: StackNotRunningError
     assert lines[-1] == "False", out
+
+
+@pytest.mark.parametrize("args", [["run", "a"], ["run", "a", "  "], ["run", "a", "-"]])
+def test_an_empty_message_is_refused_before_anything_starts(tmp_path: Any, args: list[str]) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STIGMER_")}
+    env |= {"STIGMER_HOME": str(tmp_path / "home")}
+    stigmer = str(Path(sys.executable).parent / "stigmer")
+    out = subprocess.run([stigmer, *args], env=env, capture_output=True, text=True, input="\n")
+    assert out.returncode == 2, out
+    assert "The message for the agent is empty" in out.stderr
+    assert "stigmer run a - < FILE" in out.stderr
+    assert not (tmp_path / "home").exists()  # nothing was started or written

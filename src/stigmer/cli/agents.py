@@ -171,7 +171,7 @@ def run(
     message: str = typer.Argument(
         "",
         metavar="MESSAGE",
-        help="The message for the agent; read from stdin when '-'.",
+        help="What the agent should do (required); read from stdin when '-'.",
         show_default=False,
     ),
     env: list[str] = typer.Option(

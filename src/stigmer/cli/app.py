@@ -35,6 +35,7 @@ def _argument_metavar(self: TyperArgument, ctx: Any, *, usage: bool = False) -> 
 
 TyperArgument.make_metavar = _argument_metavar  # type: ignore[method-assign]
 
+
 class Interrupted(Exception):
     """Ctrl-C (or SIGTERM, SIGHUP) in a command: main() says "Interrupted." and exits 130.
 

@@ -69,8 +69,18 @@ def run_agent(
     as_json = output_json(output)
     if on_interrupt not in ON_INTERRUPT:
         raise ConfigError(f"--on-interrupt {on_interrupt!r}", "Use ask, detach or cancel.")
-    if message == "-":
+    from_stdin = message == "-"
+    if from_stdin:
         message = sys.stdin.read().rstrip("\n")
+    if not message.strip():
+        # a model is sent an empty request (a provider refuses it, after the start)
+        import shlex
+
+        raise ConfigError(
+            "The message for the agent is empty" + (" (stdin was)." if from_stdin else "."),
+            f'Say what it should do: `stigmer run {shlex.quote(agent)} "Summarize the notes '
+            f'folder"`, or `stigmer run {shlex.quote(agent)} - < FILE` to read it from a file.',
+        )
     for what, text in (("agent name", agent), ("message", message), *(("--env", e) for e in env)):
         try:
             text.encode("utf-8")
