@@ -152,6 +152,15 @@ def test_a_tab_in_the_indentation_is_named_as_such() -> None:
     assert "spaces" in (err.value.fix or "")
 
 
+def test_an_unclosed_quote_names_where_it_opened() -> None:
+    text = HEAD + '  instructions: "never closed\n  model: test\n  tools: [shell]\n'
+    with pytest.raises(SpecError) as err:
+        load_text(text, "f.yaml")
+    assert "found unexpected end of stream" in err.value.message
+    opened = text.splitlines().index('  instructions: "never closed') + 1
+    assert f"while scanning a quoted scalar at line {opened}, column 17" in err.value.message
+
+
 def test_merge_keys_still_work() -> None:
     text = HEAD + (
         "  instructions: x\n  tools: [write_file]\n  test_script:\n"

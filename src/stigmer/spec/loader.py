@@ -374,8 +374,19 @@ def load_text(text: str, filename: str) -> list[LoadedAgent]:
                 "YAML indents with spaces only: replace the tabs at the start of that line "
                 "(and the lines around it) with spaces; nothing was stored.",
             ) from None
+        # where what went wrong began (a quote opened lines before the end it ran into)
+        began = ""
+        ctx = exc.context_mark
+        if (
+            exc.problem
+            and exc.context
+            and ctx is not None
+            and mark is not None
+            and (ctx.line, ctx.column) != (mark.line, mark.column)
+        ):
+            began = f", {exc.context} at line {ctx.line + 1}, column {ctx.column + 1}"
         raise SpecError(
-            f"{_at(filename, mark)}: invalid YAML: {exc.problem or exc.context}",
+            f"{_at(filename, mark)}: invalid YAML: {exc.problem or exc.context}{began}",
             "Fix the syntax at that position (indentation, a missing colon or quote); "
             "nothing was stored.",
         ) from None
