@@ -80,7 +80,16 @@ def test_a_plain_run_does_not_import_typer(tmp_path: Any) -> None:
     assert lines[-1] == "False", out
 
 
-@pytest.mark.parametrize("args", [["run", "a"], ["run", "a", "  "], ["run", "a", "-"]])
+def test_a_missing_message_is_a_usage_error(tmp_path: Any) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STIGMER_")}
+    env |= {"STIGMER_HOME": str(tmp_path / "home")}
+    stigmer = str(Path(sys.executable).parent / "stigmer")
+    out = subprocess.run([stigmer, "run", "a"], env=env, capture_output=True, text=True)
+    assert out.returncode == 2 and "Missing argument 'MESSAGE'" in out.stderr, out
+    assert not (tmp_path / "home").exists()
+
+
+@pytest.mark.parametrize("args", [["run", "a", "  "], ["run", "a", "-"]])
 def test_an_empty_message_is_refused_before_anything_starts(tmp_path: Any, args: list[str]) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STIGMER_")}
     env |= {"STIGMER_HOME": str(tmp_path / "home")}

@@ -58,7 +58,7 @@ def test_every_option_and_argument_has_help_and_arguments_read_upper_case() -> N
 @pytest.mark.parametrize(
     ("command", "usage"),
     [
-        (("run",), "stigmer run [OPTIONS] AGENT [MESSAGE]"),
+        (("run",), "stigmer run [OPTIONS] AGENT MESSAGE"),
         (("agent", "get"), "stigmer agent get [OPTIONS] AGENT"),
         (("agent", "delete"), "stigmer agent delete [OPTIONS] AGENT"),
         (("execution", "logs"), "stigmer execution logs [OPTIONS] EXECUTION_ID"),

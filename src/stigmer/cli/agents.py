@@ -169,9 +169,9 @@ def run(
         ..., metavar="AGENT", help="The agent's name (see `stigmer agent list`)."
     ),
     message: str = typer.Argument(
-        "",
+        ...,
         metavar="MESSAGE",
-        help="What the agent should do (required); read from stdin when '-'.",
+        help="What the agent should do; read from stdin when '-'.",
         show_default=False,
     ),
     env: list[str] = typer.Option(

@@ -26,7 +26,7 @@ exit_141_on_broken_pipe()  # help and tables are printed by Rich
 
 
 def _argument_metavar(self: TyperArgument, ctx: Any, *, usage: bool = False) -> str:
-    """``AGENT`` and ``[MESSAGE]`` in usage lines, as the docs write them (Typer: ``{agent}``)."""
+    """``AGENT`` and ``[OPTIONAL]`` in usage lines, as the docs write them (Typer: ``{agent}``)."""
     var = self.metavar or (self.name or "").upper()
     if self.nargs != 1:
         var += "..."
