@@ -294,6 +294,8 @@ def test_cancel_a_long_run_from_its_page_and_no_other_origin_can(
     page.click("#cancel")
     page.locator('#phase:text("CANCELLED")').wait_for(timeout=WAIT_MS)
     assert page.locator("#cancel").is_hidden()
+    # the call's time spans its attempts, and says so
+    page.locator('#timeline .tool-state:has-text("over 2 attempts")').wait_for(timeout=WAIT_MS)
     shot(page, "execution-cancelled")
     got = json.loads(cstack.cli("execution", "get", ex, "-o", "json").stdout)
     assert got["phase"] == "CANCELLED"

@@ -262,6 +262,8 @@
       if (callId) approvals.set(callId, node);
     }
 
+    // tool call id -> its last attempt, from retry events: a call's duration spans them
+    const attempts = new Map();
     const render = {
       phase(e) {
         const p = e.payload;
@@ -298,7 +300,8 @@
           return;
         }
         const ok = p.status === "completed";
-        const took = p.duration_ms != null ? ` in ${p.duration_ms} ms` : "";
+        const tries = attempts.get(key);
+        const took = p.duration_ms != null ? ` in ${p.duration_ms} ms${tries ? ` over ${tries} attempts` : ""}` : "";
         const result = block(ok ? "result" : "error", p.result || "", ok ? "result" : "result failed");
         const node = calls.get(key);
         if (node) {
@@ -329,6 +332,7 @@
       },
       retry(e) {
         const p = e.payload;
+        if (p.tool_call_id && Number.isInteger(p.attempt)) attempts.set(p.tool_call_id, p.attempt);
         const what = p.name ? `${p.name}${p.tool_call_id ? ` call ${p.tool_call_id}` : ""}` : p.tool_call_id || "a call";
         item(
           e,
