@@ -82,7 +82,14 @@ class Client:
         self._answered = False
         self._said_away = False
         self._said_lost = False
-        self.base = self._endpoint(settings) if vouched else settings.api_endpoint
+        #: the API went away since it was vouched for: ask its supervisor again before
+        #: the token goes to that address (another user may hold the port meanwhile)
+        self._recheck = False
+        if vouched:
+            self.base, state = self._endpoint(settings)
+            self._recheck = state != "running"  # (re)starting: nothing of ours may listen yet
+        else:
+            self.base = settings.api_endpoint
         url = urlsplit(self.base)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise StigmerError(
@@ -125,8 +132,8 @@ class Client:
         return ssl.create_default_context()
 
     @staticmethod
-    def _endpoint(settings: Settings) -> str:
-        """The URL of this home's API, as its running supervisor tells it.
+    def _endpoint(settings: Settings) -> tuple[str, str | None]:
+        """The URL of this home's API and its state, as its running supervisor tells them.
 
         Loopback is open to every local user: something else may listen on the
         configured port while the stack is down. The supervisor's socket is the
@@ -146,7 +153,26 @@ class Client:
                 f"Start it: `{command_for(settings.home, 'server start')}` (check "
                 f"`{command_for(settings.home, 'server status')}`).",
             )
-        return url
+        state = answer.get("state") if answer else None
+        return url, state if isinstance(state, str) else None
+
+    def _vouch_again(self) -> None:
+        """Before the token goes out again after the API went away (a restart): its
+        supervisor must say that its API server runs, at the same address. Running
+        means it bound the port; until then another local user could hold it.
+
+        Raises:
+            StackNotRunningError: not yet (the callers retry within their patience).
+        """
+        if not (self._vouched and self._recheck):
+            return
+        try:
+            url, state = self._endpoint(self.settings)
+        except StackNotRunningError:
+            raise self._not_running() from None
+        if url != self.base or state != "running":
+            raise self._not_running()
+        self._recheck = False
 
     def close(self) -> None:
         """Nothing to release: each request uses its own connection."""
@@ -194,6 +220,7 @@ class Client:
         Raises:
             OSError: could not connect or send (refused, reset, timed out).
         """
+        self._vouch_again()
         target = self._prefix + path + (f"?{urlencode(params)}" if params else "")
         body = None if json_body is None else _json.dumps(json_body).encode()
         hdrs = dict(self._headers)
@@ -270,6 +297,7 @@ class Client:
                 "Retry; see `stigmer server logs -c stigmer-server`.",
             ) from None
         except (OSError, http.client.HTTPException) as exc:
+            self._recheck = True
             raise (self._untrusted(exc) or self._not_running()) from None
         return self._check(method, path, resp.status, data)
 
@@ -528,11 +556,12 @@ class Client:
                 conn = None
                 # ended without a final phase: over only if the execution has ended
                 # (a stream resumed after the final event); else the server was cut off
+                self._recheck = True  # the server ended the stream: it may be gone
                 try:  # once: a refusal is a lost stream, retried below
                     ended = self._request_once("GET", f"/v1/executions/{_seg(execution_id)}")
                 except NotFoundError:
                     raise _no_such_execution(execution_id) from None
-                if ended.get("phase") in TERMINAL_PHASES:
+                if isinstance(ended, dict) and ended.get("phase") in TERMINAL_PHASES:
                     return
                 lost_at, opened = self._lost(lost_at, opened, patience), None
                 failures += 1
@@ -547,6 +576,7 @@ class Client:
                 untrusted = self._untrusted(exc)
                 if untrusted is not None:
                     raise untrusted from None
+                self._recheck = True
                 lost_at, opened = self._lost(lost_at, opened, patience), None
                 failures += 1
             finally:

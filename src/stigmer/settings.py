@@ -735,6 +735,7 @@ def read_config_file(path: Path, unknown_keys: bool = False) -> dict[str, Any]:
     unknown = sorted(set(data) - set(KEYS_BY_NAME), key=str)
     if unknown and not unknown_keys:
         import difflib
+        import shlex
 
         named = []
         for key in unknown:
@@ -743,7 +744,7 @@ def read_config_file(path: Path, unknown_keys: bool = False) -> dict[str, Any]:
         raise ConfigError(
             f"{path}: unknown config key(s): {', '.join(named)}.",
             f"Fix or remove {'them' if len(unknown) > 1 else 'it'} in {path} (or `stigmer "
-            f"config unset {unknown[0]}`); the README's Settings table lists all "
+            f"config unset {shlex.quote(str(unknown[0]))}`); the README's Settings table lists all "
             f"{len(KEYS_BY_NAME)} keys.",
         )
     return data

@@ -7,6 +7,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -99,3 +100,60 @@ def test_streams_that_end_at_once_do_not_reset_the_patience(tmp_path: Path) -> N
         server.shutdown()
         server.server_close()
     assert time.monotonic() - started < 8.0
+
+
+class Squatter(BaseHTTPRequestHandler):
+    """Whatever holds the API's port while the stack restarts: it records the tokens."""
+
+    tokens: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        Squatter.tokens.append(self.headers.get("Authorization", ""))
+        body = b'{"agents": []}'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_token_waits_until_the_supervisor_says_its_api_server_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loopback is open to every local user: while this stack's API server is not up
+    (a restart), something else may hold its port. The token goes there only once the
+    supervisor (its socket is the owner's alone) says its API server runs."""
+    import socketserver
+
+    import stigmer.client
+
+    monkeypatch.setattr(stigmer.client, "AWAY_PATIENCE_S", 1.0)
+    api = ThreadingHTTPServer(("127.0.0.1", 0), Squatter)
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{api.server_address[1]}"
+    settings = resolve(tmp_path / "home", env={"STIGMER_API_TOKEN": "sekrit"})
+    settings.paths.control_socket.parent.mkdir(parents=True, exist_ok=True)
+    state = {"now": "restarting"}
+
+    class Supervisor(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            self.rfile.readline()
+            self.wfile.write(json.dumps({"api": url, "state": state["now"]}).encode() + b"\n")
+
+    sup = socketserver.ThreadingUnixStreamServer(str(settings.paths.control_socket), Supervisor)
+    threading.Thread(target=sup.serve_forever, daemon=True).start()
+    Squatter.tokens = []
+    try:
+        client = Client(settings, timeout=2)
+        with pytest.raises(StackNotRunningError):
+            client.list_agents()
+        assert Squatter.tokens == []  # never sent while the API server was not running
+        state["now"] = "running"
+        assert client.list_agents() == []
+        assert Squatter.tokens == ["Bearer sekrit"]
+    finally:
+        for server in (api, sup):
+            server.shutdown()
+            server.server_close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from stigmer.runner.lost import (
+    ACTIVITY_KEY,
     SHUTDOWNS_KEY,
     WORKER_KEY,
     attempts_allowed,
@@ -22,6 +23,10 @@ def test_previous_shutdowns_from_heartbeat_details() -> None:
     assert previous_shutdowns([{WORKER_KEY: "w1", SHUTDOWNS_KEY: 2}]) == 2
     assert previous_shutdowns([]) == 0 and previous_shutdowns(None) == 0
     assert previous_shutdowns([{SHUTDOWNS_KEY: "2"}, {SHUTDOWNS_KEY: -1}]) == 0
+    # a record copied from another activity of the workflow is not this one's
+    mine = {WORKER_KEY: "w1", ACTIVITY_KEY: "7", SHUTDOWNS_KEY: 2}
+    assert previous_shutdowns([mine], "7") == 2
+    assert previous_shutdowns([mine], "8") == 0
 
 
 def test_only_tool_calls_have_stigmers_attempt_count() -> None:

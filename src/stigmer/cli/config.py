@@ -98,9 +98,10 @@ def unset_cmd(
     data = read_config_file(paths.config, unknown_keys=True)
     # a key stigmer does not know (misspelt) that is in the file goes as written
     name = key if key in data and key not in KEYS_BY_NAME else _key(key)
-    if data.pop(name, None) is None:
+    if name not in data:
         print(f"{name} is not set in {paths.config}")
         return
+    del data[name]
     write_config_file(paths.config, data)
     print(f"{name} removed from {paths.config}")
     _note_if_running(paths)

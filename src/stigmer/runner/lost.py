@@ -46,6 +46,8 @@ from stigmer.runner.attempts import TOOL_ATTEMPTS
 WORKER_KEY = "stigmer_worker"
 #: the key, in the same entry, of how many attempts so far a worker shutdown ended
 SHUTDOWNS_KEY = "stigmer_shutdowns"
+#: ... and of the activity that count is of
+ACTIVITY_KEY = "stigmer_activity"
 #: How long (s) a retried attempt waits for its ``retry`` event to be taken before it goes on.
 #: After a `server restart` the runner may poll before the API server is up (on a
 #: busy machine, 10 s later and more): a tool call's ``started`` event waits for the
@@ -63,17 +65,24 @@ def previous_worker(details: Any) -> str | None:
     return None
 
 
-def previous_shutdowns(details: Any) -> int:
-    """How many attempts before this one a worker shutdown ended, as the last one recorded."""
+def previous_shutdowns(details: Any, activity_id: str | None = None) -> int:
+    """How many attempts before this one a worker shutdown ended, as the last one recorded.
+
+    With ``activity_id``, only a record of that activity counts (a sealed record
+    copied from another activity of the workflow is not this one's).
+    """
     for d in details or ():
         if isinstance(d, dict) and isinstance(d.get(SHUTDOWNS_KEY), int):
+            if activity_id is not None and d.get(ACTIVITY_KEY) != activity_id:
+                return 0
             return max(0, int(d[SHUTDOWNS_KEY]))
     return 0
 
 
 def failed_attempts(info: activity.Info) -> int:
     """Attempts before this one that failed or timed out, not counting worker shutdowns."""
-    return max(0, info.attempt - 1 - previous_shutdowns(info.heartbeat_details))
+    shutdowns = min(previous_shutdowns(info.heartbeat_details, info.activity_id), info.attempt - 1)
+    return max(0, info.attempt - 1 - shutdowns)
 
 
 def attempts_allowed(activity_type: str) -> int | None:
@@ -212,5 +221,10 @@ class _Outbound(ActivityOutboundInterceptor):
         info = activity.info()
         # once the worker is shutting down, this attempt counts as ended by it (even if
         # it then fails for another reason within stop_grace: bounded by Temporal's limit)
-        shutdowns = previous_shutdowns(info.heartbeat_details) + activity.is_worker_shutdown()
-        super().heartbeat({WORKER_KEY: self.owner.identity, SHUTDOWNS_KEY: shutdowns}, *details)
+        before = previous_shutdowns(info.heartbeat_details, info.activity_id)
+        entry = {
+            WORKER_KEY: self.owner.identity,
+            ACTIVITY_KEY: info.activity_id,
+            SHUTDOWNS_KEY: min(before, info.attempt - 1) + activity.is_worker_shutdown(),
+        }
+        super().heartbeat(entry, *details)
