@@ -42,9 +42,11 @@ def print_error(exc: Any) -> None:
 
 
 def _escape(text: str) -> str:
+    """Plain text for Rich: no markup, and no terminal control characters (a file
+    name, another process's command line or a server's answer may hold them)."""
     from rich.markup import escape
 
-    return escape(text)
+    return escape(terminal_safe(text))
 
 
 def human_duration(seconds: float | None) -> str:

@@ -97,23 +97,18 @@ def port_holder(port: int) -> str | None:
                     try:
                         proc = psutil.Process(conn.pid)
                         line = " ".join(" ".join(proc.cmdline()).split())[:120]
-                        found = _printable(f"{proc.name()} (pid {conn.pid}: {line})")
+                        found = f"{proc.name()} (pid {conn.pid}: {line})"
                     except psutil.Error:
                         return f"pid {conn.pid}"
                     with contextlib.suppress(psutil.Error):  # another stack's: say whose
                         home = proc.environ().get("STIGMER_HOME")
                         if home:
-                            found += _printable(f", of the stigmer stack in {home}")
+                            found += f", of the stigmer stack in {home}"
                     return found
                 return "another process (its pid is hidden from this user)"
     except Exception:
         return None
     return None
-
-
-def _printable(text: str) -> str:
-    """Another process's name and command line, without terminal control characters."""
-    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def port_fix(key: str) -> str:
