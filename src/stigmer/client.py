@@ -6,7 +6,6 @@ becomes a :class:`~stigmer.errors.StigmerError` that says what to do.
 
 from __future__ import annotations
 
-import http.client
 import json as _json
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode, urlsplit
 
+from stigmer import _http
 from stigmer.contract.ids import new_execution_id
 from stigmer.contract.phases import TERMINAL_PHASES
 from stigmer.credentials import read_token
@@ -59,8 +59,9 @@ def _seg(value: str) -> str:
 class Client:
     """Calls to the stigmer API: this home's (the one its supervisor vouches for), or ``api_url``.
 
-    Built on the standard library's ``http.client``: the CLI makes a handful of
-    requests per command, and this keeps its start-up (``stigmer run``) short.
+    Built on :mod:`stigmer._http` (HTTP/1.1 on a socket, without ``http.client``'s
+    imports): the CLI makes a handful of requests per command, and this keeps its
+    start-up (``stigmer run``) short.
     ``timeout`` (seconds) bounds connecting and each read, except while
     following an event stream, which waits as long as the execution runs.
     An ``https`` API is checked with ``api_tls_ca_path`` (else the system's CAs).
@@ -214,7 +215,7 @@ class Client:
         params: dict[str, Any] | None = None,
         json_body: Any = None,
         headers: dict[str, str] | None = None,
-    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    ) -> tuple[_http.Connection, _http.Response]:
         """Send one request on a new connection; the caller reads and closes.
 
         Raises:
@@ -227,16 +228,9 @@ class Client:
         if body is not None:
             hdrs["Content-Type"] = "application/json"
         hdrs.update(headers or {})
-        conn: http.client.HTTPConnection = (
-            http.client.HTTPSConnection(
-                self._host, self._port, timeout=self.timeout, context=self._tls
-            )
-            if self._tls is not None
-            else http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
-        )
+        conn = _http.Connection(self._host, self._port, self.timeout, self._tls)
         try:
-            conn.request(method, target, body=body, headers=hdrs)
-            return conn, conn.getresponse()
+            return conn, conn.request(method, target, body, hdrs)
         except BaseException:
             conn.close()
             raise
@@ -296,7 +290,7 @@ class Client:
                 f"The stigmer API at {self.base} timed out on {method} {path}.",
                 "Retry; see `stigmer server logs -c stigmer-server`.",
             ) from None
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, _http.ProtocolError) as exc:
             self._recheck = True
             raise (self._untrusted(exc) or self._not_running()) from None
         return self._check(method, path, resp.status, data)
@@ -513,7 +507,7 @@ class Client:
         self.ended = None
         path = f"/v1/executions/{_seg(execution_id)}/events"
         while True:
-            conn: http.client.HTTPConnection | None = None
+            conn: _http.Connection | None = None
             try:
                 conn, resp = self._send(
                     "GET",
@@ -567,7 +561,7 @@ class Client:
                 failures += 1
             except (
                 OSError,
-                http.client.HTTPException,
+                _http.ProtocolError,
                 StackNotRunningError,
                 ApiUnavailableError,
             ) as exc:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import json
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +37,16 @@ def ensure_token(path: Path) -> str:
     token = read_token(path)
     if token:
         return token
+    import secrets  # not on the CLI's hot path, which only reads the token
+
     token = secrets.token_urlsafe(32)
     write_private(path, token + "\n")
     return token
 
 
 def _new_key() -> str:
+    import secrets
+
     return base64.b64encode(secrets.token_bytes(32)).decode()
 
 

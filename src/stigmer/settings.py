@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -47,24 +46,59 @@ _TYPES: dict[str, type] = {
 }
 
 
-@dataclass(frozen=True)
 class Key:
-    """One setting: its config-file key, env vars, type, default and rules."""
+    """One setting: its config-file key, env vars, type, default and rules.
 
-    name: str
-    type: type
-    default: Any
-    help: str
-    choices: tuple[str, ...] | None = None
-    secret: bool = False
-    minimum: float | None = None
-    pattern: str | None = None
-    #: env vars read besides STIGMER_<NAME>, in order (the names users know)
-    aliases: tuple[str, ...] = ()
-    #: the value in effect when unset, for display (``config list``)
-    effective: Callable[[Settings], Any] | None = None
-    #: extra check of a parsed value; raises ValueError with the reason
-    check: Callable[[Any], None] | None = None
+    (Plain classes here and in :class:`Settings`, not dataclasses: every CLI
+    command imports this module, and ``dataclasses`` brings ``inspect``, ``ast``
+    and more, a sixth of ``stigmer run``'s imports.)
+    """
+
+    __slots__ = (
+        "aliases",
+        "check",
+        "choices",
+        "default",
+        "effective",
+        "help",
+        "minimum",
+        "name",
+        "pattern",
+        "secret",
+        "type",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        type: type,
+        default: Any,
+        help: str,
+        choices: tuple[str, ...] | None = None,
+        secret: bool = False,
+        minimum: float | None = None,
+        pattern: str | None = None,
+        aliases: tuple[str, ...] = (),
+        effective: Callable[[Settings], Any] | None = None,
+        check: Callable[[Any], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.type = type
+        self.default = default
+        self.help = help
+        self.choices = choices
+        self.secret = secret
+        self.minimum = minimum
+        self.pattern = pattern
+        #: env vars read besides STIGMER_<NAME>, in order (the names users know)
+        self.aliases = aliases
+        #: the value in effect when unset, for display (``config list``)
+        self.effective = effective
+        #: extra check of a parsed value; raises ValueError with the reason
+        self.check = check
+
+    def __repr__(self) -> str:
+        return f"Key({self.name!r})"
 
     @property
     def env(self) -> str:
@@ -151,9 +185,19 @@ def _convert(kind: type, raw: Any) -> Any:
     return str(raw)
 
 
+class _Setting:
+    """A key as :class:`Settings` declares it, until :func:`_keys` makes it a :class:`Key`."""
+
+    __slots__ = ("default", "rules")
+
+    def __init__(self, default: Any, rules: dict[str, Any]) -> None:
+        self.default = default
+        self.rules = rules
+
+
 def setting(default: Any, help: str, **rules: Any) -> Any:
     """A settings field: its default, help text and :class:`Key` rules."""
-    return field(default=default, metadata={"key": {"help": help, **rules}})
+    return _Setting(default, {"help": help, **rules})
 
 
 def _check_model(value: Any) -> None:
@@ -221,11 +265,11 @@ def provider_setting(provider: str, what: str) -> Any:
     )
 
 
-@dataclass(kw_only=True)
 class Settings:
     """The resolved settings of one home, plus where each value came from.
 
-    ``sources[name]`` is ``flag``, ``env``, ``config`` or ``default``.
+    ``sources[name]`` is ``flag``, ``env``, ``config`` or ``default``. Built with
+    keywords: ``home``, any key (else its default), ``sources``.
     """
 
     home: Path
@@ -421,7 +465,27 @@ class Settings:
         10 * 1024 * 1024, "Size at which a component log is rotated (0: never).", minimum=0
     )
     log_backups: int = setting(3, "Rotated log files kept per component stream.", minimum=0)
-    sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    sources: dict[str, str]
+
+    def __init__(self, *, home: Path, sources: dict[str, str] | None = None, **values: Any) -> None:
+        unknown = values.keys() - KEYS_BY_NAME.keys()
+        if unknown:
+            raise TypeError(f"Settings() got unknown keys: {', '.join(sorted(unknown))}")
+        self.home = home
+        for key in KEYS:
+            setattr(self, key.name, values.get(key.name, key.default))
+        self.sources = {} if sources is None else sources
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Settings):
+            return NotImplemented
+        return self.home == other.home and self.values() == other.values()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable (set)
+
+    def __repr__(self) -> str:  # secrets masked
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.public().items())
+        return f"Settings(home={str(self.home)!r}, {shown})"
 
     @property
     def paths(self) -> Paths:
@@ -551,14 +615,15 @@ def _mask(key: Key, value: Any) -> str:
 
 
 def _keys() -> tuple[Key, ...]:
+    """The keys :class:`Settings` declares, in order; its class attributes become the defaults."""
     out = []
-    for f in fields(Settings):
-        meta = f.metadata.get("key")
-        if meta is None:
+    for name, annotation in Settings.__annotations__.items():
+        declared = Settings.__dict__.get(name)
+        if not isinstance(declared, _Setting):
             continue
-        kind = _TYPES[str(f.type)]  # a KeyError here: add the annotation to _TYPES
-        default = None if f.default is MISSING else f.default
-        out.append(Key(f.name, kind, default, **meta))
+        kind = _TYPES[str(annotation)]  # a KeyError here: add the annotation to _TYPES
+        out.append(Key(name, kind, declared.default, **declared.rules))
+        setattr(Settings, name, declared.default)
     return tuple(out)
 
 
@@ -585,11 +650,26 @@ def command_for(home: Path, args: str) -> str:
     return f"stigmer --home {shlex.quote(str(home))} {args}"
 
 
-@dataclass(frozen=True)
 class Paths:
     """Every file the stack keeps, all under ``STIGMER_HOME``."""
 
+    __slots__ = ("home",)
     home: Path
+
+    def __init__(self, home: Path) -> None:
+        object.__setattr__(self, "home", home)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Paths is read-only: cannot set {name}")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Paths) and self.home == other.home
+
+    def __hash__(self) -> int:
+        return hash(self.home)
+
+    def __repr__(self) -> str:
+        return f"Paths(home={self.home!r})"
 
     @property
     def config(self) -> Path:

@@ -6,8 +6,6 @@ runner derive what they need from it (standard library only).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 #: The stack's components, in start order (stop runs in reverse).
 COMPONENTS = ("temporal", "stigmer-server", "agent-runner")
 #: The component a runner host runs; the one that executes agents.
@@ -38,22 +36,45 @@ def runner_replica(name: str) -> int | None:
     return None
 
 
-@dataclass(frozen=True)
 class Provider:
     """A model provider an agent names as ``provider:model``.
 
     ``key_setting``/``key_env``: the setting that holds its API key and the
     environment variable its users know (also read by ``stigmer``). A provider
-    with ``base_url_setting`` talks to a server at that URL.
+    with ``base_url_setting`` talks to a server at that URL. (A plain class, not a
+    dataclass: every CLI command imports this module; see :class:`stigmer.settings.Key`.)
     """
 
-    name: str
-    help: str
-    key_setting: str | None = None
-    key_env: str | None = None
-    base_url_setting: str | None = None
-    base_url_env: str | None = None
-    default_base_url: str | None = None
+    __slots__ = (
+        "base_url_env",
+        "base_url_setting",
+        "default_base_url",
+        "help",
+        "key_env",
+        "key_setting",
+        "name",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        help: str,
+        key_setting: str | None = None,
+        key_env: str | None = None,
+        base_url_setting: str | None = None,
+        base_url_env: str | None = None,
+        default_base_url: str | None = None,
+    ) -> None:
+        self.name = name
+        self.help = help
+        self.key_setting = key_setting
+        self.key_env = key_env
+        self.base_url_setting = base_url_setting
+        self.base_url_env = base_url_env
+        self.default_base_url = default_base_url
+
+    def __repr__(self) -> str:
+        return f"Provider({self.name!r})"
 
 
 PROVIDERS: dict[str, Provider] = {
@@ -109,17 +130,24 @@ def parse_model(model: str) -> tuple[str, str]:
     return provider, name
 
 
-@dataclass(frozen=True)
 class Tool:
     """A built-in workspace tool an agent may name in ``spec.tools``."""
 
-    name: str
-    help: str
-    #: runs programs: in local mode it has the invoking user's full power
-    runs_commands: bool = False
-    #: changes nothing: a call may run before its ``started`` event is stored
-    #: (stigmer.runner.publish); any other call is on record before it runs
-    read_only: bool = False
+    __slots__ = ("help", "name", "read_only", "runs_commands")
+
+    def __init__(
+        self, name: str, help: str, runs_commands: bool = False, read_only: bool = False
+    ) -> None:
+        self.name = name
+        self.help = help
+        #: runs programs: in local mode it has the invoking user's full power
+        self.runs_commands = runs_commands
+        #: changes nothing: a call may run before its ``started`` event is stored
+        #: (stigmer.runner.publish); any other call is on record before it runs
+        self.read_only = read_only
+
+    def __repr__(self) -> str:
+        return f"Tool({self.name!r})"
 
 
 TOOLS: dict[str, Tool] = {
