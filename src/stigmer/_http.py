@@ -24,8 +24,13 @@ if TYPE_CHECKING:
 #: The longest status or header line, and the most headers, taken from a server.
 MAX_LINE = 65536
 MAX_HEADERS = 100
-#: The longest line of a body read line by line (one event of a stream).
-MAX_BODY_LINE = 64 * 1024 * 1024
+#: The longest line of a body read line by line (one event of a stream), and the
+#: longest body read whole: the API's answers are far smaller.
+MAX_BODY_LINE = MAX_BODY = 64 * 1024 * 1024
+#: The most interim (1xx) answers taken before the real one.
+MAX_INTERIM = 10
+#: Bytes read from the socket at a time (a chunk is read in pieces of this size).
+PIECE = 65536
 
 
 class ProtocolError(Exception):
@@ -44,23 +49,42 @@ class Response:
         self._body = body
 
     def read(self) -> bytes:
-        """The whole body."""
-        return b"".join(self._body.chunks())
+        """The whole body.
+
+        Raises:
+            ProtocolError: it is over :data:`MAX_BODY` bytes.
+        """
+        body = bytearray()
+        for data in self._body.chunks():
+            body += data
+            if len(body) > MAX_BODY:
+                raise ProtocolError(f"the body is over {MAX_BODY} bytes")
+        return bytes(body)
 
     def __iter__(self) -> Iterator[bytes]:
-        """The body's lines, each with its line end (the last one may have none)."""
-        pending = b""
+        """The body's lines, each with its line end (the last one may have none).
+
+        Raises:
+            ProtocolError: a line is over :data:`MAX_BODY_LINE` bytes.
+        """
+        pending = bytearray()  # appended in place: a long line costs linear time
         for data in self._body.chunks():
+            start = len(pending)
             pending += data
-            if b"\n" not in data:
+            end = pending.find(b"\n", start)
+            if end < 0:
                 if len(pending) > MAX_BODY_LINE:
                     raise ProtocolError(f"a line of the body is over {MAX_BODY_LINE} bytes")
                 continue
-            *lines, pending = pending.split(b"\n")
+            done = pending.rfind(b"\n") + 1
+            lines = bytes(pending[: done - 1]).split(b"\n")  # at \n only, as readline
+            del pending[:done]
             for line in lines:
                 yield line + b"\n"
+            if len(pending) > MAX_BODY_LINE:
+                raise ProtocolError(f"a line of the body is over {MAX_BODY_LINE} bytes")
         if pending:
-            yield pending
+            yield bytes(pending)
 
 
 class Connection:
@@ -96,20 +120,24 @@ class Connection:
             self.sock = sock = self.tls.wrap_socket(sock, server_hostname=self.host)
         sock.sendall(head + body if body else head)
         self._file = file = sock.makefile("rb")
-        while True:
+        for _ in range(MAX_INTERIM + 1):
             status, reason = _status_line(file)
             headers_in = _headers(file)
-            if not 100 <= status < 200:
+            if not 100 <= status < 200 or status == 101:
                 break  # an interim answer (100 Continue) comes before the real one
+        else:
+            raise ProtocolError(f"over {MAX_INTERIM} interim answers")
+        if status == 101:
+            raise ProtocolError("the server switched protocols (101)")
         if method == "HEAD" or status in (204, 304):
             body_reader = _Body(file, 0, False)
-        elif "chunked" in headers_in.get("transfer-encoding", "").lower():
+        elif "transfer-encoding" in headers_in:
+            codings = headers_in["transfer-encoding"].lower().split(",")
+            if codings[-1].strip() != "chunked":
+                raise ProtocolError(f"Transfer-Encoding {headers_in['transfer-encoding']!r}")
             body_reader = _Body(file, None, True)
         elif "content-length" in headers_in:
-            length = headers_in["content-length"].strip()
-            if not length.isdigit():
-                raise ProtocolError(f"Content-Length {length!r} is not a number")
-            body_reader = _Body(file, int(length), False)
+            body_reader = _Body(file, _number(headers_in["content-length"], 10, 19), False)
         else:
             body_reader = _Body(file, None, False)  # until the server closes
         return Response(status, reason, headers_in, body_reader)
@@ -125,11 +153,14 @@ class Connection:
         if body is not None or method in ("POST", "PUT", "PATCH"):
             fields["Content-Length"] = str(len(body or b""))
         fields.update(headers)
+        if not target.isascii() or any(c <= " " or c == "\x7f" for c in target):
+            raise ValueError("the request target holds a space, a control or a non-ASCII character")
         lines = [f"{method} {target} HTTP/1.1"]
-        lines += [f"{name}: {value}" for name, value in fields.items()]
-        for line in lines:
-            if any(c in line for c in "\r\n\0"):
-                raise ValueError(f"a request line or header holds a line break: {line[:40]!r}")
+        for name, value in fields.items():
+            if any(c in value for c in "\r\n\0") or not name.isascii() or ":" in name:
+                # (the value is not shown: it may be the token)
+                raise ValueError(f"the {name!r} header holds a line break or a NUL")
+            lines.append(f"{name}: {value}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     def close(self) -> None:
@@ -156,32 +187,18 @@ class _Body:
         file = self._file
         if self._chunked:
             while True:
-                size_line = _line(file, "chunk size")
-                size_text = size_line.split(b";", 1)[0].strip()
-                try:
-                    size = int(size_text, 16)
-                except ValueError:
-                    raise ProtocolError(f"bad chunk size {size_text[:20]!r}") from None
-                if size < 0:
-                    raise ProtocolError(f"bad chunk size {size_text[:20]!r}")
+                size_text = _line(file, "chunk size").split(b";", 1)[0].strip()
+                size = _number(size_text.decode("latin-1"), 16, 16)
                 if size == 0:
                     _headers(file)  # trailers, up to the blank line
                     return
-                yield _exactly(file, size)
+                yield from _pieces(file, size)
                 if _line(file, "chunk end") not in (b"\r\n", b"\n"):
                     raise ProtocolError("a chunk does not end where its size says")
         elif self._length is not None:
-            left = self._length
-            while left:
-                data = file.read1(min(left, 65536))
-                if not data:
-                    raise ConnectionError(
-                        f"the server closed the connection {left} bytes before the body's end"
-                    )
-                left -= len(data)
-                yield data
+            yield from _pieces(file, self._length)
         else:
-            while data := file.read1(65536):
+            while data := file.read1(PIECE):
                 yield data
 
 
@@ -195,20 +212,33 @@ def _line(file: BinaryIO, what: str) -> bytes:
     return line
 
 
-def _exactly(file: BinaryIO, size: int) -> bytes:
-    data = file.read(size)
-    if len(data) != size:
-        raise ConnectionError("the server closed the connection within a chunk")
-    return data
+def _pieces(file: BinaryIO, size: int) -> Iterator[bytes]:
+    """``size`` bytes, as they come (never more than :data:`PIECE` at a time)."""
+    left = size
+    while left:
+        data = file.read1(min(left, PIECE))
+        if not data:
+            raise ConnectionError(f"the server closed the connection {left} bytes before the end")
+        left -= len(data)
+        yield data
+
+
+def _number(text: str, base: int, digits: int) -> int:
+    """A size or code as HTTP writes it: ASCII digits of ``base``, at most ``digits`` of them."""
+    text = text.strip()
+    allowed = "0123456789abcdefABCDEF"[: 10 if base == 10 else 22]
+    if not text or len(text) > digits or any(c not in allowed for c in text):
+        raise ProtocolError(f"{text[:24]!r} is not a number HTTP/1.1 allows here")
+    return int(text, base)
 
 
 def _status_line(file: BinaryIO) -> tuple[int, str]:
     line = _line(file, "status").decode("latin-1").rstrip("\r\n")
     version, _, rest = line.partition(" ")
     code, _, reason = rest.partition(" ")
-    if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
+    if not version.startswith("HTTP/1.") or len(code) != 3:
         raise ProtocolError(f"not an HTTP/1.x status line: {line[:60]!r}")
-    return int(code), reason
+    return _number(code, 10, 3), reason
 
 
 def _headers(file: BinaryIO) -> dict[str, str]:

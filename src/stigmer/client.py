@@ -107,11 +107,27 @@ class Client:
 
     @staticmethod
     def _token(settings: Settings) -> str | None:
+        """The bearer token, from api_token, api_token_file or this home's token file.
+
+        Raises:
+            ConfigError: it holds a line break or another control character (it
+                would end the header it goes in).
+        """
+        token: str | None
         if settings.api_token:
-            return settings.api_token
-        if settings.api_token_file:
-            return read_token(Path(settings.api_token_file).expanduser())
-        return read_token(settings.paths.api_token)
+            token, where = settings.api_token, "api_token (STIGMER_API_TOKEN)"
+        elif settings.api_token_file:
+            where = settings.api_token_file
+            token = read_token(Path(where).expanduser())
+        else:
+            where = str(settings.paths.api_token)
+            token = read_token(settings.paths.api_token)
+        if token and not token.isprintable():
+            raise ConfigError(
+                f"The API token in {where} holds a line break or a control character.",
+                "Put the token alone on one line, as `stigmer token create admin` prints it.",
+            )
+        return token
 
     @staticmethod
     def _tls_context(settings: Settings, vouched: bool) -> ssl.SSLContext:
@@ -295,9 +311,18 @@ class Client:
             raise (self._untrusted(exc) or self._not_running()) from None
         return self._check(method, path, resp.status, data)
 
+    def _not_stigmers(self, method: str, path: str) -> ApiError:
+        return ApiError(
+            f"{self.base} answered {method} {path} with something that is not stigmer's API.",
+            "Check server_port (or api_url): another service may listen there.",
+        )
+
     def _check(self, method: str, path: str, status: int, data: bytes) -> Any:
         if status < 400:
-            return _json.loads(data) if data else None
+            try:
+                return _json.loads(data) if data else None
+            except ValueError:  # not JSON, or not UTF-8
+                raise self._not_stigmers(method, path) from None
         try:
             detail = _json.loads(data).get("detail")
         except (ValueError, AttributeError):
@@ -334,10 +359,7 @@ class Client:
         """``request`` whose answer must be a JSON object (else the server is not stigmer's)."""
         data = self.request(method, path, **kwargs)
         if not isinstance(data, dict):
-            raise ApiError(
-                f"{self.base} answered {method} {path} with something that is not stigmer's API.",
-                "Check server_port (or api_url): another service may listen there.",
-            )
+            raise self._not_stigmers(method, path)
         return data
 
     def _list(self, method: str, path: str, field: str, **kwargs: Any) -> list[dict[str, Any]]:
@@ -523,19 +545,24 @@ class Client:
                 data: list[str] = []
                 kind = ""
                 for raw in resp:
-                    line = raw.decode("utf-8").rstrip("\r\n")
+                    try:
+                        line = raw.decode("utf-8").rstrip("\r\n")
+                    except UnicodeDecodeError:
+                        raise self._not_stigmers("GET", path) from None
                     if line.startswith("event:"):
                         kind = line[6:].strip()
                     elif line.startswith("data:"):
                         data.append(line[5:].strip())
                     elif line == "" and data:
-                        event = _json.loads("\n".join(data))
+                        event = _json_object("\n".join(data))
                         data = []
                         if kind == "execution":  # the execution as it ended: the stream's end
-                            if isinstance(event, dict) and event.get("id") == execution_id:
+                            if event is not None and event.get("id") == execution_id:
                                 self.ended = event
                             return
                         kind = ""
+                        if event is None or type(event.get("seq")) is not int:
+                            raise self._not_stigmers("GET", path)
                         if final or event["seq"] <= last:
                             continue
                         last = event["seq"]
@@ -596,6 +623,15 @@ class Client:
                 file=sys.stderr,
             )
         return now
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    """``text`` as a JSON object, or None when it is not one."""
+    try:
+        value = _json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _no_such_execution(execution_id: str) -> NotFoundError:

@@ -157,3 +157,59 @@ def test_the_token_waits_until_the_supervisor_says_its_api_server_runs(
         for server in (api, sup):
             server.shutdown()
             server.server_close()
+
+
+class NotStigmer(BaseHTTPRequestHandler):
+    """Another service on the API's port: its answers are not stigmer's."""
+
+    answers: ClassVar[dict[str, bytes]] = {
+        "/v1/agents": b"<html>hello</html>",
+        "/v1/executions/ex-1/events": b"data: [1, 2]\n\n",
+        "/v1/executions/ex-2/events": b'data: {"seq": "1"}\n\n',
+        "/v1/executions/ex-3/events": b"data: \xff\xfe\n\n",
+    }
+
+    def do_GET(self) -> None:
+        body = self.answers.get(self.path.partition("?")[0], b"")
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_answers_that_are_not_stigmers_are_a_clean_error(tmp_path: Path) -> None:
+    """Not a traceback ("a bug in stigmer"): an ApiError that says what may listen there."""
+    from stigmer.errors import ApiError
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotStigmer)
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings = resolve(
+        tmp_path, env={"STIGMER_API_URL": f"http://127.0.0.1:{port}", "STIGMER_API_TOKEN": "t"}
+    )
+    try:
+        client = Client(settings, timeout=2)
+        with pytest.raises(ApiError, match="not stigmer's API"):
+            client.list_agents()
+        for ex in ("ex-1", "ex-2", "ex-3"):
+            with pytest.raises(ApiError, match="not stigmer's API"):
+                list(client.stream(ex, patience=1.0))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("token", ["line one\nline two", "tab\there", "nul\0"])
+def test_a_token_with_a_control_character_is_a_config_error(tmp_path: Path, token: str) -> None:
+    from stigmer.errors import ConfigError
+
+    file = tmp_path / "token"
+    file.write_text(token + "\n")
+    for env in ({"STIGMER_API_TOKEN": token}, {"STIGMER_API_TOKEN_FILE": str(file)}):
+        settings = resolve(tmp_path, env={"STIGMER_API_URL": "http://127.0.0.1:9", **env})
+        with pytest.raises(ConfigError, match="control character") as err:
+            Client(settings)
+        assert token not in str(err.value.message) + str(err.value.fix)
