@@ -543,3 +543,32 @@ def test_ctrl_c_during_start_says_so_and_leaves_nothing(stack: Stack, after: flo
     assert proc.returncode == 130, err
     assert err.rstrip().endswith("Interrupted."), err  # Typer made it a silent 130
     assert stack.our_processes() == []
+
+
+def test_the_supervisor_spawned_before_the_checks_ends_when_they_fail(stack: Stack) -> None:
+    """`server start` spawns its supervisor first (it imports while the CLI checks) and
+    hands it the settings once the checks pass: a start that fails them, or finds the
+    stack running, leaves no supervisor behind and nothing in its log."""
+    stack.start()
+    again = stack.cli("server", "start", "--json", check=True)
+    assert json_of(again.stdout)["already_running"] is True
+    supervisors = [p for p in stack.our_processes() if "stigmer.stack.supervisor" in p.cmdline()]
+    assert len(supervisors) == 1, supervisors
+    stack.cli("server", "stop", check=True)
+    logged = stack.log("supervisor")
+    assert (stack.home / "logs").is_dir()  # so the next start spawns it before its checks
+    bad = stack.cli(
+        "server",
+        "start",
+        env={"STIGMER_SERVER_TLS_CERT_PATH": "/nonexistent", "STIGMER_SERVER_TLS_KEY_PATH": "/x"},
+    )
+    assert bad.returncode == 2 and "server_tls_cert_path" in bad.stderr, bad.stderr
+    taken = socket.create_server(("127.0.0.1", stack.ports["server"]))
+    try:
+        busy = stack.cli("server", "start")
+    finally:
+        taken.close()
+    assert busy.returncode == 8, busy.stderr
+    assert stack.our_processes() == []
+    assert stack.log("supervisor") == logged  # the dismissed ones wrote nothing
+    assert stack.start()["ready"] is True  # and the next start is whole

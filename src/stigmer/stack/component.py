@@ -279,7 +279,8 @@ class ProcessComponent(Component):
 _IMPORT_LOCK = threading.Lock()
 
 
-def _import_all(modules: list[str]) -> None:
+def import_all(modules: list[str]) -> None:
+    """Import ``modules``, one thread at a time (:func:`import_off_loop` says why)."""
     with _IMPORT_LOCK:
         for m in modules:
             importlib.import_module(m)
@@ -300,7 +301,7 @@ async def import_off_loop(*modules: str) -> None:
     """
     missing = [m for m in modules if m not in sys.modules]
     if missing:
-        await asyncio.to_thread(_import_all, missing)
+        await asyncio.to_thread(import_all, missing)
 
 
 PR_SET_PDEATHSIG = 1

@@ -192,25 +192,50 @@ def start(
         StackStartError: not ready within ``start_timeout``, or a component failed;
             everything started is stopped again before this is raised.
     """
-    from stigmer.stack.handover import check
+    paths = settings.paths
+    # The supervisor is spawned first: it imports what it needs, on the machine's other
+    # CPU, while this process checks; it starts nothing until it has its settings
+    # (_hand_over), and ends if it never gets them. (A home never started has no logs
+    # folder for it yet: then it is spawned once the folders are made.)
+    early = _spawn_early(settings) if paths.logs.is_dir() else None
+    try:
+        from stigmer.stack.handover import check
+
+        check(settings)  # what the children's configurations need (TLS files) is there
+        if settings.database_url:
+            from stigmer.server.db import reachable
+
+            reachable(settings.database_url)  # a wrong password or a down database: said now
+        # everything the stack writes is the owner's alone: 0600 files in 0700 folders
+        os.umask(0o077)
+        paths.ensure()
+        make_private(paths.home, skip=(settings.workspace_dir,))
+        settings.workspace_dir.mkdir(parents=True, exist_ok=True)  # as the invoking user
+        if early is None:
+            early = _spawn_early(settings)
+        return _start_locked(settings, early, on_progress, on_wait_lock, before_spawn, on_running)
+    finally:
+        if early is not None:
+            _dismiss(early)  # unless it was handed the settings: then it is the stack's
+
+
+def _start_locked(
+    settings: Settings,
+    early: subprocess.Popen[bytes] | None,
+    on_progress: Callable[[StackStatus], None] | None,
+    on_wait_lock: Callable[[], None] | None,
+    before_spawn: Callable[[], dict[str, Any] | None] | None,
+    on_running: Callable[[StackStatus], None] | None,
+) -> tuple[StackStatus, bool]:
+    """:func:`start`, from the stack key on; ``early``: the supervisor it spawned, waiting."""
     from stigmer.stack.ports import check_ports
     from stigmer.stack.supervisor import reap_leftovers
 
-    check(settings)  # what the children's configurations need (TLS files) is there
-    if settings.database_url:
-        from stigmer.server.db import reachable
-
-        reachable(settings.database_url)  # a wrong password or a down database: said now
     paths = settings.paths
-    # everything the stack writes is the owner's alone: 0600 files in 0700 folders
-    os.umask(0o077)
-    paths.ensure()
-    make_private(paths.home, skip=(settings.workspace_dir,))
-    settings.workspace_dir.mkdir(parents=True, exist_ok=True)  # as the invoking user
+    here = settings.components
     ensure_config_file(paths)
     ensure_token(paths.api_token)
     ensure_token(paths.runner_token)
-    here = settings.components
     if API_SERVER in here or RUNNER in here:
         key_file = settings.stack_key_file
         if settings.only and read_stack_keys(key_file) is None:
@@ -236,7 +261,7 @@ def start(
             if on_running:
                 on_running(current)
             return _already_running(settings, current, on_progress), False
-        reap_leftovers(paths, settings.stop_grace)
+        reap_leftovers(paths, settings.stop_grace, spare={early.pid} if early else None)
         store = settings.sqlite_store
         if API_SERVER in here and store is not None:
             from stigmer.server.backup import check as check_store
@@ -245,8 +270,9 @@ def start(
         check_ports(port_needs(settings))
         image = before_spawn() if before_spawn else None
         write_private(paths.stack_file, json.dumps(settings.to_json(secrets=False), indent=2))
-        proc = _spawn_supervisor(settings)
+        proc = early if early is not None and early.poll() is None else _spawn_supervisor(settings)
         try:
+            _hand_over(proc, settings)
             st = _wait_ready(settings, proc, on_progress)
             if image:
                 st["runner_image"] = image
@@ -277,13 +303,24 @@ def _already_running(
     return _wait_ready(settings, None, on_progress)
 
 
+def _spawn_early(settings: Settings) -> subprocess.Popen[bytes] | None:
+    """A supervisor for :func:`start` to hand its settings to later; None if one answers."""
+    if supervisor_status(settings.paths, timeout=1) is not None:
+        return None  # the stack runs (or starts): nothing to spawn
+    return _spawn_supervisor(settings)
+
+
 def _spawn_supervisor(settings: Settings) -> subprocess.Popen[bytes]:
-    """The supervisor, handed the settings and secrets on its stdin (its env holds none)."""
-    from stigmer.stack.handover import Handover, secret_values, supervisor_environment
+    """The supervisor, waiting for its settings and secrets on its stdin (:func:`_hand_over`).
+
+    Its environment holds none of them; until they come it only imports.
+    """
+    from stigmer.stack.handover import supervisor_environment
 
     paths = settings.paths
-    handover = Handover(settings, secret_values(settings)).dumps().encode()
-    err = open(paths.log_file("supervisor", "err"), "ab")  # noqa: SIM115
+    # 0600 (it may be made before this process set its umask)
+    fd = os.open(paths.log_file("supervisor", "err"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    err = os.fdopen(fd, "ab")
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "stigmer.stack.supervisor", "--home", str(paths.home)],
@@ -297,13 +334,34 @@ def _spawn_supervisor(settings: Settings) -> subprocess.Popen[bytes]:
         )
     finally:
         err.close()
+    return proc
+
+
+def _hand_over(proc: subprocess.Popen[bytes], settings: Settings) -> None:
+    """Give the supervisor its settings and secrets (on its stdin): it starts the stack."""
+    from stigmer.stack.handover import Handover, secret_values
+
+    handover = Handover(settings, secret_values(settings)).dumps().encode()
     assert proc.stdin is not None
     try:
         proc.stdin.write(handover)
         proc.stdin.close()
     except BrokenPipeError:  # it died at once; _wait_ready reports why
         pass
-    return proc
+
+
+def _dismiss(proc: subprocess.Popen[bytes]) -> None:
+    """End a supervisor spawned early that was not handed the stack (nothing to start):
+    its stdin closes empty, and it exits; one that does not within 5 s is killed."""
+    if proc.stdin is None or proc.stdin.closed:
+        return  # handed over: it is the stack's
+    with contextlib.suppress(OSError):
+        proc.stdin.close()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def _wait_for_answer(paths: Paths, timeout: float) -> StackStatus | None:

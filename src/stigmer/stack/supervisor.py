@@ -611,12 +611,19 @@ LEFTOVER_MARKS = {
 }
 
 
-def leftovers_without_pid_file(paths: Paths) -> list[ProcessIdentity]:
+def leftovers_without_pid_file(
+    paths: Paths, spare: set[int] | None = None
+) -> list[ProcessIdentity]:
     """Processes of this home that no pid file names (a supervisor killed before writing it)."""
-    return find_by_identity(paths.home, LEFTOVER_MARKS)
+    return find_by_identity(paths.home, LEFTOVER_MARKS, exclude=spare)
 
 
-def reap_leftovers(paths: Paths, grace: float, names: tuple[str, ...] | None = None) -> list[str]:
+def reap_leftovers(
+    paths: Paths,
+    grace: float,
+    names: tuple[str, ...] | None = None,
+    spare: set[int] | None = None,
+) -> list[str]:
     """Stop components a dead supervisor left behind; return what was stopped.
 
     Only processes whose pid file identity (pid and create time) matches are
@@ -624,7 +631,8 @@ def reap_leftovers(paths: Paths, grace: float, names: tuple[str, ...] | None = N
     Then (unless ``names`` narrows it) the processes of this home that no pid
     file names are found by identity (home, command line, create time) and
     stopped too: a child whose pid file was never written is still ours.
-    Call it only while no live supervisor holds the lock.
+    Call it only while no live supervisor holds the lock. ``spare``: pids that are
+    not leftovers (the supervisor this start spawned, waiting for its settings).
     """
     stopped = []
     recorded = {p.stem for p in paths.run.glob("*.pid")} if paths.run.is_dir() else set()
@@ -636,7 +644,7 @@ def reap_leftovers(paths: Paths, grace: float, names: tuple[str, ...] | None = N
             stopped.append(f"{name} (pid {ident.pid})")
         pf.unlink(missing_ok=True)
     if names is None:
-        for ident in leftovers_without_pid_file(paths):
+        for ident in leftovers_without_pid_file(paths, spare):
             if terminate(ident, grace):
                 stopped.append(f"{ident.name} (pid {ident.pid}, no pid file)")
     paths.control_socket.unlink(missing_ok=True)
@@ -674,16 +682,42 @@ def _run_to_end(main_coro: Any) -> None:
             loop._default_executor = None  # type: ignore[attr-defined]
 
 
+def _preload_in_thread() -> None:
+    """Import the readiness checks' modules in a thread (one import at a time, as
+    :func:`~stigmer.stack.component.import_off_loop`, which then finds them loaded)."""
+    import threading
+
+    from stigmer.stack.component import import_all
+    from stigmer.stack.temporal import PROBE_MODULES
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            import_all([*PROBE_MODULES, "http.client", "ssl"])
+
+    threading.Thread(target=load, name="preload", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stigmer-supervisor")
     parser.add_argument("--home", required=True)
     args = parser.parse_args(argv)
     paths = Paths(Path(args.home))
+    # its environment is the one `server start` ran in (model keys, secrets): not for tools
+    not_dumpable()
+    # `server start` spawns the supervisor before its own checks (the image, ports,
+    # leftovers, the store) and hands it the settings and secrets on stdin once they
+    # pass: meanwhile, on the machine's other CPU, it imports what the readiness
+    # checks need. No stdin at all: that start ended before starting a stack.
+    _preload_in_thread()
+    try:
+        handed = sys.stdin.read()
+    except (OSError, ValueError):
+        handed = ""
+    if not handed.strip():
+        return 0
     from stigmer.stack.logs import RotatingLog, RotatingLogHandler
 
     os.umask(0o077)  # what the components write (stores, logs) is the owner's alone
-    # its environment is the one `server start` ran in (model keys, secrets): not for tools
-    not_dumpable()
     paths.ensure()
     handler = RotatingLogHandler(RotatingLog(paths.log_file("supervisor"), 10 * 1024 * 1024, 3))
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
@@ -701,7 +735,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     try:
         try:  # the settings and secrets, whole, come on stdin from `server start`
-            handover = Handover.loads(sys.stdin.read())
+            handover = Handover.loads(handed)
         except (ValueError, KeyError, TypeError) as exc:
             log.error("no settings on stdin (%s): the supervisor is started by `server start`", exc)
             return 2
