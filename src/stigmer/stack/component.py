@@ -300,8 +300,10 @@ async def import_off_loop(*modules: str) -> None:
     package half-initialized for the life of the process.
     """
     missing = [m for m in modules if m not in sys.modules]
-    if missing:
-        await asyncio.to_thread(import_all, missing)
+    # a module another thread is importing is in sys.modules half-initialized: wait for
+    # that thread (it holds the lock) before anything of the package is used
+    if missing or _IMPORT_LOCK.locked():
+        await asyncio.to_thread(import_all, list(modules))
 
 
 PR_SET_PDEATHSIG = 1
