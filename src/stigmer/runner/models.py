@@ -253,6 +253,33 @@ def provider_sdks() -> None:
         sys.path.append(path)
 
 
+#: What a model of each provider imports when a run resolves it (in workflow code).
+PROVIDER_MODULES = (
+    "pydantic_ai.models.openai",
+    "pydantic_ai.providers.openai",
+    "pydantic_ai.models.anthropic",
+    "pydantic_ai.providers.anthropic",
+)
+
+
+def preload_providers() -> None:
+    """Import every provider's model modules now (those whose SDK is installed).
+
+    For a worker with the workflow sandbox: it passes the SDKs through (pydantic-ai's
+    plugin), and a run would otherwise import one in its first workflow task, where
+    an import of over 2 s (the openai SDK on a busy host) is a deadlock to Temporal
+    and leaves the SDK half-imported for the next runs.
+    """
+    import importlib
+
+    provider_sdks()
+    for name in PROVIDER_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # that provider's SDK is not installed
+            continue
+
+
 def resolve_model(ctx: Any, model_id: str) -> Model | None:
     """``ResolveModelId`` hook: build the run's model from ``model_id`` and ``ctx.deps``."""
     deps: RunDeps = ctx.deps

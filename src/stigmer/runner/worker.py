@@ -181,6 +181,12 @@ async def run(cfg: RuntimeConfig) -> int:
             return RUNNER_EXIT_BROKEN
         from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
 
+        from stigmer.runner.models import preload_providers
+
+        # before any workflow task (see preload_providers); a debugging mode: its
+        # memory does not count
+        await asyncio.to_thread(preload_providers)
+
         # stigmer._version may look at the checkout on import (a development run);
         # the host's module is used as is inside the workflow sandbox.
         options["workflow_runner"] = SandboxedWorkflowRunner(
