@@ -224,9 +224,29 @@ def temporal_dev_server(port: int, ui_port: int) -> subprocess.Popen[bytes]:
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
-    while not port_listening(port):
+    # listening is not serving: a client that connects before the frontend is
+    # healthy is refused ("Frontend is not healthy yet"); wait for one to connect
+    while not (port_listening(port) and _serves(port)):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail("temporal server start-dev did not come up")
         time.sleep(0.1)
     return proc
+
+
+def _serves(port: int) -> bool:
+    """Whether a Temporal client can connect to 127.0.0.1:``port`` (its own loop, in a thread)."""
+    import asyncio
+    import concurrent.futures
+
+    async def connect() -> bool:
+        from temporalio.client import Client
+
+        try:
+            await Client.connect(f"127.0.0.1:{port}")
+        except Exception:
+            return False
+        return True
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, connect()).result()
