@@ -270,7 +270,9 @@ def _start_locked(
         check_ports(port_needs(settings))
         image = before_spawn() if before_spawn else None
         write_private(paths.stack_file, json.dumps(settings.to_json(secrets=False), indent=2))
-        proc = early if early is not None and early.poll() is None else _spawn_supervisor(settings)
+        # One spawned early that died before it was handed the stack (killed, or it could not
+        # import) is reported as it is (_wait_ready), not quietly replaced by another.
+        proc = early if early is not None else _spawn_supervisor(settings)
         try:
             _hand_over(proc, settings)
             st = _wait_ready(settings, proc, on_progress)
