@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
-from tests.conftest import Stack
+from tests.conftest import Stack, stack_data_converter
 
 SECRET = "sk-local-compatible-key-777"
 
@@ -92,8 +92,28 @@ def test_agent_on_an_openai_compatible_server(stack: Stack, tmp_path: Path) -> N
             stack.cli("agent", "get", "compat", "--output", "json", check=True).stdout
         )
         assert SECRET not in json.dumps(spec)  # only the reference is stored
+        # the workflow's memo names the provider; the runner imported its SDK when it
+        # created the workflow instance, not in the workflow's first task
+        assert workflow_memo(stack, result["workflow_id"]) == {"provider": "openai"}
+        runner_log = stack.log("agent-runner")
+        assert "imported the openai provider's SDK before its first task" in runner_log
     finally:
         server.shutdown()
+
+
+def workflow_memo(st: Stack, workflow_id: str) -> dict[str, Any]:
+    """A workflow's memo, read with the stack's key (it is sealed like the input)."""
+    import asyncio
+
+    from temporalio.client import Client
+
+    async def read() -> dict[str, Any]:
+        client = await Client.connect(
+            f"127.0.0.1:{st.ports['temporal']}", data_converter=stack_data_converter(st)
+        )
+        return dict(await (await client.get_workflow_handle(workflow_id).describe()).memo())
+
+    return asyncio.run(read())
 
 
 def test_default_model_is_listed_and_used(stack: Stack, tmp_path: Path) -> None:

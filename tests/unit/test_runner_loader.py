@@ -100,3 +100,79 @@ def test_run_says_why_an_execution_stays_pending(
 
     assert running._pending_hint(Remote(), None) is None  # its runners are elsewhere
     time.sleep(0.05)
+
+
+def test_the_workflow_memo_names_the_provider_whose_sdk_the_model_uses() -> None:
+    from temporalio.converter import PayloadConverter
+
+    from stigmer.contract.workflow import PROVIDER_MEMO, ExecutionInput, provider_of
+    from stigmer.runner.loader import memo_provider
+    from stigmer.spec.models import AgentSpec
+
+    def inp(model: str, **spec: Any) -> ExecutionInput:
+        return ExecutionInput(
+            execution_id="e1",
+            agent_name="a",
+            spec=AgentSpec(instructions="x", **spec),
+            message="m",
+            model=model,
+        )
+
+    assert provider_of(inp("test")) == "test"
+    assert provider_of(inp("anthropic:claude-x")) == "anthropic"
+    assert provider_of(inp("ollama:llama3")) == "ollama"
+    assert provider_of(inp("anthropic:x", base_url="http://127.0.0.1:1/v1")) == "openai"
+    payload = PayloadConverter.default.to_payload("anthropic")
+    assert memo_provider({PROVIDER_MEMO: payload}) == "anthropic"
+    assert memo_provider({}) is None  # started by an API server older than the memo
+    odd = PayloadConverter.default.to_payload({"not": "a name"})
+    assert memo_provider({PROVIDER_MEMO: odd}) is None
+
+
+def test_a_new_workflow_instance_imports_its_providers_sdk_outside_workflow_code(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The import happens in create_instance (the worker's loop), before the workflow's first task."""
+    from types import SimpleNamespace
+
+    from temporalio.converter import PayloadConverter
+
+    from stigmer.contract.workflow import PROVIDER_MEMO
+    from stigmer.runner import loader as loader_mod
+    from stigmer.runner import models
+
+    done = AgentLoader(lambda: SimpleNamespace(failure_types=()))  # type: ignore[arg-type, return-value]
+    done.wait(10)
+    monkeypatch.setattr(loader_mod, "loader", done)
+    order: list[str] = []
+    monkeypatch.setattr(models, "import_provider", lambda name: order.append(name) or True)
+
+    class Inner:
+        def create_instance(self, det: Any) -> str:
+            order.append("instance")
+            return "instance"
+
+    runner = loader_mod.LoadedWorkflowRunner(Inner())  # type: ignore[arg-type]
+    memo = {PROVIDER_MEMO: PayloadConverter.default.to_payload("openai")}
+    det = SimpleNamespace(
+        info=SimpleNamespace(raw_memo=memo, workflow_id="agent-execution/e1"),
+        worker_level_failure_exception_types=[],
+    )
+    assert runner.create_instance(det) == "instance"  # type: ignore[arg-type]
+    assert order == ["openai", "instance"]
+
+
+def test_import_provider_imports_the_providers_modules_once() -> None:
+    code = (
+        "import sys\n"
+        "from stigmer.runner.models import import_provider\n"
+        "assert import_provider('test') is False\n"
+        "assert 'openai' not in sys.modules\n"
+        "assert import_provider('openai') is True\n"
+        "assert 'openai' in sys.modules and 'pydantic_ai.models.openai' in sys.modules\n"
+        "assert import_provider('openai') is False\n"
+        "assert import_provider('no-such-provider') is True\n"  # no error: the run says so
+        "assert import_provider('no-such-provider') is False\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr

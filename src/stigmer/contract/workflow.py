@@ -51,6 +51,20 @@ class ExecutionInput(BaseModel):
 APPROVAL_SIGNAL = "approval"
 
 
+#: The workflow memo key that names the provider whose SDK the execution's model uses
+#: (:func:`provider_of`). The runner reads it when it creates the workflow instance,
+#: outside workflow code, and imports that SDK there: in a workflow task, an import of
+#: over 2 s (the openai SDK on a busy host) is a deadlock to Temporal.
+PROVIDER_MEMO = "provider"
+
+
+def provider_of(inp: ExecutionInput) -> str:
+    """The provider whose SDK ``inp``'s model uses (``openai`` for any ``spec.base_url``)."""
+    if inp.spec.base_url:
+        return "openai"
+    return inp.model.partition(":")[0]
+
+
 class ApprovalDecision(BaseModel):
     """A decision on a call that waits for approval (the :data:`APPROVAL_SIGNAL`'s argument).
 

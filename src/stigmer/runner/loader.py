@@ -16,7 +16,8 @@ Nothing runs before the code it needs is there:
 * a new workflow instance is created only once the agent is loaded
   (:class:`LoadedWorkflowRunner`); the wait blocks the worker's event loop for
   at most what is left of the load, once per process, outside the workflow's
-  deadlock detection;
+  deadlock detection; the SDK of the model's provider (the workflow's memo
+  names it) is imported there too, once per provider;
 * every activity pydantic-ai registers for the agent (a model request, a tool
   call) goes through :func:`agent_activity`, a dynamic activity that waits for
   the agent, then calls pydantic-ai's own activity function with its arguments
@@ -39,7 +40,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,6 +191,20 @@ class AgentPayloadConverter(PayloadConverter, WithSerializationContext):
         return self
 
 
+def memo_provider(raw_memo: Mapping[str, Any]) -> str | None:
+    """The provider the workflow's memo names (``PROVIDER_MEMO``); None if none or unreadable."""
+    from stigmer.contract.workflow import PROVIDER_MEMO  # loaded with the agent by now
+
+    payload = raw_memo.get(PROVIDER_MEMO)
+    if payload is None:  # a workflow started by an API server older than the memo
+        return None
+    try:
+        value = PayloadConverter.default.from_payload(payload, str)
+    except Exception:
+        return None
+    return value if isinstance(value, str) else None
+
+
 class LoadedWorkflowRunner(WorkflowRunner):
     """Creates workflow instances once the agent is loaded (see the module doc).
 
@@ -213,6 +228,18 @@ class LoadedWorkflowRunner(WorkflowRunner):
         if not loader.done:
             log.info("workflow %s waits for the agent's code to load", det.info.workflow_id)
         code = loader.wait()
+        provider = memo_provider(det.info.raw_memo)
+        if provider:
+            from stigmer.runner.models import import_provider
+
+            t0 = time.monotonic()
+            if import_provider(provider):  # here, not in the workflow's first task (its doc)
+                log.info(
+                    "workflow %s: imported the %s provider's SDK before its first task (%.1fs)",
+                    det.info.workflow_id,
+                    provider,
+                    time.monotonic() - t0,
+                )
         known = tuple(det.worker_level_failure_exception_types)
         more = tuple(t for t in code.failure_types if t not in known)
         if more:

@@ -254,30 +254,65 @@ def provider_sdks() -> None:
 
 
 #: What a model of each provider imports when a run resolves it (in workflow code).
-PROVIDER_MODULES = (
-    "pydantic_ai.models.openai",
-    "pydantic_ai.providers.openai",
-    "pydantic_ai.models.anthropic",
-    "pydantic_ai.providers.anthropic",
-)
+PROVIDER_MODULES: dict[str, tuple[str, ...]] = {
+    "openai": ("pydantic_ai.models.openai", "pydantic_ai.providers.openai"),
+    "anthropic": ("pydantic_ai.models.anthropic", "pydantic_ai.providers.anthropic"),
+    "ollama": ("pydantic_ai.models.openai", "pydantic_ai.providers.ollama"),
+}
+
+
+_IMPORTED: set[str] = set()
+
+
+def import_provider(name: str) -> bool:
+    """Import what a model of provider ``name`` needs (nothing for ``test``), if installed.
+
+    Returns whether anything was left to import.
+
+    Called where an import may take seconds: when the worker creates a workflow
+    instance (:class:`stigmer.runner.loader.LoadedWorkflowRunner`, from the
+    workflow's :data:`~stigmer.contract.workflow.PROVIDER_MEMO`), before the
+    workflow's code resolves the model. There, an import of over 2 s (the openai SDK
+    on a busy host) would be a deadlock to Temporal, which interrupts it and leaves
+    the SDK half-imported for the next runs.
+    """
+    import importlib
+    import sys
+
+    if name == "test" or not name or name in _IMPORTED:
+        return False
+    modules = PROVIDER_MODULES.get(name)
+    _IMPORTED.add(name)  # tried once: a missing SDK is the run's to say
+    if modules is not None and all(m in sys.modules for m in modules):
+        return False
+    provider_sdks()
+    if modules is None:  # a provider stigmer does not name: pydantic-ai's own lookup
+        import contextlib
+
+        from pydantic_ai.providers import infer_provider_class
+
+        # unknown, or its SDK is missing: the run says so itself
+        with contextlib.suppress(Exception):
+            infer_provider_class(name)  # imports its module, and so its SDK
+        return True
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:  # that provider's SDK is not installed: the run says so
+            continue
+    return True
 
 
 def preload_providers() -> None:
     """Import every provider's model modules now (those whose SDK is installed).
 
-    For a worker with the workflow sandbox: it passes the SDKs through (pydantic-ai's
-    plugin), and a run would otherwise import one in its first workflow task, where
-    an import of over 2 s (the openai SDK on a busy host) is a deadlock to Temporal
-    and leaves the SDK half-imported for the next runs.
+    For a worker with the workflow sandbox, which creates workflow instances its
+    own way (:func:`import_provider` is not called there): it passes the SDKs
+    through (pydantic-ai's plugin), and a run would otherwise import one in its
+    first workflow task.
     """
-    import importlib
-
-    provider_sdks()
     for name in PROVIDER_MODULES:
-        try:
-            importlib.import_module(name)
-        except ImportError:  # that provider's SDK is not installed
-            continue
+        import_provider(name)
 
 
 def resolve_model(ctx: Any, model_id: str) -> Model | None:

@@ -75,10 +75,12 @@ from stigmer.contract.phases import TERMINAL_PHASES
 from stigmer.contract.registry import parse_model, reserved_secret
 from stigmer.contract.workflow import (
     APPROVAL_SIGNAL,
+    PROVIDER_MEMO,
     TASK_QUEUE,
     WORKFLOW_NAME,
     ApprovalDecision,
     ExecutionInput,
+    provider_of,
     workflow_id,
 )
 from stigmer.credentials import ADMIN, RUNNER
@@ -631,6 +633,7 @@ def create_app(cfg: RuntimeConfig) -> FastAPI:
                     task_queue=TASK_QUEUE,
                     # an execution has one workflow: a closed one is never run again
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    memo={PROVIDER_MEMO: provider_of(wf_input)},  # sealed like the input
                     rpc_timeout=timedelta(seconds=START_RPC_TIMEOUT_S),
                 )
                 run_id = handle.result_run_id
