@@ -137,7 +137,7 @@ class StackSettingsDifferError(StigmerError, code=16):
 
 
 class DockerNotRunningError(StigmerError, code=10):
-    """No Docker engine answered at the resolved endpoint."""
+    """No Docker engine answered at the resolved endpoint, or its socket refuses this user."""
 
 
 class ImageError(StigmerError, code=11):

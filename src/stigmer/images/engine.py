@@ -137,6 +137,54 @@ def install_hint() -> str:
     )
 
 
+def os_error_in(exc: BaseException) -> OSError | None:
+    """The operating system's error under the Docker SDK's wrappers, if any.
+
+    (docker wraps requests' error, which holds urllib3's, which holds the
+    ``OSError`` among its arguments, not as its cause.)
+    """
+    todo: list[object] = [exc]
+    seen: set[int] = set()
+    while todo and len(seen) < 50:
+        cur = todo.pop(0)
+        if not isinstance(cur, BaseException) or id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno is not None:
+            return cur
+        todo += [cur.__cause__, cur.__context__, *cur.args]
+    return None
+
+
+def not_answering(ep: Endpoint, exc: BaseException) -> DockerNotRunningError:
+    """Why the engine at ``ep`` did not answer, said as a user can act on it."""
+    import errno
+
+    cause = os_error_in(exc)
+    sock = ep.host.removeprefix("unix://") if ep.host.startswith("unix://") else None
+    if sock and cause is not None and cause.errno in (errno.EACCES, errno.EPERM):
+        # the engine may well run: this user may not use its socket (not in its group)
+        return DockerNotRunningError(
+            f"Docker's socket {sock} (from {ep.source}) refuses this user: permission "
+            "denied (the engine may well be running).",
+            "Add your user to the docker group: `sudo usermod -aG docker $USER`, then log "
+            "out and in again (or run `newgrp docker`). Or use rootless Docker or Podman "
+            "(point DOCKER_HOST at its socket), or run without Docker: "
+            "`stigmer server start --runner local`.",
+        )
+    if sock and isinstance(cause, FileNotFoundError):
+        details: str | None = f"there is no socket at {sock}"
+    elif isinstance(cause, ConnectionRefusedError):
+        details = "the connection was refused (nothing listens there)"
+    else:
+        details = str(exc).splitlines()[0] if str(exc) else None
+    return DockerNotRunningError(
+        f"Docker is not running: no engine answered at {ep.host} (from {ep.source}).",
+        install_hint(),
+        details=details,
+    )
+
+
 def connect(timeout: float = 5.0) -> Any:
     """A ``docker.DockerClient`` for the resolved endpoint, checked with ``ping()``.
 
@@ -160,11 +208,7 @@ def connect(timeout: float = 5.0) -> Any:
         client = docker.DockerClient(base_url=ep.host, tls=tls, timeout=timeout)
         client.ping()
     except Exception as exc:
-        raise DockerNotRunningError(
-            f"Docker is not running: no engine answered at {ep.host} (from {ep.source}).",
-            install_hint(),
-            details=str(exc).splitlines()[0] if str(exc) else None,
-        ) from None
+        raise not_answering(ep, exc) from None
     client.stigmer_endpoint = ep
     return client
 
