@@ -143,6 +143,11 @@ def test_dev_runner_restarts_with_new_code_and_runs_complete(devstack: Stack) ->
     assert follow.returncode == 0, follow.stdout + follow.stderr
     ex = json.loads(st.cli("execution", "get", ex_id, "--output", "json", check=True).stdout)
     assert ex["phase"] == "COMPLETED" and "slept" in ex["output"], ex
+    # ... at once: the old runner's worker cancelled it as a shutdown after dev.RESTART_GRACE
+    # and said so (not counted), rather than being killed and leaving Temporal to wait out
+    # the call's heartbeat timeout
+    retries = [e["payload"] for e in events_of(st, ex_id) if e["type"] == "retry"]
+    assert retries and all("Worker is shutting down" in r["reason"] for r in retries), retries
 
     # a run after the change runs the new code ("Done." is the test model's last word)
     apply_text(

@@ -83,7 +83,9 @@ def test_dev_restarts_are_no_crashes_and_not_counted(tmp_path: Path) -> None:
     unit, comp = asyncio.run(go())
     assert unit.dev_restarts == 3 and unit.restarts == 0
     assert unit.last_crash is None and unit.last_error is None
-    assert comp.graces[:3] == [dev.RESTART_GRACE] * 3, "stopped quickly for a dev restart"
+    # stopped quickly for a dev restart: the worker cancels what runs after RESTART_GRACE
+    # (its stop_grace in dev mode), and gets WIND_DOWN_S to report it
+    assert comp.graces[:3] == [dev.RESTART_GRACE + sup.WIND_DOWN_S] * 3
     assert all("stigmer/runner/tools.py changed; restarting agent-runner" in n for n in comp.notes)
 
 
@@ -215,3 +217,14 @@ def test_server_start_dev_without_sources_is_refused(tmp_path: Path) -> None:
     err = json.loads(proc.stdout or proc.stderr)
     assert "holds no runner sources" in err["message"] and "STIGMER_DEV_SOURCE" in err["fix"]
     assert not (tmp_path / "home" / "run" / "supervisor.pid").exists()
+
+
+def test_the_dev_runner_cancels_running_calls_after_restart_grace(tmp_path: Path) -> None:
+    from stigmer.stack.handover import runner_stop_grace
+
+    plain = resolve(tmp_path, flags={"stop_grace": 10}, env={})
+    assert runner_stop_grace(plain) == 10
+    with_dev = resolve(tmp_path, flags={"stop_grace": 10, "dev": True}, env={})
+    assert runner_stop_grace(with_dev) == dev.RESTART_GRACE
+    short = resolve(tmp_path, flags={"stop_grace": 0.5, "dev": True}, env={})
+    assert runner_stop_grace(short) == 0.5

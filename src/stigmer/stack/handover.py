@@ -300,13 +300,28 @@ def runner_config(
             task_queue=task_queue,
             mode="docker" if settings.runner_mode == "docker" else "local",
             workspace=workspace,
-            stop_grace=settings.stop_grace,
+            stop_grace=runner_stop_grace(settings),
             sandbox=settings.workflow_sandbox,
             heartbeat_file=heartbeat_file,
             secrets=secrets,  # type: ignore[arg-type]
             lost_workers=dict(lost_workers or {}),
         ),
     )
+
+
+def runner_stop_grace(settings: Settings) -> float:
+    """How long the runner's worker lets running calls go on once told to stop.
+
+    ``stop_grace``; with ``--dev`` at most ``dev.RESTART_GRACE``: a source change
+    restarts the runner within about a second, and a call still running then is
+    cancelled as a worker shutdown (not counted against its attempts: runner/lost.py)
+    and retried on the new runner at once, not after its heartbeat timeout.
+    """
+    if settings.dev:
+        from stigmer.stack.dev import RESTART_GRACE
+
+        return min(settings.stop_grace, RESTART_GRACE)
+    return settings.stop_grace
 
 
 def check(settings: Settings) -> None:

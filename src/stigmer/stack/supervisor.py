@@ -226,7 +226,8 @@ class Supervised:
     async def _wait_or_reload(self) -> tuple[int | None, bool]:
         """Wait until the component ends: ``(exit code, ended for a reload)``.
 
-        A :meth:`reload` while it runs stops it (``dev.RESTART_GRACE``), and its
+        A :meth:`reload` while it runs stops it (``dev.RESTART_GRACE``, and
+        ``WIND_DOWN_S`` for its worker to report the calls it cancelled), and its
         end is then no crash.
         """
         from stigmer.stack.dev import RESTART_GRACE
@@ -244,7 +245,10 @@ class Supervised:
                 if self._stopping:
                     continue
                 reloaded = self._reloading = True
-                await self.comp.terminate(min(RESTART_GRACE, self.settings.stop_grace))
+                # the dev runner's worker cancels what still runs after RESTART_GRACE
+                # (handover.runner_stop_grace); WIND_DOWN_S lets it report that
+                grace = min(RESTART_GRACE, self.settings.stop_grace) + WIND_DOWN_S
+                await self.comp.terminate(grace)
         except BaseException:
             ended.cancel()
             raise
