@@ -11,17 +11,53 @@ from pathlib import Path
 
 import pytest
 
-from stigmer.errors import DockerNotRunningError
+from stigmer.errors import ConfigError, DockerNotRunningError
 from stigmer.images import engine
 
 
-def test_no_socket_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_no_socket_where_docker_host_points_is_named(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/docker.sock")
     with pytest.raises(DockerNotRunningError) as err:
         engine.connect(timeout=2)
-    assert "Docker is not running" in err.value.message
-    assert err.value.details == f"there is no socket at {tmp_path}/docker.sock"
+    assert err.value.message == (
+        f"No Docker engine answered at unix://{tmp_path}/docker.sock (from DOCKER_HOST): "
+        f"there is no socket at {tmp_path}/docker.sock."
+    )
+    fix = err.value.fix or ""
+    assert "unset DOCKER_HOST" in fix and "--runner local" in fix
+    assert "apt-get" not in fix  # Docker may well be installed: DOCKER_HOST is what to fix
+
+
+def test_the_default_socket_missing_says_docker_is_not_running(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    ep = engine.Endpoint(f"unix://{tmp_path}/docker.sock", engine.DEFAULT_SOURCE)
+    monkeypatch.setattr(engine, "resolve_endpoint", lambda: ep)
+    with pytest.raises(DockerNotRunningError) as err:
+        engine.connect(timeout=2)
+    assert err.value.message.startswith("Docker is not running: no engine answered")
+    assert "there is no socket at" in err.value.message
     assert "--runner local" in (err.value.fix or "")
+
+
+def test_a_docker_host_that_is_no_address_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"{tmp_path}/docker.sock")  # unix:// forgotten
+    with pytest.raises(ConfigError) as err:
+        engine.connect(timeout=2)
+    assert "is not an address of a Docker engine" in err.value.message
+    assert "unix:///path/to/docker.sock" in (err.value.fix or "")
+
+
+def test_a_file_that_is_no_socket_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "docker.sock").write_text("not a socket")
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/docker.sock")
+    with pytest.raises(DockerNotRunningError) as err:
+        engine.connect(timeout=2)
+    assert f"{tmp_path}/docker.sock is not a socket" in err.value.message
 
 
 def test_a_socket_nobody_listens_on_is_a_refused_connection(
@@ -34,7 +70,7 @@ def test_a_socket_nobody_listens_on_is_a_refused_connection(
     monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
     with pytest.raises(DockerNotRunningError) as err:
         engine.connect(timeout=2)
-    assert err.value.details and "refused" in err.value.details
+    assert "the connection was refused" in err.value.message
 
 
 def test_a_socket_this_user_may_not_use_says_so_not_that_docker_is_down(tmp_path: Path) -> None:

@@ -24,7 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stigmer.errors import ConfigError, DockerNotRunningError
+from stigmer.errors import ConfigError, DockerNotRunningError, StigmerError
+
+#: The source of the endpoint found without DOCKER_HOST or a context.
+DEFAULT_SOURCE = "default socket"
 
 
 @dataclass(frozen=True)
@@ -115,8 +118,8 @@ def resolve_endpoint() -> Endpoint:
         candidates.append(Path(runtime) / "docker.sock")
     for sock in candidates:
         if sock.exists():
-            return Endpoint(f"unix://{sock}", "default socket")
-    return Endpoint("unix:///var/run/docker.sock", "default socket")
+            return Endpoint(f"unix://{sock}", DEFAULT_SOURCE)
+    return Endpoint("unix:///var/run/docker.sock", DEFAULT_SOURCE)
 
 
 def install_hint() -> str:
@@ -156,10 +159,21 @@ def os_error_in(exc: BaseException) -> OSError | None:
     return None
 
 
-def not_answering(ep: Endpoint, exc: BaseException) -> DockerNotRunningError:
-    """Why the engine at ``ep`` did not answer, said as a user can act on it."""
+def not_answering(ep: Endpoint, exc: BaseException) -> StigmerError:
+    """Why the engine at ``ep`` did not answer, said as a user can act on it.
+
+    A ``DockerNotRunningError``, or a ``ConfigError`` for an address that is not
+    one (``DOCKER_HOST=/path`` without ``unix://``).
+    """
     import errno
 
+    text = str(exc)
+    if text.startswith("Invalid bind address"):
+        return ConfigError(
+            f"{ep.source} {ep.host!r} is not an address of a Docker engine ({text}).",
+            "Write it as unix:///path/to/docker.sock or tcp://HOST:PORT (ssh://USER@HOST for "
+            f"a remote engine), or {_unset(ep)} to use the default engine.",
+        )
     cause = os_error_in(exc)
     sock = ep.host.removeprefix("unix://") if ep.host.startswith("unix://") else None
     if sock and cause is not None and cause.errno in (errno.EACCES, errno.EPERM):
@@ -172,17 +186,35 @@ def not_answering(ep: Endpoint, exc: BaseException) -> DockerNotRunningError:
             "(point DOCKER_HOST at its socket), or run without Docker: "
             "`stigmer server start --runner local`.",
         )
+    why: str | None = None
     if sock and isinstance(cause, FileNotFoundError):
-        details: str | None = f"there is no socket at {sock}"
+        why = f"there is no socket at {sock}"
+    elif sock and Path(sock).exists() and not Path(sock).is_socket():
+        why = f"{sock} is not a socket"
     elif isinstance(cause, ConnectionRefusedError):
-        details = "the connection was refused (nothing listens there)"
-    else:
-        details = str(exc).splitlines()[0] if str(exc) else None
+        why = "the connection was refused (nothing listens there)"
+    where = f"at {ep.host} (from {ep.source})" + (f": {why}" if why else "")
+    details = None if why else (text.splitlines()[0] if text else None)
+    if ep.source == DEFAULT_SOURCE:
+        return DockerNotRunningError(
+            f"Docker is not running: no engine answered {where}.", install_hint(), details=details
+        )
+    # an engine named on purpose (DOCKER_HOST, a context): it, or its name, is what to fix
     return DockerNotRunningError(
-        f"Docker is not running: no engine answered at {ep.host} (from {ep.source}).",
-        install_hint(),
+        f"No Docker engine answered {where}.",
+        f"Start the engine {ep.source} points at, correct it, or {_unset(ep)} to use "
+        "the default engine.\nUsing Podman? `systemctl --user start podman.socket`, and "
+        "point DOCKER_HOST at unix://$XDG_RUNTIME_DIR/podman/podman.sock.\n"
+        "Or run without Docker: `stigmer server start --runner local` (STIGMER_RUNNER_MODE=local).",
         details=details,
     )
+
+
+def _unset(ep: Endpoint) -> str:
+    """How to go back to the default engine from ``ep``'s source."""
+    if ep.source == "DOCKER_HOST":
+        return "unset DOCKER_HOST"
+    return "run `docker context use default` (and unset DOCKER_CONTEXT)"
 
 
 def connect(timeout: float = 5.0) -> Any:
