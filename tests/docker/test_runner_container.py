@@ -495,9 +495,9 @@ def test_auto_mode_without_the_default_socket_uses_a_local_runner(stack: Stack) 
     env = {k: v for k, v in stack.env.items() if not k.startswith("DOCKER_")}
     env["DOCKER_CONFIG"] = str(stack.home.parent / "no-docker-config")  # no current context
     hide = 'mount -t tmpfs tmpfs /run && exec "$@"'  # /var/run/docker.sock is under /run
+    unshare = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", hide, "sh"]
     auto = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", hide, "sh"]
-        + [STIGMER, "server", "start", "--runner", "auto", "--json"],
+        [*unshare, STIGMER, "server", "start", "--runner", "auto", "--json"],
         env=env,
         capture_output=True,
         text=True,
