@@ -189,7 +189,7 @@ def not_answering(ep: Endpoint, exc: BaseException) -> StigmerError:
     why: str | None = None
     if sock and isinstance(cause, FileNotFoundError):
         why = f"there is no socket at {sock}"
-    elif sock and Path(sock).exists() and not Path(sock).is_socket():
+    elif sock and _not_a_socket(sock):
         why = f"{sock} is not a socket"
     elif isinstance(cause, ConnectionRefusedError):
         why = "the connection was refused (nothing listens there)"
@@ -208,6 +208,14 @@ def not_answering(ep: Endpoint, exc: BaseException) -> StigmerError:
         "Or run without Docker: `stigmer server start --runner local` (STIGMER_RUNNER_MODE=local).",
         details=details,
     )
+
+
+def _not_a_socket(path: str) -> bool:
+    """Whether something that is not a socket is at ``path`` (a file, a folder)."""
+    try:
+        return Path(path).exists() and not Path(path).is_socket()
+    except (OSError, ValueError):  # a name too long, a NUL: nothing to say about it
+        return False
 
 
 def _unset(ep: Endpoint) -> str:
