@@ -35,7 +35,7 @@ EXIT_CODES: dict[int, str] = {
     7: "the stigmer supervisor does not answer",
     8: "a port the stack needs, or its runner's container name, is taken; nothing was started",
     9: "the stack did not become ready; nothing was left running",
-    10: "no Docker engine answers",
+    10: "no Docker engine answers, or its socket refuses this user (not in the `docker` group)",
     11: "the runner image is not available",
     EXIT_NOT_READY: "`server status`: the stack runs, but a component is not ready",
     13: "the API refused the request",
