@@ -139,6 +139,9 @@ class StackSettingsDifferError(StigmerError, code=16):
 class DockerNotRunningError(StigmerError, code=10):
     """No Docker engine answered at the resolved endpoint, or its socket refuses this user."""
 
+    #: what is at the address, when known ("there is no socket at ...")
+    why: str | None = None
+
 
 class ImageError(StigmerError, code=11):
     """The runner image could not be found, pulled or built."""

@@ -107,3 +107,63 @@ def test_a_socket_this_user_may_not_use_says_so_not_that_docker_is_down(tmp_path
     assert "permission denied" in out and str(path) in out, out
     assert "not running" not in out
     assert "usermod -aG docker" in out and "--runner local" in out
+
+
+@pytest.mark.parametrize("host", ["tcp://127.0.0.1:abc", "tcp://127.0.0.1:99999", "ssh://u@h"])
+def test_an_address_the_sdk_cannot_use_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", host)
+    with pytest.raises(ConfigError) as err:
+        engine.connect(timeout=2)
+    assert host in err.value.message and "unset DOCKER_HOST" in (err.value.fix or "")
+
+
+def test_tls_files_that_are_not_there_are_a_config_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2376")
+    monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
+    monkeypatch.setenv("DOCKER_CERT_PATH", str(tmp_path / "nonexistent"))
+    with pytest.raises(ConfigError) as err:
+        engine.connect(timeout=2)
+    assert str(tmp_path / "nonexistent") in err.value.message
+    assert "DOCKER_CERT_PATH" in (err.value.fix or "")
+
+
+def _context(config: Path, name: str, host: str) -> None:
+    import hashlib
+    import json
+
+    meta = config / "contexts" / "meta" / hashlib.sha256(name.encode()).hexdigest()
+    meta.mkdir(parents=True)
+    (meta / "meta.json").write_text(json.dumps({"Endpoints": {"docker": {"Host": host}}}))
+
+
+def test_an_engine_is_named_on_purpose_by_docker_host_or_docker_context_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`auto` mode falls back to a local runner only from an engine nobody named."""
+    import json
+
+    config = tmp_path / "docker-config"
+    _context(config, "desktop-linux", f"unix://{tmp_path}/desktop.sock")
+    (config / "config.json").write_text(json.dumps({"currentContext": "desktop-linux"}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(config))
+    for var in ("DOCKER_HOST", "DOCKER_CONTEXT"):
+        monkeypatch.delenv(var, raising=False)
+    current = engine.resolve_endpoint()  # what Docker Desktop left current
+    assert current.host == f"unix://{tmp_path}/desktop.sock" and not current.named
+    monkeypatch.setenv("DOCKER_CONTEXT", "desktop-linux")
+    assert engine.resolve_endpoint().named
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/x.sock")
+    assert engine.resolve_endpoint().named
+
+
+def test_server_status_keeps_why_the_engine_does_not_answer(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/docker.sock")
+    with pytest.raises(DockerNotRunningError) as err:
+        engine.connect(timeout=2)
+    assert err.value.why == f"there is no socket at {tmp_path}/docker.sock"

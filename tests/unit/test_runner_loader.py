@@ -122,6 +122,7 @@ def test_the_workflow_memo_names_the_provider_whose_sdk_the_model_uses() -> None
     assert provider_of(inp("anthropic:claude-x")) == "anthropic"
     assert provider_of(inp("ollama:llama3")) == "ollama"
     assert provider_of(inp("anthropic:x", base_url="http://127.0.0.1:1/v1")) == "openai"
+    assert provider_of(inp("test", base_url="http://127.0.0.1:1/v1")) == "test"  # `--model test`
     payload = PayloadConverter.default.to_payload("anthropic")
     assert memo_provider({PROVIDER_MEMO: payload}) == "anthropic"
     assert memo_provider({}) is None  # started by an API server older than the memo

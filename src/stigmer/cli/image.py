@@ -84,8 +84,8 @@ def prepare_runner(settings: Settings, *, rebuild: bool, quiet: bool) -> dict[st
     ``quiet`` silences progress output; warnings always go to stderr.
     Sets ``settings.runner_mode`` to ``docker`` or ``local``.
 
-    ``auto`` becomes ``local`` (with a warning) only when no engine answers at the
-    default socket (one named by DOCKER_HOST or a context must answer); an
+    ``auto`` becomes ``local`` (with a warning) only when no engine answers, and
+    none was named on purpose (DOCKER_HOST, DOCKER_CONTEXT: that one must answer); an
     engine that answers makes it ``docker``, and a missing image then fails the
     start as in docker mode, its fix naming ``--runner local`` as the way
     without Docker.
@@ -97,7 +97,7 @@ def prepare_runner(settings: Settings, *, rebuild: bool, quiet: bool) -> dict[st
     """
     from stigmer.contract.registry import RUNNER
     from stigmer.errors import DockerNotRunningError, ImageError
-    from stigmer.images.engine import DEFAULT_SOURCE, connect, resolve_endpoint
+    from stigmer.images.engine import connect, resolve_endpoint
     from stigmer.images.resolve import build, ensure_image
 
     mode = settings.runner_mode
@@ -106,10 +106,10 @@ def prepare_runner(settings: Settings, *, rebuild: bool, quiet: bool) -> dict[st
     try:
         client = connect()
     except DockerNotRunningError as exc:
-        # auto falls back only from the default socket: an engine named on purpose
-        # (DOCKER_HOST, a context) that does not answer is a setting to fix, not a
-        # reason to give the tools a host process
-        if mode != "auto" or resolve_endpoint().source != DEFAULT_SOURCE:
+        # auto does not fall back from an engine named on purpose (DOCKER_HOST,
+        # DOCKER_CONTEXT): that is a setting to fix, not a reason to give the tools a
+        # host process (a current context an installer set falls back as the default)
+        if mode != "auto" or resolve_endpoint().named:
             raise
         warn(f"{exc.message} Using the local runner (a host process) instead.")
         settings.set("runner_mode", "local", settings.sources["runner_mode"] + " (auto: no Docker)")

@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,9 @@ class Endpoint:
     source: str
     tls_verify: bool = False
     cert_path: str | None = None
+    #: chosen by the user for this shell (DOCKER_HOST, DOCKER_CONTEXT), not found by
+    #: default or left current by an installer (Docker Desktop sets currentContext)
+    named: bool = False
 
 
 def _docker_config_dir() -> Path:
@@ -99,6 +102,7 @@ def resolve_endpoint() -> Endpoint:
             "DOCKER_HOST",
             tls_verify=os.environ.get("DOCKER_TLS_VERIFY", "") not in ("", "0"),
             cert_path=os.environ.get("DOCKER_CERT_PATH"),
+            named=True,
         )
     name = os.environ.get("DOCKER_CONTEXT")
     origin = "DOCKER_CONTEXT"
@@ -111,7 +115,7 @@ def resolve_endpoint() -> Endpoint:
             name = ""
     ctx = _context_endpoint(name or "", origin)
     if ctx:
-        return ctx
+        return replace(ctx, named=origin == "DOCKER_CONTEXT")
     candidates = [Path("/var/run/docker.sock"), Path.home() / ".docker" / "run" / "docker.sock"]
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime:
@@ -162,18 +166,11 @@ def os_error_in(exc: BaseException) -> OSError | None:
 def not_answering(ep: Endpoint, exc: BaseException) -> StigmerError:
     """Why the engine at ``ep`` did not answer, said as a user can act on it.
 
-    A ``DockerNotRunningError``, or a ``ConfigError`` for an address that is not
-    one (``DOCKER_HOST=/path`` without ``unix://``).
+    The error has ``why``: what is at the address, when known (for ``server status``).
     """
     import errno
 
     text = str(exc)
-    if text.startswith("Invalid bind address"):
-        return ConfigError(
-            f"{ep.source} {ep.host!r} is not an address of a Docker engine ({text}).",
-            "Write it as unix:///path/to/docker.sock or tcp://HOST:PORT (ssh://USER@HOST for "
-            f"a remote engine), or {_unset(ep)} to use the default engine.",
-        )
     cause = os_error_in(exc)
     sock = ep.host.removeprefix("unix://") if ep.host.startswith("unix://") else None
     if sock and cause is not None and cause.errno in (errno.EACCES, errno.EPERM):
@@ -196,17 +193,40 @@ def not_answering(ep: Endpoint, exc: BaseException) -> StigmerError:
     where = f"at {ep.host} (from {ep.source})" + (f": {why}" if why else "")
     details = None if why else (text.splitlines()[0] if text else None)
     if ep.source == DEFAULT_SOURCE:
-        return DockerNotRunningError(
+        err = DockerNotRunningError(
             f"Docker is not running: no engine answered {where}.", install_hint(), details=details
         )
+        err.why = why
+        return err
     # an engine named on purpose (DOCKER_HOST, a context): it, or its name, is what to fix
-    return DockerNotRunningError(
+    err = DockerNotRunningError(
         f"No Docker engine answered {where}.",
         f"Start the engine {ep.source} points at, correct it, or {_unset(ep)} to use "
         "the default engine.\nUsing Podman? `systemctl --user start podman.socket`, and "
         "point DOCKER_HOST at unix://$XDG_RUNTIME_DIR/podman/podman.sock.\n"
         "Or run without Docker: `stigmer server start --runner local` (STIGMER_RUNNER_MODE=local).",
         details=details,
+    )
+    err.why = why
+    return err
+
+
+#: How the Docker SDK says an address is none it can use (a bad port is a ValueError).
+ADDRESS_ERRORS = (
+    "Invalid bind address",
+    "Install paramiko",
+    "The npipe:// protocol",
+)
+
+
+def not_an_address(ep: Endpoint, exc: BaseException) -> ConfigError:
+    """The Docker SDK cannot use ``ep``'s address at all (``DOCKER_HOST=/path``, a bad port)."""
+    text = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return ConfigError(
+        f"{ep.source} {ep.host!r} is not an address of a Docker engine that stigmer can "
+        f"use ({text}).",
+        "Write it as unix:///path/to/docker.sock or tcp://HOST:PORT, or "
+        f"{_unset(ep)} to use the default engine.",
     )
 
 
@@ -231,23 +251,37 @@ def connect(timeout: float = 5.0) -> Any:
     Raises:
         DockerNotRunningError: nothing answered; the message names the endpoint
             and its source, the fix gives per-OS steps and the local-runner option.
+        ConfigError: the address, or the TLS files DOCKER_CERT_PATH names, cannot
+            be used at all; or a docker context that does not exist.
     """
     import docker
+    from docker.errors import TLSParameterError
     from docker.tls import TLSConfig
 
     ep = resolve_endpoint()
     tls: Any = False
     if ep.tls_verify and ep.cert_path:
         cert = Path(ep.cert_path)
-        tls = TLSConfig(
-            client_cert=(str(cert / "cert.pem"), str(cert / "key.pem")),
-            ca_cert=str(cert / "ca.pem"),
-            verify=True,
-        )
+        try:
+            tls = TLSConfig(
+                client_cert=(str(cert / "cert.pem"), str(cert / "key.pem")),
+                ca_cert=str(cert / "ca.pem"),
+                verify=True,
+            )
+        except TLSParameterError as exc:
+            raise ConfigError(
+                f"TLS to the Docker engine ({ep.source}) cannot be set up from {cert}: "
+                f"{str(exc).strip()}",
+                "Point DOCKER_CERT_PATH at the folder that holds ca.pem, cert.pem and "
+                "key.pem, or unset DOCKER_TLS_VERIFY.",
+            ) from None
     try:
+        # (it asks the engine for its API version: this connects already)
         client = docker.DockerClient(base_url=ep.host, tls=tls, timeout=timeout)
         client.ping()
     except Exception as exc:
+        if isinstance(exc, ValueError) or str(exc).startswith(ADDRESS_ERRORS):
+            raise not_an_address(ep, exc) from None  # nothing was even tried
         raise not_answering(ep, exc) from None
     client.stigmer_endpoint = ep
     return client

@@ -316,7 +316,7 @@ class DockerRunner(RunnerReadiness):
             try:
                 self.client = connect(timeout=10)
             except DockerNotRunningError as exc:
-                raise ComponentUnavailable(self._waiting_text(exc.details)) from None
+                raise ComponentUnavailable(self._waiting_text(exc.why or exc.details)) from None
             except ConfigError as exc:  # a docker context that does not exist, say
                 raise RuntimeError(exc.message) from None
         return self.client

@@ -393,8 +393,10 @@ def _wait_ready(
                 "Run `stigmer server stop`, then start again; see `stigmer server logs -c supervisor`.",
             )
         if proc is not None and proc.poll() is not None:
+            code = proc.returncode
+            how = f"killed by signal {-code}" if code < 0 else f"code {code}"
             raise StackStartError(
-                f"The stigmer supervisor exited during start-up (code {proc.returncode}).",
+                f"The stigmer supervisor exited during start-up ({how}).",
                 f"See {paths.log_file('supervisor')} and {paths.log_file('supervisor', 'err')}.",
                 details=_tail(paths.log_file("supervisor", "err"), 15)
                 or _tail(paths.log_file("supervisor"), 15),
