@@ -90,7 +90,7 @@ def test_a_socket_this_user_may_not_use_says_so_not_that_docker_is_down(tmp_path
             "from stigmer.images.engine import connect\n"
             "from stigmer.errors import DockerNotRunningError\n"
             "try:\n    connect(timeout=2)\n"
-            "except DockerNotRunningError as e:\n    print(e.message); print(e.fix)\n"
+            "except DockerNotRunningError as e:\n    print(e.message); print(e.fix); print(e.why)\n"
         )
         drop = "-dac_override,-dac_read_search"
         proc = subprocess.run(
@@ -107,6 +107,7 @@ def test_a_socket_this_user_may_not_use_says_so_not_that_docker_is_down(tmp_path
     assert "permission denied" in out and str(path) in out, out
     assert "not running" not in out
     assert "usermod -aG docker" in out and "--runner local" in out
+    assert "refuses this user (permission denied)" in out  # what `server status` shows
 
 
 @pytest.mark.parametrize("host", ["tcp://127.0.0.1:abc", "tcp://127.0.0.1:99999", "ssh://u@h"])

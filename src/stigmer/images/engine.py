@@ -175,7 +175,7 @@ def not_answering(ep: Endpoint, exc: BaseException) -> StigmerError:
     sock = ep.host.removeprefix("unix://") if ep.host.startswith("unix://") else None
     if sock and cause is not None and cause.errno in (errno.EACCES, errno.EPERM):
         # the engine may well run: this user may not use its socket (not in its group)
-        return DockerNotRunningError(
+        err = DockerNotRunningError(
             f"Docker's socket {sock} (from {ep.source}) refuses this user: permission "
             "denied (the engine may well be running).",
             "Add your user to the docker group: `sudo usermod -aG docker $USER`, then log "
@@ -183,6 +183,8 @@ def not_answering(ep: Endpoint, exc: BaseException) -> StigmerError:
             "(point DOCKER_HOST at its socket), or run without Docker: "
             "`stigmer server start --runner local`.",
         )
+        err.why = f"its socket {sock} refuses this user (permission denied)"
+        return err
     why: str | None = None
     if sock and isinstance(cause, FileNotFoundError):
         why = f"there is no socket at {sock}"
