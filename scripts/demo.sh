@@ -14,8 +14,19 @@ export UV_NO_PROGRESS=1
 
 if ! command -v uv >/dev/null 2>&1; then
   echo "==> installing uv (pip --user)"
-  python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
   export PATH="$HOME/.local/bin:$PATH"
+  # a Python managed by the OS (Debian 12, Ubuntu 23.04+: PEP 668) refuses even --user
+  # installs unless told; --user keeps it to ~/.local, never the system's packages
+  python3 -m pip install --quiet --user uv 2>/dev/null ||
+    python3 -m pip install --quiet --user --break-system-packages uv 2>/dev/null ||
+    python3 -m pip install --quiet uv 2>/dev/null || true
+  hash -r
+  if ! command -v uv >/dev/null 2>&1; then
+    echo "error: could not install uv with pip." >&2
+    echo "fix: install uv (https://docs.astral.sh/uv/getting-started/installation/, or" \
+      "\`pipx install uv\`), then run this again." >&2
+    exit 1
+  fi
 fi
 echo "==> installing stigmer from the lock file   (the first time: a minute or two)"
 uv sync --frozen --quiet
