@@ -28,6 +28,10 @@ from stigmer.errors import ConfigError, DockerNotRunningError, StigmerError
 
 #: The source of the endpoint found without DOCKER_HOST or a context.
 DEFAULT_SOURCE = "default socket"
+#: The last line of every fix for an engine that cannot be used.
+WITHOUT_DOCKER = (
+    "Or run without Docker: `stigmer server start --runner local` (STIGMER_RUNNER_MODE=local)."
+)
 
 
 @dataclass(frozen=True)
@@ -139,8 +143,7 @@ def install_hint() -> str:
         steps = "Windows: start Docker Desktop (https://docs.docker.com/desktop/)."
     return (
         f"{steps}\n"
-        "Using Podman? Point DOCKER_HOST at its Docker-compatible socket.\n"
-        "Or run without Docker: `stigmer server start --runner local` (STIGMER_RUNNER_MODE=local)."
+        "Using Podman? Point DOCKER_HOST at its Docker-compatible socket.\n" + WITHOUT_DOCKER
     )
 
 
@@ -205,8 +208,7 @@ def not_answering(ep: Endpoint, exc: BaseException) -> StigmerError:
         f"No Docker engine answered {where}.",
         f"Start the engine {ep.source} points at, correct it, or {_unset(ep)} to use "
         "the default engine.\nUsing Podman? `systemctl --user start podman.socket`, and "
-        "point DOCKER_HOST at unix://$XDG_RUNTIME_DIR/podman/podman.sock.\n"
-        "Or run without Docker: `stigmer server start --runner local` (STIGMER_RUNNER_MODE=local).",
+        "point DOCKER_HOST at unix://$XDG_RUNTIME_DIR/podman/podman.sock.\n" + WITHOUT_DOCKER,
         details=details,
     )
     err.why = why
